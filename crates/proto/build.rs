@@ -1,0 +1,37 @@
+//! Compiles `proto/` with protox (pure Rust: no system `protoc`), writes the
+//! descriptor set for reflection and JSON, and generates prost/tonic code.
+
+use std::{env, error::Error, path::PathBuf};
+
+use prost::Message;
+
+const FILES: &[&str] = &[
+    "baton/events/v1/types.proto",
+    "baton/events/v1/events.proto",
+    "baton/state/v1/state.proto",
+    "baton/ingest/v1/ingest.proto",
+    "baton/query/v1/query.proto",
+];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    println!("cargo:rerun-if-changed={}", proto_root.join("baton").display());
+
+    let descriptors = protox::Compiler::new([&proto_root])?
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(FILES)?
+        .file_descriptor_set();
+
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("baton_descriptor.binpb"),
+        descriptors.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
