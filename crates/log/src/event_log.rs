@@ -1,0 +1,116 @@
+//! The seam between Baton and its log backends.
+//!
+//! The traits follow Kafka's model so the rdkafka backend is a thin mapping:
+//! `append` is an idempotent `FutureProducer` send awaited for every record,
+//! and a [`LogReader`] is a `BaseConsumer` that `assign()`s explicit
+//! partitions at explicit offsets. There are no consumer groups and no
+//! committed offsets: a projector keeps its positions in its own store,
+//! committed atomically with the state they produced.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{NewRecord, Position, Record, Result, TopicSpec};
+
+/// A partitioned, keyed, append-only log with Kafka semantics.
+#[async_trait]
+pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates the topic if missing; returns the partition count it has (an existing topic keeps its count).
+    ///
+    /// Partition counts never change silently: a key's partition depends on
+    /// the count, so changing it would break per-key ordering.
+    async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> Result<u32>;
+
+    async fn partition_count(&self, topic: &str) -> Result<u32>;
+
+    /// Appends durably: when this returns Ok, every record is on stable storage and will be read back after a crash. Returns one Position per record, in input order. Within one partition, records of one call keep their order and take consecutive offsets.
+    ///
+    /// Every record is validated (topic, explicit partitions) before any is
+    /// written, so a bad batch writes nothing. A storage failure part-way may
+    /// leave some partitions written: callers retry, and consumers dedupe on
+    /// the event id, as with Kafka.
+    async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>>;
+
+    /// Next offset to be written for each partition (Kafka's high watermark), index = partition.
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>>;
+
+    /// A reader over the given partitions, each starting at the given offset (offset = next record to read).
+    ///
+    /// Fails with `PartitionOutOfRange` for a partition the topic lacks and
+    /// `OffsetOutOfRange` for an offset past the partition's end offset.
+    async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>>;
+}
+
+/// Reads assigned partitions from explicit offsets, following the tail.
+#[async_trait]
+pub trait LogReader: Send + std::fmt::Debug {
+    /// Up to `max` records from any of the reader's partitions (per partition in offset order; fair across partitions, e.g. round-robin so one busy partition does not starve the others); when none is available, waits up to `wait` for new appends (follow the tail) and returns an empty Vec on timeout.
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>>;
+
+    /// The next offset this reader will return for each partition.
+    fn positions(&self) -> BTreeMap<u32, u64>;
+}
+
+/// Lets services share one log as `Arc<dyn EventLog>` (or `Arc<EmbeddedLog>`)
+/// and still pass it wherever an `EventLog` is expected.
+#[async_trait]
+impl<T: EventLog + ?Sized> EventLog for Arc<T> {
+    async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> Result<u32> {
+        (**self).ensure_topic(topic, spec).await
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<u32> {
+        (**self).partition_count(topic).await
+    }
+
+    async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>> {
+        (**self).append(topic, records).await
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
+        (**self).end_offsets(topic).await
+    }
+
+    async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>> {
+        (**self).reader(topic, from).await
+    }
+}
+
+#[async_trait]
+impl<T: EventLog + ?Sized> EventLog for Box<T> {
+    async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> Result<u32> {
+        (**self).ensure_topic(topic, spec).await
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<u32> {
+        (**self).partition_count(topic).await
+    }
+
+    async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>> {
+        (**self).append(topic, records).await
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
+        (**self).end_offsets(topic).await
+    }
+
+    async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>> {
+        (**self).reader(topic, from).await
+    }
+}
+
+/// Lets code generic over `R: LogReader` take the boxed reader that
+/// [`EventLog::reader`] returns.
+#[async_trait]
+impl<R: LogReader + ?Sized> LogReader for Box<R> {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>> {
+        (**self).next_batch(max, wait).await
+    }
+
+    fn positions(&self) -> BTreeMap<u32, u64> {
+        (**self).positions()
+    }
+}
