@@ -1,0 +1,170 @@
+//! Small builders for valid care events, for tests, examples and the
+//! synthetic population. Event ids are derived from the content, so the same
+//! call twice makes the same event (a duplicate), and different calls make
+//! different events.
+
+use baton_proto::events::v1::{
+    Admitted, CareEvent, DischargeDestination, DischargeMethod, Discharged, EpisodeEndReason,
+    EpisodeEnded, EpisodeStarted, EpisodeType, LocalIdentifier, Location, Pathway, PatientClass,
+    PatientIdentity, Service, Source, Transferred, care_event::Payload,
+};
+use prost_types::Timestamp;
+use uuid::Uuid;
+
+use crate::BATON_NAMESPACE;
+
+/// The organisation the fixtures' events come from.
+pub const ORGANISATION: &str = "RXX";
+
+pub fn timestamp(seconds: i64) -> Timestamp {
+    Timestamp { seconds, nanos: 0 }
+}
+
+/// An identity by NHS number, or by the local hospital number `RXX:<value>`
+/// when `nhs` is not ten digits.
+pub fn identity(nhs: &str) -> PatientIdentity {
+    if nhs.len() == 10 && nhs.bytes().all(|b| b.is_ascii_digit()) {
+        PatientIdentity {
+            nhs_number: nhs.to_owned(),
+            ..Default::default()
+        }
+    } else {
+        PatientIdentity {
+            local_ids: vec![LocalIdentifier {
+                authority: ORGANISATION.to_owned(),
+                value: nhs.to_owned(),
+            }],
+            ..Default::default()
+        }
+    }
+}
+
+pub fn ward(name: &str) -> Location {
+    Location {
+        point_of_care: name.to_owned(),
+        facility: "MAIN".to_owned(),
+        organisation: ORGANISATION.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// An event recorded at the moment it occurred, from the PAS of `RXX`.
+pub fn event(nhs: &str, seconds: i64, payload: Option<Payload>) -> CareEvent {
+    let mut event = CareEvent {
+        patient: Some(identity(nhs)),
+        occurred_at: Some(timestamp(seconds)),
+        recorded_at: Some(timestamp(seconds)),
+        source: Some(Source {
+            system: "PAS".to_owned(),
+            organisation: ORGANISATION.to_owned(),
+            message_id: String::new(),
+        }),
+        payload,
+        ..Default::default()
+    };
+    event.event_id = content_id(&event);
+    event
+}
+
+/// As [`event`], within hospital encounter `encounter_id`.
+pub fn encounter_event(nhs: &str, encounter_id: &str, seconds: i64, payload: Payload) -> CareEvent {
+    let mut event = event(nhs, seconds, Some(payload));
+    event.encounter_id = encounter_id.to_owned();
+    event.event_id = content_id(&event);
+    event
+}
+
+pub fn admitted(nhs: &str, encounter_id: &str, seconds: i64, ward_name: &str) -> CareEvent {
+    let location = (!ward_name.is_empty()).then(|| ward(ward_name));
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::Admitted(Admitted {
+            location,
+            patient_class: PatientClass::Inpatient as i32,
+            ..Default::default()
+        }),
+    )
+}
+
+pub fn transferred(nhs: &str, encounter_id: &str, seconds: i64, ward_name: &str) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::Transferred(Transferred {
+            to: Some(ward(ward_name)),
+            from: None,
+        }),
+    )
+}
+
+pub fn discharged(
+    nhs: &str,
+    encounter_id: &str,
+    seconds: i64,
+    destination: DischargeDestination,
+) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::Discharged(Discharged {
+            method: DischargeMethod::ClinicalAdvice as i32,
+            destination: destination as i32,
+            ..Default::default()
+        }),
+    )
+}
+
+pub fn virtual_ward_started(
+    nhs: &str,
+    episode_id: &str,
+    seconds: i64,
+    virtual_ward: &str,
+) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::EpisodeStarted(EpisodeStarted {
+            episode_id: episode_id.to_owned(),
+            r#type: EpisodeType::VirtualWard as i32,
+            service: Some(Service {
+                code: virtual_ward.to_owned(),
+                name: format!("Virtual ward {virtual_ward}"),
+                organisation: ORGANISATION.to_owned(),
+            }),
+            pathway: Pathway::Frailty as i32,
+        })),
+    )
+}
+
+pub fn episode_ended(
+    nhs: &str,
+    episode_id: &str,
+    seconds: i64,
+    reason: EpisodeEndReason,
+) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::EpisodeEnded(EpisodeEnded {
+            episode_id: episode_id.to_owned(),
+            reason: reason as i32,
+        })),
+    )
+}
+
+/// Changes when the event was recorded, and so its id.
+pub fn recorded_at(mut event: CareEvent, seconds: i64) -> CareEvent {
+    event.recorded_at = Some(timestamp(seconds));
+    event.event_id = content_id(&event);
+    event
+}
+
+fn content_id(event: &CareEvent) -> String {
+    let mut event = event.clone();
+    event.event_id.clear();
+    Uuid::new_v5(&BATON_NAMESPACE, format!("{event:?}").as_bytes()).to_string()
+}

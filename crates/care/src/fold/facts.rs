@@ -1,0 +1,333 @@
+//! Facts about the patient outside a hospital stay. Single-valued facts are
+//! last-writer-wins by clinical time ([`supersedes`]), so an assessment that
+//! arrives late never hides a newer one. Referrals keep every status change
+//! and show the latest by clinical time.
+
+use baton_proto::events::v1::{
+    CarePlanChanged, CareTeamMemberAssigned, Demographics, Died, EpisodeEnded, EpisodeStarted,
+    FrailtyAssessed, ReferralRequested,
+};
+use baton_proto::state::v1::{
+    CarePlan, CareTeamEntry, Death, Episode, EpisodeStatus, FactStamp, FrailtyScore,
+    PatientCareState, Referral, ReferralStatus, ReferralTransition,
+};
+
+use crate::ValidEvent;
+use crate::time::{Instant, compare_stamps, supersedes};
+
+pub(super) const ACCEPTED: ReferralStatus = ReferralStatus::Accepted;
+pub(super) const REJECTED: ReferralStatus = ReferralStatus::Rejected;
+pub(super) const CANCELLED: ReferralStatus = ReferralStatus::Cancelled;
+pub(super) const COMPLETED: ReferralStatus = ReferralStatus::Completed;
+
+/// Newer details replace the fields they carry; a late (older) update only
+/// fills fields still empty.
+pub(super) fn record_demographics(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    incoming: Option<&Demographics>,
+) {
+    let Some(incoming) = incoming else { return };
+    let stamp = event.stamp();
+    let newer = supersedes(&stamp, state.demographics_stamp.as_ref());
+    let current = state.demographics.get_or_insert_with(Default::default);
+    merge_demographics(current, incoming, newer);
+    if newer {
+        state.demographics_stamp = Some(stamp);
+    }
+}
+
+pub(super) fn merge_demographics(
+    current: &mut Demographics,
+    incoming: &Demographics,
+    overwrite: bool,
+) {
+    fn take(current: &mut String, incoming: &str, overwrite: bool) {
+        if !incoming.is_empty() && (overwrite || current.is_empty()) {
+            *current = incoming.to_owned();
+        }
+    }
+    take(&mut current.family_name, &incoming.family_name, overwrite);
+    take(&mut current.given_name, &incoming.given_name, overwrite);
+    take(&mut current.postcode, &incoming.postcode, overwrite);
+    take(&mut current.gp_practice, &incoming.gp_practice, overwrite);
+    if incoming.birth_date.is_some() && (overwrite || current.birth_date.is_none()) {
+        current.birth_date = incoming.birth_date;
+    }
+    if incoming.sex != 0 && (overwrite || current.sex == 0) {
+        current.sex = incoming.sex;
+    }
+}
+
+pub(super) fn record_death(state: &mut PatientCareState, event: &ValidEvent, died: &Died) {
+    let stamp = event.stamp();
+    if state
+        .death
+        .as_ref()
+        .is_none_or(|current| supersedes(&stamp, current.stamp.as_ref()))
+    {
+        state.death = Some(Death {
+            died_at: died.died_at.or(event.event().occurred_at),
+            stamp: Some(stamp),
+        });
+    }
+}
+
+fn referral_mut<'a>(state: &'a mut PatientCareState, referral_id: &str) -> &'a mut Referral {
+    let index = match state
+        .referrals
+        .iter()
+        .position(|r| r.referral_id == referral_id)
+    {
+        Some(index) => index,
+        None => {
+            state.referrals.push(Referral {
+                referral_id: referral_id.to_owned(),
+                ..Default::default()
+            });
+            state.referrals.len() - 1
+        }
+    };
+    &mut state.referrals[index]
+}
+
+pub(super) fn request_referral(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    request: &ReferralRequested,
+) {
+    let referral = referral_mut(state, &request.referral_id);
+    referral.service.clone_from(&request.service);
+    referral.priority = request.priority;
+    referral.reason.clone_from(&request.reason);
+    referral
+        .referring_organisation
+        .clone_from(&request.referring_organisation);
+    referral.respond_by = request.respond_by;
+    referral
+        .original_referral_id
+        .clone_from(&request.original_referral_id);
+    referral.requested_at = event.event().occurred_at;
+    add_transition(referral, event, ReferralStatus::Requested, "");
+}
+
+/// A status change of a referral. One Baton has not seen requested (the
+/// request went to another system, or comes late) is kept all the same.
+pub(super) fn referral_transition(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    referral_id: &str,
+    status: ReferralStatus,
+    reason: &str,
+) {
+    add_transition(referral_mut(state, referral_id), event, status, reason);
+}
+
+fn add_transition(
+    referral: &mut Referral,
+    event: &ValidEvent,
+    status: ReferralStatus,
+    reason: &str,
+) {
+    let transition = ReferralTransition {
+        status: status as i32,
+        occurred_at: event.event().occurred_at,
+        reason: reason.to_owned(),
+        stamp: Some(event.stamp()),
+    };
+    let at = referral
+        .history
+        .partition_point(|t| compare_stamps(t.stamp.as_ref(), transition.stamp.as_ref()).is_le());
+    referral.history.insert(at, transition);
+    derive_referral(referral);
+}
+
+pub(super) fn derive_referral(referral: &mut Referral) {
+    if let Some(latest) = referral.history.last() {
+        referral.status = latest.status;
+        referral.status_at = latest.occurred_at;
+        referral.status_reason.clone_from(&latest.reason);
+    }
+}
+
+fn episode_mut<'a>(state: &'a mut PatientCareState, episode_id: &str) -> &'a mut Episode {
+    let index = match state
+        .episodes
+        .iter()
+        .position(|e| e.episode_id == episode_id)
+    {
+        Some(index) => index,
+        None => {
+            state.episodes.push(Episode {
+                episode_id: episode_id.to_owned(),
+                ..Default::default()
+            });
+            state.episodes.len() - 1
+        }
+    };
+    &mut state.episodes[index]
+}
+
+pub(super) fn start_episode(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    started: &EpisodeStarted,
+) {
+    let episode = episode_mut(state, &started.episode_id);
+    episode.r#type = started.r#type;
+    episode.service.clone_from(&started.service);
+    episode.pathway = started.pathway;
+    episode.started_at = event.event().occurred_at;
+    derive_episode(episode);
+    sort_episodes(state);
+}
+
+/// Ends an episode; an end that arrives before its start is kept, and the
+/// start fills in the rest when it comes.
+pub(super) fn end_episode(state: &mut PatientCareState, event: &ValidEvent, ended: &EpisodeEnded) {
+    let episode = episode_mut(state, &ended.episode_id);
+    episode.ended_at = event.event().occurred_at;
+    episode.end_reason = ended.reason;
+    derive_episode(episode);
+    sort_episodes(state);
+}
+
+fn derive_episode(episode: &mut Episode) {
+    episode.status = if episode.ended_at.is_some() {
+        EpisodeStatus::Finished
+    } else {
+        EpisodeStatus::Active
+    } as i32;
+}
+
+pub(super) fn sort_episodes(state: &mut PatientCareState) {
+    state
+        .episodes
+        .sort_by_key(|e| (Instant::of(e.started_at.as_ref()), e.episode_id.clone()));
+}
+
+/// The same plan moves on by version; a different plan replaces the current
+/// one when it is newer in clinical time.
+pub(super) fn change_care_plan(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    changed: &CarePlanChanged,
+) {
+    let occurred = event.occurred();
+    let replaces = match &state.care_plan {
+        None => true,
+        Some(current) if current.care_plan_id == changed.care_plan_id => {
+            (changed.version, occurred)
+                > (current.version, Instant::of(current.changed_at.as_ref()))
+        }
+        Some(current) => occurred >= Instant::of(current.changed_at.as_ref()),
+    };
+    if replaces {
+        state.care_plan = Some(CarePlan {
+            care_plan_id: changed.care_plan_id.clone(),
+            version: changed.version,
+            status: changed.status,
+            goals: changed.goals.clone(),
+            interventions: changed.interventions.clone(),
+            episode_id: changed.episode_id.clone(),
+            changed_at: event.event().occurred_at,
+        });
+    }
+}
+
+pub(super) fn assess_frailty(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    assessed: &FrailtyAssessed,
+) {
+    let stamp = event.stamp();
+    if state
+        .frailty
+        .as_ref()
+        .is_none_or(|current| supersedes(&stamp, current.stamp.as_ref()))
+    {
+        state.frailty = Some(FrailtyScore {
+            clinical_frailty_scale: assessed.clinical_frailty_scale,
+            assessed_at: event.event().occurred_at,
+            assessor: assessed.assessor.clone(),
+            stamp: Some(stamp),
+        });
+    }
+}
+
+fn care_team_entry<'a>(state: &'a mut PatientCareState, member_id: &str) -> &'a mut CareTeamEntry {
+    let index = match state
+        .care_team
+        .iter()
+        .position(|e| e.member.as_ref().is_some_and(|m| m.member_id == member_id))
+    {
+        Some(index) => index,
+        None => {
+            state.care_team.push(CareTeamEntry {
+                member: Some(baton_proto::events::v1::CareTeamMember {
+                    member_id: member_id.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            state.care_team.len() - 1
+        }
+    };
+    &mut state.care_team[index]
+}
+
+pub(super) fn assign_care_team_member(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    assigned: &CareTeamMemberAssigned,
+) {
+    let Some(member) = &assigned.member else {
+        return;
+    };
+    let stamp = event.stamp();
+    let entry = care_team_entry(state, &member.member_id);
+    if supersedes(&stamp, entry.stamp.as_ref()) {
+        entry.member = Some(member.clone());
+        if !entry.active {
+            entry.since = event.event().occurred_at;
+        }
+        entry.active = true;
+        entry.stamp = Some(stamp);
+    }
+}
+
+/// A removal Baton saw no assignment for is kept as a former member, so a
+/// late, older assignment cannot make them current again.
+pub(super) fn remove_care_team_member(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    member_id: &str,
+) {
+    let stamp = event.stamp();
+    let entry = care_team_entry(state, member_id);
+    if supersedes(&stamp, entry.stamp.as_ref()) {
+        entry.active = false;
+        entry.since = event.event().occurred_at;
+        entry.stamp = Some(stamp);
+    }
+}
+
+/// The later of two optional stamped facts.
+pub(super) fn later<'a, T>(
+    a: Option<&'a T>,
+    b: Option<&'a T>,
+    stamp: impl Fn(&T) -> Option<&FactStamp>,
+) -> Option<&'a T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if supersedes_opt(stamp(b), stamp(a)) {
+            b
+        } else {
+            a
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn supersedes_opt(candidate: Option<&FactStamp>, current: Option<&FactStamp>) -> bool {
+    compare_stamps(candidate, current).is_gt()
+}

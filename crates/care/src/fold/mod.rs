@@ -1,0 +1,274 @@
+//! The fold: `apply(state, event)` for every payload.
+//!
+//! # Layout
+//! - `encounter`: admissions, moves, leave, discharges and their
+//!   cancellations, kept as movements in clinical order and re-derived.
+//! - `facts`: facts that are last-writer-wins by clinical time (frailty,
+//!   medical optimisation, care plan, care team, death, demographics) and
+//!   the episode and referral lifecycles.
+//! - `merge`: patients merged (A40) and the hand-over of a retired record.
+//! - `derive`: what is computed from the rest after every event: which
+//!   encounter is active, the last discharge, the current care setting.
+//!
+//! Every handler checks before it mutates, so a [`Rejection`] leaves the
+//! state exactly as it was.
+
+mod derive;
+mod encounter;
+mod facts;
+mod merge;
+
+use baton_proto::events::v1::{CareEvent, PatientIdentity, care_event::Payload};
+use baton_proto::state::v1::{MovementKind, PatientCareState};
+
+use crate::time::Instant;
+use crate::{PatientKey, ValidEvent};
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The state changed (its version grew); carry out the effects.
+    Changed { effects: Vec<Effect> },
+    /// The event id was applied before: nothing changed.
+    Duplicate,
+}
+
+/// Work the fold asks its caller to do, returned as data so the fold stays pure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Append `event` to the event log under `key`. Used to hand a retired
+    /// patient's state to the survivor of a merge, whose partition may be
+    /// elsewhere. The event's id is derived, so doing this twice is harmless.
+    Append { key: PatientKey, event: CareEvent },
+}
+
+/// A valid event that cannot be applied to this patient's state. The
+/// projector dead-letters it with this reason and goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(
+        "event {event_id} is about patient {event_patient}, but was applied to patient {state_patient}"
+    )]
+    WrongPatient {
+        event_id: String,
+        event_patient: String,
+        state_patient: String,
+    },
+    #[error("{payload} for encounter {encounter_id:?}: the patient has no such encounter")]
+    UnknownEncounter {
+        payload: &'static str,
+        encounter_id: String,
+    },
+    #[error("{payload} for encounter {encounter_id:?}: there is no {what} in effect to cancel")]
+    NothingToCancel {
+        payload: &'static str,
+        encounter_id: String,
+        what: &'static str,
+    },
+    #[error(
+        "{payload}: event {cancelled_event_id} is not a {what} in effect in encounter {encounter_id:?}"
+    )]
+    CancelTargetNotFound {
+        payload: &'static str,
+        encounter_id: String,
+        cancelled_event_id: String,
+        what: &'static str,
+    },
+    #[error(
+        "{payload}: the patient has no hospital encounter in progress; name one with encounter_id"
+    )]
+    NoActiveEncounter { payload: &'static str },
+}
+
+/// A state for a patient Baton has not seen yet.
+pub fn new_state(key: &PatientKey) -> PatientCareState {
+    PatientCareState {
+        patient_key: key.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Applies one valid event to a patient's state.
+///
+/// `state` must be the state of the event's patient, or for a merge, of the
+/// retired patient (whose state is then marked merged and handed over to
+/// the survivor with an [`Effect::Append`]). A duplicate event id is a
+/// no-op; a rejection leaves `state` untouched.
+pub fn apply(state: &mut PatientCareState, event: &ValidEvent) -> Result<Applied, Rejection> {
+    let event_id = event.event().event_id.as_str();
+    let is_subject = event.key().as_str() == state.patient_key;
+    let is_retired = !is_subject
+        && matches!(event.payload(), Payload::PatientsMerged(_))
+        && event
+            .retired_key()
+            .is_some_and(|k| k.as_str() == state.patient_key);
+    if !is_subject && !is_retired {
+        return Err(Rejection::WrongPatient {
+            event_id: event_id.to_owned(),
+            event_patient: event.key().to_string(),
+            state_patient: state.patient_key.clone(),
+        });
+    }
+    if state.applied_event_ids.iter().any(|id| id == event_id) {
+        return Ok(Applied::Duplicate);
+    }
+
+    let effects = if is_retired {
+        merge::retire(state, event)
+    } else {
+        apply_payload(state, event)?;
+        if let Some(identity) = &event.event().patient {
+            absorb_identity(
+                state.identity.get_or_insert_with(Default::default),
+                identity,
+            );
+        }
+        Vec::new()
+    };
+
+    state.applied_event_ids.push(event_id.to_owned());
+    state.version += 1;
+    if event.occurred() > Instant::of(state.last_occurred_at.as_ref()) {
+        state.last_occurred_at = event.event().occurred_at;
+    }
+    if event.recorded() > Instant::of(state.last_recorded_at.as_ref()) {
+        state.last_recorded_at = event.event().recorded_at;
+    }
+    derive::derive(state);
+    Ok(Applied::Changed { effects })
+}
+
+fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(), Rejection> {
+    use encounter::MovementFacts;
+    match event.payload() {
+        Payload::Registered(p) => facts::record_demographics(state, event, p.demographics.as_ref()),
+        Payload::DetailsUpdated(p) => {
+            facts::record_demographics(state, event, p.demographics.as_ref())
+        }
+        Payload::PreAdmitted(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::PreAdmission,
+                location: p.expected_location.clone(),
+                patient_class: p.patient_class,
+                admission_method: p.admission_method,
+                expected_at: p.expected_admission_at,
+                ..Default::default()
+            },
+        ),
+        Payload::Admitted(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::Admission,
+                location: p.location.clone(),
+                patient_class: p.patient_class,
+                admission_method: p.admission_method,
+                attending_clinician: p.attending_clinician.clone(),
+                ..Default::default()
+            },
+        ),
+        Payload::Transferred(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::Transfer,
+                location: p.to.clone(),
+                ..Default::default()
+            },
+        ),
+        Payload::LeaveStarted(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::LeaveStart,
+                expected_at: p.expected_return_at,
+                ..Default::default()
+            },
+        ),
+        Payload::LeaveEnded(_) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::LeaveEnd,
+                ..Default::default()
+            },
+        ),
+        Payload::PatientClassChanged(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::ClassChange,
+                patient_class: p.patient_class,
+                ..Default::default()
+            },
+        ),
+        Payload::Discharged(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::Discharge,
+                discharge: Some(encounter::discharge_of(p)),
+                ..Default::default()
+            },
+        ),
+        Payload::AdmissionCancelled(p) => {
+            encounter::cancel(state, event, MovementKind::Admission, &p.cancelled_event_id)?
+        }
+        Payload::TransferCancelled(p) => {
+            encounter::cancel(state, event, MovementKind::Transfer, &p.cancelled_event_id)?
+        }
+        Payload::DischargeCancelled(p) => {
+            encounter::cancel(state, event, MovementKind::Discharge, &p.cancelled_event_id)?
+        }
+        Payload::Died(p) => facts::record_death(state, event, p),
+        Payload::PatientsMerged(_) => merge::record_survivor(state, event),
+        Payload::MergedRecordTransferred(p) => merge::absorb(state, p),
+        Payload::ReferralRequested(p) => facts::request_referral(state, event, p),
+        Payload::ReferralAccepted(p) => {
+            facts::referral_transition(state, event, &p.referral_id, facts::ACCEPTED, "")
+        }
+        Payload::ReferralRejected(p) => {
+            facts::referral_transition(state, event, &p.referral_id, facts::REJECTED, &p.reason)
+        }
+        Payload::ReferralCancelled(p) => {
+            facts::referral_transition(state, event, &p.referral_id, facts::CANCELLED, &p.reason)
+        }
+        Payload::ReferralCompleted(p) => {
+            facts::referral_transition(state, event, &p.referral_id, facts::COMPLETED, "")
+        }
+        Payload::EpisodeStarted(p) => facts::start_episode(state, event, p),
+        Payload::EpisodeEnded(p) => facts::end_episode(state, event, p),
+        Payload::CarePlanChanged(p) => facts::change_care_plan(state, event, p),
+        Payload::FrailtyAssessed(p) => facts::assess_frailty(state, event, p),
+        Payload::MedicallyOptimised(_) => {
+            encounter::set_medically_optimised(state, event, true, "")?
+        }
+        Payload::MedicallyOptimisedRevoked(p) => {
+            encounter::set_medically_optimised(state, event, false, &p.reason)?
+        }
+        Payload::ExpectedDischargeDateSet(p) => encounter::set_expected_discharge(state, event, p)?,
+        Payload::CareTeamMemberAssigned(p) => facts::assign_care_team_member(state, event, p),
+        Payload::CareTeamMemberRemoved(p) => {
+            facts::remove_care_team_member(state, event, &p.member_id)
+        }
+    }
+    Ok(())
+}
+
+/// Keeps every identifier the patient was known by.
+fn absorb_identity(identity: &mut PatientIdentity, incoming: &PatientIdentity) {
+    if identity.nhs_number.is_empty() && !incoming.nhs_number.is_empty() {
+        identity.nhs_number = incoming.nhs_number.clone();
+    }
+    if incoming.nhs_number_status != 0 {
+        identity.nhs_number_status = incoming.nhs_number_status;
+    }
+    for local in &incoming.local_ids {
+        if !identity.local_ids.contains(local) {
+            identity.local_ids.push(local.clone());
+        }
+    }
+}
+

@@ -1,0 +1,69 @@
+//! Baton's care domain, kept pure: no IO, no clock, no threads.
+//!
+//! - [`ValidEvent`]: an event that passed [validation](ValidEvent::new) —
+//!   NHS number modulus-11 check, required fields per payload, sane
+//!   timestamps, well-formed identifiers — or the [`InvalidEvent`] saying
+//!   which fields are wrong and what was expected.
+//! - [`apply`]: the fold `(state, event) -> state` for every payload,
+//!   deterministic and total over valid events: cancellations revert exactly
+//!   what they cancel, late events land by clinical time, duplicate event ids
+//!   change nothing. Effects (a merge hand-over) come back as data.
+//! - [`cohort`]: the questions downstream teams ask, as predicates and as
+//!   index entries the store keeps beside each state.
+//!
+//! ```
+//! use baton_care::{apply, new_state, Applied, ValidEvent};
+//! use baton_care::fixtures::admitted;
+//!
+//! let event = ValidEvent::new(admitted("9434765919", "V1", 1_700_000_000, "WARD-7")).unwrap();
+//! let mut state = new_state(event.key());
+//! assert!(matches!(apply(&mut state, &event), Ok(Applied::Changed { .. })));
+//! assert_eq!(state.active_encounter.unwrap().location.unwrap().point_of_care, "WARD-7");
+//! ```
+
+pub mod cohort;
+pub mod fixtures;
+mod fold;
+mod identity;
+mod time;
+mod validate;
+
+use std::fmt;
+
+pub use fold::{Applied, Effect, Rejection, apply, new_state};
+pub use identity::{BATON_NAMESPACE, EventId, NhsNumber, PatientKey};
+pub use time::{Instant, compare_stamps, days_from_civil};
+pub use validate::{ValidEvent, payload_name};
+
+/// One problem with one field of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path in snake_case as in the .proto, e.g. `admitted.location`.
+    pub field: String,
+    /// What is wrong and what was expected.
+    pub problem: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// An event that failed validation, with every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event {event_id:?}: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidEvent {
+    /// As sent, which may itself be the problem.
+    pub event_id: String,
+    pub violations: Vec<FieldViolation>,
+}

@@ -1,0 +1,140 @@
+//! Ordering of clinical and system times, and of facts that arrive late.
+
+use std::cmp::Ordering;
+
+use baton_proto::state::v1::FactStamp;
+use prost_types::Timestamp;
+
+/// A point in time that orders like the timestamp it came from. Unset
+/// timestamps order first, so a fact with a time beats one without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant {
+    seconds: i64,
+    nanos: i32,
+}
+
+impl Instant {
+    pub const UNSET: Instant = Instant {
+        seconds: i64::MIN,
+        nanos: 0,
+    };
+
+    pub fn of(timestamp: Option<&Timestamp>) -> Self {
+        timestamp.map_or(Self::UNSET, |t| Self {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        })
+    }
+
+    pub fn is_set(self) -> bool {
+        self != Self::UNSET
+    }
+
+    pub fn seconds(self) -> i64 {
+        self.seconds
+    }
+
+    pub fn to_timestamp(self) -> Option<Timestamp> {
+        self.is_set().then_some(Timestamp {
+            seconds: self.seconds,
+            nanos: self.nanos,
+        })
+    }
+}
+
+/// Orders two facts: by clinical time, then system time, then event id, so
+/// every replica picks the same winner whatever order they arrived in.
+pub fn compare_stamps(a: Option<&FactStamp>, b: Option<&FactStamp>) -> Ordering {
+    let key = |s: Option<&FactStamp>| {
+        s.map(|s| {
+            (
+                Instant::of(s.occurred_at.as_ref()),
+                Instant::of(s.recorded_at.as_ref()),
+                s.event_id.clone(),
+            )
+        })
+    };
+    key(a).cmp(&key(b))
+}
+
+/// True when `candidate` is at least as recent as `current` (or there is no
+/// current fact): last writer by clinical time wins.
+pub(crate) fn supersedes(candidate: &FactStamp, current: Option<&FactStamp>) -> bool {
+    compare_stamps(Some(candidate), current) != Ordering::Less
+}
+
+/// Earliest and latest times accepted as clinical or system times.
+pub(crate) const EARLIEST_SECONDS: i64 = -2_208_988_800; // 1900-01-01T00:00:00Z
+pub(crate) const LATEST_SECONDS: i64 = 7_258_118_400; // 2200-01-01T00:00:00Z
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm), for comparing dates with timestamps without a calendar crate.
+pub fn days_from_civil(year: i32, month: i32, day: i32) -> i64 {
+    let year = i64::from(year) - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+pub(crate) fn days_in_month(year: i32, month: i32) -> i32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(occurred: i64, recorded: i64, id: &str) -> FactStamp {
+        FactStamp {
+            occurred_at: Some(Timestamp {
+                seconds: occurred,
+                nanos: 0,
+            }),
+            recorded_at: Some(Timestamp {
+                seconds: recorded,
+                nanos: 0,
+            }),
+            event_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn clinical_time_decides_then_system_time_then_id() {
+        assert!(supersedes(&stamp(2, 1, "a"), Some(&stamp(1, 9, "z"))));
+        assert!(!supersedes(&stamp(1, 9, "z"), Some(&stamp(2, 1, "a"))));
+        assert!(supersedes(&stamp(1, 2, "a"), Some(&stamp(1, 1, "z"))));
+        assert!(supersedes(&stamp(1, 1, "b"), Some(&stamp(1, 1, "a"))));
+        assert!(supersedes(&stamp(1, 1, "a"), None));
+    }
+
+    #[test]
+    fn unset_orders_first() {
+        assert!(
+            Instant::UNSET
+                < Instant::of(Some(&Timestamp {
+                    seconds: EARLIEST_SECONDS,
+                    nanos: 0
+                }))
+        );
+    }
+
+    #[test]
+    fn civil_days_match_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1900, 1, 1) * 86_400, EARLIEST_SECONDS);
+        assert_eq!(days_from_civil(2200, 1, 1) * 86_400, LATEST_SECONDS);
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(1900, 2), 28);
+        assert_eq!(days_in_month(2000, 2), 29);
+    }
+}
