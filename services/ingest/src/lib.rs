@@ -1,0 +1,271 @@
+//! baton-ingest: the front door for care events.
+//!
+//! [`Ingest::publish`] validates a batch with [`baton_care::ValidEvent`] and
+//! appends every event to `baton.care-events.v1`, keyed by patient so each
+//! patient's events stay in order in one partition. A merge is written
+//! under both patients' keys, so each side's projection sees it.
+//!
+//! A batch is **atomic**: if any event is invalid, nothing is written and
+//! the answer names every bad event and field (`events[3].patient.nhs_number`).
+//! A sender fixes and re-sends the whole batch; re-sending is always safe
+//! because events are deduplicated by id. See `docs/ingest.md`.
+//!
+//! [`run`] serves it as the gRPC `baton.ingest.v1.CareEventIngest` with
+//! health checking and server reflection.
+//!
+//! # Layout
+//! - `lib.rs`: [`Ingest`], the transport-free publish path, and [`run`].
+//! - `grpc.rs`: the tonic service mapping [`PublishError`] to gRPC statuses.
+
+mod grpc;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use baton_care::{InvalidEvent, ValidEvent};
+use baton_log::{ConsistencyToken, EventLog, LogError, NewRecord, TopicSpec};
+use baton_proto::NamedMessage;
+use baton_proto::events::v1::CareEvent;
+use baton_proto::ingest::v1::PublishedEvent;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+pub use grpc::IngestService;
+
+/// The port the ingest API listens on unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 50051;
+
+/// Header naming the record's content, so any consumer can decode it.
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+/// Header carrying the event id, for consumers that dedupe without decoding.
+pub const EVENT_ID_HEADER: &str = "event-id";
+
+/// The content type of a care event record.
+pub fn care_event_content_type() -> String {
+    format!(
+        "application/x-protobuf; messageType={}",
+        CareEvent::FULL_NAME
+    )
+}
+
+/// Settings of the ingest path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address the gRPC API listens on.
+    pub listen: SocketAddr,
+    /// Topic the events are appended to.
+    pub events_topic: String,
+    /// Partitions the events topic is created with when missing.
+    pub partitions: u32,
+    /// Largest batch one Publish call may carry.
+    pub max_batch_events: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            events_topic: baton_log::topics::CARE_EVENTS.to_owned(),
+            partitions: 8,
+            max_batch_events: 10_000,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Checks the settings, naming the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        baton_log::topics::validate_topic_name(&self.events_topic)
+            .map_err(|e| format!("events_topic: {e}"))?;
+        if self.partitions == 0 {
+            return Err("partitions: expected at least 1".into());
+        }
+        if self.max_batch_events == 0 {
+            return Err("max_batch_events: expected at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the batch is empty: send at least one event")]
+    Empty,
+    #[error("the batch has {events} events, more than the {max} one call may carry: split it")]
+    TooLarge { events: usize, max: usize },
+    /// Every invalid event with its index in the batch; nothing was written.
+    #[error("{} of {total} events are invalid; nothing was written", invalid.len())]
+    Invalid {
+        total: usize,
+        invalid: Vec<(usize, InvalidEvent)>,
+    },
+    /// The log could not take the events; the caller may retry the batch.
+    #[error("the event log is unavailable: {0}")]
+    Log(#[from] LogError),
+}
+
+/// Errors starting the service.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid ingest configuration: {0}")]
+    Config(String),
+    #[error("cannot prepare topic {topic:?}: {source}")]
+    Topic { topic: String, source: LogError },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What a successful publish wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub events: Vec<PublishedEvent>,
+    pub token: ConsistencyToken,
+}
+
+/// The publish path, independent of transport (gRPC today, HL7 MLLP later).
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    log: Arc<dyn EventLog>,
+    config: Arc<IngestConfig>,
+}
+
+impl Ingest {
+    /// Checks the configuration and creates the events topic if missing.
+    pub async fn start(log: Arc<dyn EventLog>, config: IngestConfig) -> Result<Self, IngestError> {
+        config.validate().map_err(IngestError::Config)?;
+        let topic = config.events_topic.clone();
+        let partitions = log
+            .ensure_topic(&topic, TopicSpec::events(config.partitions))
+            .await
+            .map_err(|source| IngestError::Topic {
+                topic: topic.clone(),
+                source,
+            })?;
+        if partitions != config.partitions {
+            tracing::warn!(
+                topic,
+                existing = partitions,
+                configured = config.partitions,
+                "topic exists with a different partition count; keeping the existing one"
+            );
+        }
+        Ok(Self {
+            log,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Validates every event, then (unless `validate_only`) appends them all.
+    pub async fn publish(
+        &self,
+        events: Vec<CareEvent>,
+        validate_only: bool,
+    ) -> Result<Published, PublishError> {
+        let valid = self.validate(events)?;
+        if validate_only {
+            return Ok(Published {
+                events: valid.iter().map(|v| published(v, None)).collect(),
+                token: ConsistencyToken::empty(),
+            });
+        }
+        let content_type = care_event_content_type();
+        let mut records = Vec::with_capacity(valid.len());
+        for event in &valid {
+            let value = event.event().encode_to_vec();
+            let id = event.event().event_id.as_bytes();
+            for key in event.log_keys() {
+                records.push(
+                    NewRecord::new(key.as_str(), value.clone())
+                        .with_header(CONTENT_TYPE_HEADER, content_type.as_bytes())
+                        .with_header(EVENT_ID_HEADER, id),
+                );
+            }
+        }
+        let positions = self.log.append(&self.config.events_topic, records).await?;
+        let token = ConsistencyToken::from_positions(&positions);
+        let mut positions = positions.into_iter();
+        let events = valid
+            .iter()
+            .map(|event| {
+                let mut written = event.log_keys().into_iter().map(|_| positions.next());
+                let subject = written.next().flatten();
+                written.for_each(drop);
+                published(event, subject)
+            })
+            .collect();
+        tracing::debug!(events = valid.len(), %token, "published");
+        Ok(Published { events, token })
+    }
+
+    fn validate(&self, events: Vec<CareEvent>) -> Result<Vec<ValidEvent>, PublishError> {
+        if events.is_empty() {
+            return Err(PublishError::Empty);
+        }
+        if events.len() > self.config.max_batch_events {
+            return Err(PublishError::TooLarge {
+                events: events.len(),
+                max: self.config.max_batch_events,
+            });
+        }
+        let total = events.len();
+        let mut valid = Vec::with_capacity(total);
+        let mut invalid = Vec::new();
+        for (index, event) in events.into_iter().enumerate() {
+            match ValidEvent::from_producer(event) {
+                Ok(event) => valid.push(event),
+                Err(error) => invalid.push((index, error)),
+            }
+        }
+        if invalid.is_empty() {
+            Ok(valid)
+        } else {
+            Err(PublishError::Invalid { total, invalid })
+        }
+    }
+}
+
+fn published(event: &ValidEvent, position: Option<baton_log::Position>) -> PublishedEvent {
+    PublishedEvent {
+        event_id: event.event().event_id.clone(),
+        patient_key: event.key().to_string(),
+        partition: position.map_or(0, |p| p.partition),
+        offset: position.map_or(0, |p| p.offset),
+    }
+}
+
+/// Serves the ingest API on `listener` until `shutdown` completes, then
+/// finishes the calls in flight (their events are on stable storage when
+/// they are answered) and returns.
+pub async fn run(
+    ingest: Ingest,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), IngestError> {
+    use baton_proto::ingest::v1::care_event_ingest_server::CareEventIngestServer;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CareEventIngestServer<IngestService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled descriptor set is valid");
+    let address = listener.local_addr().ok();
+    tracing::info!(?address, topic = %ingest.config.events_topic, "ingest listening");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(IngestService::new(ingest).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
