@@ -1,0 +1,61 @@
+//! What one projector batch writes: see [`Commit`].
+
+use std::collections::BTreeMap;
+
+use baton_proto::state::v1::PatientCareState;
+
+/// Everything one projector batch changed, written by
+/// [`Store::commit`](crate::Store::commit) in one atomic sled batch: the new
+/// states and the log positions up to which they include every event.
+///
+/// ```
+/// use baton_proto::state::v1::PatientCareState;
+/// use baton_store::Commit;
+///
+/// let state = PatientCareState { patient_key: "9434765919".into(), ..Default::default() };
+/// let commit = Commit::new("baton.care-events.v1").with_state(state).with_position(3, 121);
+/// assert_eq!(commit.positions[&3], 121);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Commit {
+    /// The log topic the positions are in.
+    pub topic: String,
+    /// New states, each replacing the stored state of its `patient_key`.
+    /// When a key appears more than once, the last one wins.
+    pub states: Vec<PatientCareState>,
+    /// Per partition, the next offset to read: the batch includes every
+    /// record below it. An offset below the stored one is ignored, so
+    /// positions never move backwards.
+    pub positions: BTreeMap<u32, u64>,
+}
+
+impl Commit {
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_state(mut self, state: PatientCareState) -> Self {
+        self.states.push(state);
+        self
+    }
+
+    pub fn with_states(mut self, states: impl IntoIterator<Item = PatientCareState>) -> Self {
+        self.states.extend(states);
+        self
+    }
+
+    /// Records that the batch includes every record of `partition` below
+    /// `next_offset`.
+    pub fn with_position(mut self, partition: u32, next_offset: u64) -> Self {
+        self.positions.insert(partition, next_offset);
+        self
+    }
+
+    /// Neither states nor positions: committing it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.positions.is_empty()
+    }
+}

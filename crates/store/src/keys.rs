@@ -1,0 +1,251 @@
+//! The key layout of the store's one sled tree, and the small encodings of
+//! the values that are not protobuf messages. Every key starts with a prefix
+//! naming its kind, so each kind is one ordered prefix scan.
+
+use std::fmt::Write as _;
+
+/// `meta/format` → [`FORMAT_VERSION`] as u32 big-endian.
+pub(crate) const FORMAT_KEY: &[u8] = b"meta/format";
+/// Bumped whenever the layout or a value encoding changes incompatibly.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// `s/<patient key>` → the encoded `PatientCareState`.
+pub(crate) const STATE_PREFIX: &str = "s/";
+/// `e/<patient key>` → the state's current index entries (see
+/// [`encode_entries`]), so a commit can diff old and new entries without
+/// decoding the old state.
+pub(crate) const ENTRIES_PREFIX: &str = "e/";
+/// `i/<index entry>` → empty. Entries end with the patient key.
+pub(crate) const INDEX_PREFIX: &str = "i/";
+/// `p/<topic>\x1f<partition as u32 big-endian>` → next offset to read, as
+/// u64 big-endian.
+pub(crate) const POSITION_PREFIX: &str = "p/";
+/// Ends the topic name in a position key. Kafka topic names are ASCII
+/// letters, digits, `.`, `_` and `-`, so it never occurs inside one, and no
+/// topic's positions are listed under another's prefix.
+const TOPIC_END: u8 = 0x1f;
+
+pub(crate) fn state_key(patient_key: &str) -> Vec<u8> {
+    prefixed(STATE_PREFIX, patient_key)
+}
+
+pub(crate) fn entries_key(patient_key: &str) -> Vec<u8> {
+    prefixed(ENTRIES_PREFIX, patient_key)
+}
+
+pub(crate) fn index_key(entry: &str) -> Vec<u8> {
+    prefixed(INDEX_PREFIX, entry)
+}
+
+/// The prefix of every position key of `topic`.
+pub(crate) fn positions_prefix(topic: &str) -> Vec<u8> {
+    let mut key = prefixed(POSITION_PREFIX, topic);
+    key.push(TOPIC_END);
+    key
+}
+
+pub(crate) fn position_key(topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = positions_prefix(topic);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn prefixed(prefix: &str, text: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + text.len());
+    key.extend_from_slice(prefix.as_bytes());
+    key.extend_from_slice(text.as_bytes());
+    key
+}
+
+/// The partition of a position key found under `positions_prefix(topic)`.
+pub(crate) fn partition_of(key: &[u8], prefix_len: usize) -> Result<u32, String> {
+    let bytes = &key[prefix_len..];
+    let bytes: [u8; 4] = bytes.try_into().map_err(|_| {
+        format!(
+            "position key ends with {} bytes; expected a 4-byte partition",
+            bytes.len()
+        )
+    })?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+pub(crate) fn decode_u64(value: &[u8]) -> Result<u64, String> {
+    let bytes: [u8; 8] = value.try_into().map_err(|_| {
+        format!(
+            "value has {} bytes; expected a u64 in 8 big-endian bytes",
+            value.len()
+        )
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn decode_u32(value: &[u8]) -> Result<u32, String> {
+    let bytes: [u8; 4] = value.try_into().map_err(|_| {
+        format!(
+            "value has {} bytes; expected a u32 in 4 big-endian bytes",
+            value.len()
+        )
+    })?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+/// Each entry as its length (u32 big-endian) then its UTF-8 bytes; no
+/// entries is an empty value.
+pub(crate) fn encode_entries(entries: &[String]) -> Vec<u8> {
+    let size = entries.iter().map(|e| 4 + e.len()).sum();
+    let mut value = Vec::with_capacity(size);
+    for entry in entries {
+        let len = u32::try_from(entry.len()).expect("an index entry is shorter than 4 GiB");
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(entry.as_bytes());
+    }
+    value
+}
+
+pub(crate) fn decode_entries(mut value: &[u8]) -> Result<Vec<String>, String> {
+    let mut entries = Vec::new();
+    while !value.is_empty() {
+        let Some((len, rest)) = value.split_first_chunk::<4>() else {
+            return Err(format!(
+                "entry {} has a {}-byte length; expected 4 bytes",
+                entries.len(),
+                value.len()
+            ));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(format!(
+                "entry {} claims {len} bytes but only {} remain",
+                entries.len(),
+                rest.len()
+            ));
+        }
+        let (entry, rest) = rest.split_at(len);
+        let entry = String::from_utf8(entry.to_vec())
+            .map_err(|e| format!("entry {} is not UTF-8: {e}", entries.len()))?;
+        entries.push(entry);
+        value = rest;
+    }
+    Ok(entries)
+}
+
+/// A store key as text for error messages: the prefix and name as they are,
+/// other bytes (a position key's partition) escaped.
+pub(crate) fn describe_key(key: &[u8]) -> String {
+    let mut text = String::with_capacity(key.len());
+    for chunk in key.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                write!(text, "{}", c.escape_default()).expect("writing to a String");
+            } else {
+                text.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            write!(text, "\\x{byte:02x}").expect("writing to a String");
+        }
+    }
+    text
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, which a digest
+/// compared between a live store and a rebuild needs, and `std`'s hashers
+/// do not promise.
+#[derive(Debug)]
+pub(crate) struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    pub(crate) fn new() -> Self {
+        Self(Self::OFFSET_BASIS)
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    /// Writes the length first, so `("ab", "c")` and `("a", "bc")` differ.
+    pub(crate) fn write_field(&mut self, bytes: &[u8]) {
+        self.write(&(bytes.len() as u64).to_be_bytes());
+        self.write(bytes);
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        for entries in [
+            vec![],
+            vec![String::new()],
+            vec!["s\u{1f}HOSPITAL\u{1f}9434765919".to_owned(), "é".to_owned()],
+        ] {
+            assert_eq!(decode_entries(&encode_entries(&entries)).unwrap(), entries);
+        }
+    }
+
+    #[test]
+    fn truncated_entries_are_refused() {
+        let value = encode_entries(&["abc".to_owned()]);
+        let error = decode_entries(&value[..5]).unwrap_err();
+        assert!(error.contains("claims 3 bytes"), "{error}");
+        let error = decode_entries(&value[..2]).unwrap_err();
+        assert!(error.contains("expected 4 bytes"), "{error}");
+    }
+
+    #[test]
+    fn position_keys_sort_by_partition_and_name_it() {
+        let prefix = positions_prefix("baton.care-events.v1");
+        let low = position_key("baton.care-events.v1", 2);
+        let high = position_key("baton.care-events.v1", 256);
+        assert!(low.starts_with(&prefix) && high.starts_with(&prefix));
+        assert!(low < high);
+        assert_eq!(partition_of(&high, prefix.len()).unwrap(), 256);
+        assert!(partition_of(&prefix, prefix.len()).is_err());
+        assert_eq!(
+            describe_key(&low),
+            "p/baton.care-events.v1\\u{1f}\\u{0}\\u{0}\\u{0}\\u{2}"
+        );
+    }
+
+    #[test]
+    fn one_topic_does_not_list_another_topics_positions() {
+        let short = positions_prefix("events");
+        assert!(!position_key("events-2", 0).starts_with(&short));
+    }
+
+    #[test]
+    fn fnv_matches_the_reference_vectors() {
+        let hash = |text: &str| {
+            let mut fnv = Fnv1a64::new();
+            fnv.write(text.as_bytes());
+            fnv.finish()
+        };
+        assert_eq!(hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn fields_are_length_delimited() {
+        let digest = |parts: &[&str]| {
+            let mut fnv = Fnv1a64::new();
+            for part in parts {
+                fnv.write_field(part.as_bytes());
+            }
+            fnv.finish()
+        };
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+    }
+}

@@ -1,0 +1,80 @@
+//! Baton's projection store: each patient's current care state, the cohort
+//! index beside it and the log positions the states include, in one sled
+//! database the projector writes and the query service reads.
+//!
+//! # Main types
+//!
+//! - [`Store`]: [`open`](Store::open) a directory, [`commit`](Store::commit)
+//!   a projector batch, read a state ([`get`](Store::get)), a cohort a page
+//!   at a time ([`list_cohort`](Store::list_cohort)), the applied positions
+//!   ([`applied`](Store::applied), [`watch`](Store::watch)), every state
+//!   ([`states`](Store::states)) and a [`digest`](Store::digest) to compare a
+//!   rebuild with;
+//! - [`Commit`]: what one batch writes: states and next offsets per
+//!   partition;
+//! - [`StoreConfig`]: cache size and background flush interval;
+//! - [`StoreError`]: everything that can fail, naming the path or key.
+//!
+//! # Layout
+//!
+//! Everything lives in sled's default tree, because a sled batch is atomic
+//! within one tree only. Keys start with their kind:
+//!
+//! | key | value |
+//! |---|---|
+//! | `meta/format` | layout version, u32 big-endian; a newer one is refused on open |
+//! | `s/<patient key>` | the `PatientCareState`, protobuf-encoded |
+//! | `e/<patient key>` | the state's cohort index entries (length-prefixed strings), so a commit diffs old and new entries without decoding the old state |
+//! | `i/<index entry>` | empty; entries come from [`baton_care::cohort::index_entries`] and end with the patient key, so a cohort is one ordered prefix scan |
+//! | `p/<topic>\x1f<partition, u32 BE>` | next offset to read, u64 big-endian |
+//!
+//! # Atomicity and recovery
+//!
+//! [`Store::commit`] writes a batch's states, the index entries they gain and
+//! lose, and the positions it moves forward in one `sled::Batch`. sled
+//! applies a batch atomically, and after a crash recovers a prefix of the
+//! batches in the order they were applied: each batch wholly or not at all,
+//! and none without every batch before it. So the stored positions always
+//! say exactly which events the stored states include, and the index always
+//! matches the states. A projector that reopens the store and resumes
+//! reading at [`Store::applied`] takes every event into account exactly once:
+//! the events of a batch lost in the crash are read again, and their effects
+//! were lost with them.
+//!
+//! Commits are not flushed one by one: sled flushes in the background every
+//! [`StoreConfig::flush_every_ms`], so a crash loses at most that much recent
+//! work, which is then replayed from the log. Call [`Store::flush`] on a
+//! graceful shutdown, or when a commit must be durable before going on.
+//!
+//! # Example
+//!
+//! ```
+//! use baton_care::cohort::Cohort;
+//! use baton_care::fixtures::admitted;
+//! use baton_care::{apply, new_state, ValidEvent};
+//! use baton_store::{Commit, Store};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::temporary()?;
+//! let event = ValidEvent::new(admitted("9434765919", "V1", 1_700_000_000, "WARD-7"))?;
+//! let mut state = new_state(event.key());
+//! apply(&mut state, &event)?;
+//!
+//! store.commit(&Commit::new("baton.care-events.v1").with_state(state).with_position(0, 1))?;
+//!
+//! assert_eq!(store.get("9434765919")?.unwrap().version, 1);
+//! assert_eq!(store.applied("baton.care-events.v1")?[&0], 1);
+//! let ward = Cohort { ward: Some("WARD-7".into()), ..Cohort::default() };
+//! assert_eq!(store.list_cohort(&ward, None, 50)?.states.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod commit;
+mod error;
+mod keys;
+mod store;
+
+pub use commit::Commit;
+pub use error::{Result, StoreError};
+pub use store::{CohortPage, Store, StoreConfig};

@@ -1,0 +1,485 @@
+//! [`Store`]: the sled database, its commits and its reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use baton_care::cohort::{self, Cohort};
+use baton_proto::state::v1::PatientCareState;
+use prost::Message;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::keys::{self, Fnv1a64};
+use crate::{Commit, Result, StoreError};
+
+/// How the store uses memory and disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Upper bound of sled's page cache, which keeps memory bounded while
+    /// the store grows past it.
+    pub cache_capacity_bytes: u64,
+    /// How often sled flushes committed batches to disk in the background;
+    /// `None` flushes only on [`Store::flush`]. A crash loses at most the
+    /// batches since the last flush, always whole and always the latest.
+    pub flush_every_ms: Option<u64>,
+}
+
+impl Default for StoreConfig {
+    /// A 256 MiB cache, flushed every 500 ms.
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            flush_every_ms: Some(500),
+        }
+    }
+}
+
+/// One page of a cohort, from [`Store::list_cohort`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CohortPage {
+    /// Members in patient-key order.
+    pub states: Vec<PatientCareState>,
+    /// Pass as `after_key` for the next page; `None` when this page is the
+    /// last.
+    pub next_after: Option<String>,
+}
+
+/// The sled projection store. Cloning is cheap and shares the database.
+///
+/// Every method but [`Store::flush_async`] blocks on disk: from async code,
+/// call it on a dedicated thread or in `spawn_blocking`.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The store is sled's default tree: a `Batch` is atomic within one
+    /// tree only, and one batch holds states, entries and positions.
+    db: sled::Db,
+    /// `None` when temporary.
+    path: Option<PathBuf>,
+    /// Serialises commits: each diffs index entries and positions against
+    /// what is stored, which a concurrent commit could change in between.
+    writer: Mutex<()>,
+    /// Per topic, the applied positions as of the latest commit; created by
+    /// the first [`Store::watch`] of the topic.
+    watchers: Mutex<HashMap<String, watch::Sender<BTreeMap<u32, u64>>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, with every state, index entry
+    /// and position of the last batch that reached disk.
+    ///
+    /// Blocks while sled recovers its files: call it at start-up, before
+    /// serving, or inside `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(config.flush_every_ms)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        check_format(&db, path)?;
+        info!(
+            path = %path.display(),
+            cache_capacity_bytes = config.cache_capacity_bytes,
+            flush_every_ms = config.flush_every_ms,
+            "projection store opened"
+        );
+        Ok(Self::from_db(db, Some(path.to_owned())))
+    }
+
+    /// For tests and rebuilds that are thrown away: a store in a sled
+    /// temporary database (under the memory-backed `/dev/shm` on Linux, so
+    /// keep it small), deleted when the last handle drops.
+    pub fn temporary() -> Result<Self> {
+        let db = sled::Config::new().temporary(true).open()?;
+        db.insert(keys::FORMAT_KEY, &keys::FORMAT_VERSION.to_be_bytes()[..])?;
+        Ok(Self::from_db(db, None))
+    }
+
+    fn from_db(db: sled::Db, path: Option<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                writer: Mutex::new(()),
+                watchers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Where the store lives; `None` when temporary.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Writes every state of `commit`, the index entries they gain and lose,
+    /// and the positions that move forward, in one atomic batch, then tells
+    /// [watchers](Store::watch) of the topic.
+    ///
+    /// The batch is in memory and visible to reads when this returns; it
+    /// reaches disk with sled's next background flush, or [`Store::flush`].
+    pub fn commit(&self, commit: &Commit) -> Result<()> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let _writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+
+        let mut latest = BTreeMap::new();
+        for state in &commit.states {
+            latest.insert(state.patient_key.as_str(), state);
+        }
+        let mut batch = sled::Batch::default();
+        for (key, state) in &latest {
+            self.stage_state(&mut batch, key, state)?;
+        }
+        let advanced = self.stage_positions(&mut batch, commit)?;
+        self.inner.db.apply_batch(batch)?;
+
+        self.notify_watchers(&commit.topic, &advanced);
+        debug!(
+            topic = %commit.topic,
+            states = latest.len(),
+            partitions_advanced = advanced.len(),
+            "projection batch committed"
+        );
+        Ok(())
+    }
+
+    /// Adds `state` and the difference between its stored and new index
+    /// entries to `batch`.
+    fn stage_state(
+        &self,
+        batch: &mut sled::Batch,
+        key: &str,
+        state: &PatientCareState,
+    ) -> Result<()> {
+        let entries_key = keys::entries_key(key);
+        let old = match self.inner.db.get(&entries_key)? {
+            Some(value) => keys::decode_entries(&value).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(&entries_key),
+                reason,
+            })?,
+            None => Vec::new(),
+        };
+        let new = cohort::index_entries(state);
+        for gone in old.iter().filter(|entry| !new.contains(entry)) {
+            batch.remove(keys::index_key(gone));
+        }
+        for added in new.iter().filter(|entry| !old.contains(entry)) {
+            batch.insert(keys::index_key(added), &[][..]);
+        }
+        if old != new {
+            batch.insert(entries_key, keys::encode_entries(&new));
+        }
+        batch.insert(keys::state_key(key), state.encode_to_vec());
+        Ok(())
+    }
+
+    /// Adds the positions of `commit` that move forward to `batch`, and
+    /// returns them.
+    fn stage_positions(
+        &self,
+        batch: &mut sled::Batch,
+        commit: &Commit,
+    ) -> Result<BTreeMap<u32, u64>> {
+        let mut advanced = BTreeMap::new();
+        for (&partition, &next_offset) in &commit.positions {
+            let key = keys::position_key(&commit.topic, partition);
+            let stored = match self.inner.db.get(&key)? {
+                Some(value) => Some(decode_offset(&key, &value)?),
+                None => None,
+            };
+            if stored.is_some_and(|stored| stored >= next_offset) {
+                continue;
+            }
+            batch.insert(key, &next_offset.to_be_bytes()[..]);
+            advanced.insert(partition, next_offset);
+        }
+        Ok(advanced)
+    }
+
+    fn notify_watchers(&self, topic: &str, advanced: &BTreeMap<u32, u64>) {
+        if advanced.is_empty() {
+            return;
+        }
+        let watchers = self.lock_watchers();
+        let Some(sender) = watchers.get(topic) else {
+            return;
+        };
+        sender.send_if_modified(|positions| {
+            let mut modified = false;
+            for (&partition, &next_offset) in advanced {
+                if positions.get(&partition) < Some(&next_offset) {
+                    positions.insert(partition, next_offset);
+                    modified = true;
+                }
+            }
+            modified
+        });
+    }
+
+    /// Makes every committed batch durable: for a graceful shutdown, or a
+    /// caller that must not lose what it committed.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] without blocking the async runtime.
+    pub async fn flush_async(&self) -> Result<()> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The state of `patient_key`, if any event for it was committed.
+    /// A state merged into another is returned as it is: its `merged_into`
+    /// names the survivor.
+    pub fn get(&self, patient_key: &str) -> Result<Option<PatientCareState>> {
+        let key = keys::state_key(patient_key);
+        self.inner
+            .db
+            .get(&key)?
+            .map(|value| decode_state(&key, &value))
+            .transpose()
+    }
+
+    /// Per partition of `topic`, the next offset to read: every record below
+    /// it is in the stored states. Partitions never committed are absent.
+    pub fn applied(&self, topic: &str) -> Result<BTreeMap<u32, u64>> {
+        let prefix = keys::positions_prefix(topic);
+        let mut positions = BTreeMap::new();
+        for item in self.inner.db.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let partition =
+                keys::partition_of(&key, prefix.len()).map_err(|reason| StoreError::Corrupt {
+                    key: keys::describe_key(&key),
+                    reason,
+                })?;
+            positions.insert(partition, decode_offset(&key, &value)?);
+        }
+        Ok(positions)
+    }
+
+    /// Follows [`Store::applied`] of `topic`: the receiver holds the stored
+    /// positions now, and is updated after every commit that moves one.
+    /// The query service waits on it for a consistency token.
+    ///
+    /// Should the stored positions be unreadable, the error is logged and
+    /// the receiver comes back already closed, so a waiter fails at once
+    /// rather than waiting for positions it could never be shown.
+    pub fn watch(&self, topic: &str) -> watch::Receiver<BTreeMap<u32, u64>> {
+        // Held while reading the positions: a commit that lands meanwhile
+        // notifies only once the sender is in place, so no update is lost.
+        let mut watchers = self.lock_watchers();
+        if let Some(sender) = watchers.get(topic) {
+            return sender.subscribe();
+        }
+        match self.applied(topic) {
+            Ok(positions) => {
+                let (sender, receiver) = watch::channel(positions);
+                watchers.insert(topic.to_owned(), sender);
+                receiver
+            }
+            Err(error) => {
+                warn!(topic, %error, "cannot read applied positions to watch; the watch is closed");
+                watch::channel(BTreeMap::new()).1
+            }
+        }
+    }
+
+    fn lock_watchers(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<BTreeMap<u32, u64>>>> {
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Up to `limit` (at least one) members of `cohort` in patient-key
+    /// order, starting strictly after `after_key`: keyset paging, so a page
+    /// stays correct however the cohort changed since the previous one.
+    ///
+    /// Each state is checked against the cohort as it is read, so a patient
+    /// who left the cohort in a commit that raced with the listing is left
+    /// out rather than shown in a place they no longer are.
+    pub fn list_cohort(
+        &self,
+        cohort: &Cohort,
+        after_key: Option<&str>,
+        limit: usize,
+    ) -> Result<CohortPage> {
+        let limit = limit.max(1);
+        let prefix = keys::index_key(&cohort.index_prefix());
+        let start = match after_key {
+            Some(after) => {
+                let mut start = prefix.clone();
+                start.extend_from_slice(after.as_bytes());
+                Bound::Excluded(start)
+            }
+            None => Bound::Included(prefix.clone()),
+        };
+        let entries = self
+            .inner
+            .db
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .keys()
+            .take_while(|key| key.as_ref().map_or(true, |key| key.starts_with(&prefix)));
+
+        let mut page = CohortPage::default();
+        let mut last_key = None;
+        for (read, key) in entries.enumerate() {
+            if read == limit {
+                page.next_after = last_key;
+                return Ok(page);
+            }
+            let key = key?;
+            let entry = std::str::from_utf8(&key[keys::INDEX_PREFIX.len()..]).map_err(|e| {
+                StoreError::Corrupt {
+                    key: keys::describe_key(&key),
+                    reason: format!("index entry is not UTF-8: {e}"),
+                }
+            })?;
+            let patient_key = Cohort::key_of_entry(entry);
+            let Some(state) = self.get(patient_key)? else {
+                return Err(StoreError::Corrupt {
+                    key: keys::describe_key(&key),
+                    reason: format!("index entry names patient {patient_key:?}, who has no state"),
+                });
+            };
+            if cohort.matches(&state) {
+                page.states.push(state);
+            } else {
+                debug!(patient_key, "left the cohort while it was listed");
+            }
+            last_key = Some(patient_key.to_owned());
+        }
+        Ok(page)
+    }
+
+    /// Every state in patient-key order, read lazily: commits made while
+    /// iterating may or may not be seen.
+    pub fn states(&self) -> impl Iterator<Item = Result<PatientCareState>> + use<> {
+        self.inner.db.scan_prefix(keys::STATE_PREFIX).map(|item| {
+            let (key, value) = item?;
+            decode_state(&key, &value)
+        })
+    }
+
+    /// How many patients have a state, merged-away ones included. Reads
+    /// every state: for verification and tests, not for a hot path.
+    pub fn state_count(&self) -> Result<usize> {
+        let mut count = 0;
+        for item in self.inner.db.scan_prefix(keys::STATE_PREFIX).keys() {
+            item?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Every cohort index entry in order, as [`cohort::index_entries`]
+    /// makes them: to verify the index against the states.
+    pub fn index_entries(&self) -> impl Iterator<Item = Result<String>> + use<> {
+        self.inner
+            .db
+            .scan_prefix(keys::INDEX_PREFIX)
+            .keys()
+            .map(|key| {
+                let key = key?;
+                String::from_utf8(key[keys::INDEX_PREFIX.len()..].to_vec()).map_err(|e| {
+                    StoreError::Corrupt {
+                        key: keys::describe_key(&key),
+                        reason: format!("index entry is not UTF-8: {e}"),
+                    }
+                })
+            })
+    }
+
+    /// A digest of every state (patient key and encoded state, in key
+    /// order) as 16 hex digits: equal for two stores holding equal states,
+    /// so a replay can be compared with the live store. Positions and the
+    /// index are not included; they follow from the states and the log.
+    pub fn digest(&self) -> Result<String> {
+        let mut hash = Fnv1a64::new();
+        for item in self.inner.db.scan_prefix(keys::STATE_PREFIX) {
+            let (key, value) = item?;
+            hash.write_field(&key[keys::STATE_PREFIX.len()..]);
+            hash.write_field(&value);
+        }
+        Ok(format!("{:016x}", hash.finish()))
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a store written in a newer format; stamps an empty one with
+/// ours.
+fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+    match db.get(keys::FORMAT_KEY)? {
+        Some(value) => {
+            let found = keys::decode_u32(&value).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(keys::FORMAT_KEY),
+                reason,
+            })?;
+            if found > keys::FORMAT_VERSION {
+                return Err(StoreError::NewerFormat {
+                    path: path.to_owned(),
+                    found,
+                    supported: keys::FORMAT_VERSION,
+                });
+            }
+            if found < keys::FORMAT_VERSION {
+                return Err(StoreError::Corrupt {
+                    key: keys::describe_key(keys::FORMAT_KEY),
+                    reason: format!(
+                        "format version {found} was never written by Baton; expected {}",
+                        keys::FORMAT_VERSION
+                    ),
+                });
+            }
+            Ok(())
+        }
+        None if db.is_empty() => {
+            db.insert(keys::FORMAT_KEY, &keys::FORMAT_VERSION.to_be_bytes()[..])?;
+            Ok(())
+        }
+        None => Err(StoreError::Corrupt {
+            key: keys::describe_key(keys::FORMAT_KEY),
+            reason: "missing in a non-empty database: is this directory a Baton projection store?"
+                .to_owned(),
+        }),
+    }
+}
+
+fn decode_state(key: &[u8], value: &[u8]) -> Result<PatientCareState> {
+    PatientCareState::decode(value).map_err(|e| StoreError::Corrupt {
+        key: keys::describe_key(key),
+        reason: format!("not a PatientCareState: {e}"),
+    })
+}
+
+fn decode_offset(key: &[u8], value: &[u8]) -> Result<u64> {
+    keys::decode_u64(value).map_err(|reason| StoreError::Corrupt {
+        key: keys::describe_key(key),
+        reason,
+    })
+}

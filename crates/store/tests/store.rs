@@ -1,0 +1,564 @@
+//! The sled projection store against real sled databases: what a commit
+//! makes readable, how the cohort index follows states, and what survives a
+//! reopen.
+
+use std::collections::BTreeMap;
+
+use baton_care::cohort::{self, Cohort};
+use baton_care::fixtures::{self, admitted, discharged, transferred, virtual_ward_started};
+use baton_care::{ValidEvent, apply, new_state};
+use baton_proto::events::v1::care_event::Payload;
+use baton_proto::events::v1::{CareEvent, DischargeDestination, PatientsMerged};
+use baton_proto::state::v1::{CareSetting, PatientCareState};
+use baton_store::{Commit, Store, StoreConfig, StoreError};
+use tempfile::TempDir;
+
+const TOPIC: &str = "baton.care-events.v1";
+
+/// Applies `events` in order to `state`, which starts empty when `None`.
+fn fold(state: Option<PatientCareState>, events: Vec<CareEvent>) -> PatientCareState {
+    let mut events = events
+        .into_iter()
+        .map(|event| ValidEvent::new(event).expect("fixture events are valid"))
+        .peekable();
+    let mut state = state.unwrap_or_else(|| new_state(events.peek().expect("an event").key()));
+    for event in events {
+        apply(&mut state, &event).expect("fixture events apply");
+    }
+    state
+}
+
+/// The state of local patient `RXX:<id>` admitted to `ward`.
+fn inpatient(id: &str, ward: &str) -> PatientCareState {
+    fold(None, vec![admitted(id, "V1", 1_000, ward)])
+}
+
+fn ward(name: &str) -> Cohort {
+    Cohort {
+        ward: Some(name.to_owned()),
+        ..Cohort::default()
+    }
+}
+
+fn setting(setting: CareSetting) -> Cohort {
+    Cohort {
+        setting: Some(setting),
+        ..Cohort::default()
+    }
+}
+
+fn everyone() -> Cohort {
+    Cohort::default()
+}
+
+/// The patient keys of every member of `cohort`, paging `limit` at a time.
+fn members(store: &Store, cohort: &Cohort, limit: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_cohort(cohort, after.as_deref(), limit)
+            .expect("cohort lists");
+        assert!(page.states.len() <= limit.max(1));
+        keys.extend(page.states.into_iter().map(|s| s.patient_key));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return keys,
+        }
+    }
+}
+
+fn stored_entries(store: &Store) -> Vec<String> {
+    store
+        .index_entries()
+        .collect::<Result<_, _>>()
+        .expect("index reads")
+}
+
+/// The entries the index should hold for `states`, in store order.
+fn expected_entries(states: &[&PatientCareState]) -> Vec<String> {
+    let mut entries: Vec<String> = states
+        .iter()
+        .flat_map(|s| cohort::index_entries(s))
+        .collect();
+    entries.sort();
+    entries
+}
+
+fn all_states(store: &Store) -> Vec<PatientCareState> {
+    store
+        .states()
+        .collect::<Result<_, _>>()
+        .expect("states read")
+}
+
+#[test]
+fn a_committed_state_is_read_back_by_patient_key() {
+    let store = Store::temporary().unwrap();
+    let state = inpatient("H1", "WARD-7");
+    assert_eq!(state.patient_key, "RXX:H1");
+
+    store
+        .commit(
+            &Commit::new(TOPIC)
+                .with_state(state.clone())
+                .with_position(0, 1),
+        )
+        .unwrap();
+
+    assert_eq!(store.get("RXX:H1").unwrap(), Some(state));
+    assert_eq!(store.get("RXX:H2").unwrap(), None);
+    assert_eq!(store.state_count().unwrap(), 1);
+    assert_eq!(store.applied(TOPIC).unwrap(), BTreeMap::from([(0, 1)]));
+}
+
+#[test]
+fn the_last_state_of_a_key_in_a_commit_wins() {
+    let store = Store::temporary().unwrap();
+    let first = inpatient("H1", "WARD-7");
+    let second = fold(
+        Some(first.clone()),
+        vec![transferred("H1", "V1", 2_000, "WARD-8")],
+    );
+
+    store
+        .commit(&Commit::new(TOPIC).with_states([first, second.clone()]))
+        .unwrap();
+
+    assert_eq!(store.get("RXX:H1").unwrap(), Some(second.clone()));
+    assert_eq!(members(&store, &ward("WARD-7"), 10), Vec::<String>::new());
+    assert_eq!(members(&store, &ward("WARD-8"), 10), ["RXX:H1"]);
+    assert_eq!(stored_entries(&store), expected_entries(&[&second]));
+}
+
+#[test]
+fn index_entries_follow_a_patient_from_ward_to_ward_to_virtual_ward() {
+    let store = Store::temporary().unwrap();
+    let commit = |state: &PatientCareState| {
+        store
+            .commit(&Commit::new(TOPIC).with_state(state.clone()))
+            .unwrap();
+    };
+
+    let on_ward_7 = inpatient("H1", "WARD-7");
+    commit(&on_ward_7);
+    assert_eq!(members(&store, &ward("WARD-7"), 10), ["RXX:H1"]);
+    assert_eq!(
+        members(&store, &setting(CareSetting::Hospital), 10),
+        ["RXX:H1"]
+    );
+
+    let on_ward_8 = fold(
+        Some(on_ward_7),
+        vec![transferred("H1", "V1", 2_000, "WARD-8")],
+    );
+    commit(&on_ward_8);
+    assert_eq!(members(&store, &ward("WARD-7"), 10), Vec::<String>::new());
+    assert_eq!(members(&store, &ward("WARD-8"), 10), ["RXX:H1"]);
+
+    let at_home_on_virtual_ward = fold(
+        Some(on_ward_8),
+        vec![
+            discharged("H1", "V1", 3_000, DischargeDestination::VirtualWard),
+            virtual_ward_started("H1", "VW-1", 4_000, "VW-FRAIL"),
+        ],
+    );
+    commit(&at_home_on_virtual_ward);
+    assert_eq!(members(&store, &ward("WARD-8"), 10), Vec::<String>::new());
+    assert_eq!(
+        members(&store, &setting(CareSetting::Hospital), 10),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        members(&store, &setting(CareSetting::VirtualWard), 10),
+        ["RXX:H1"]
+    );
+    assert_eq!(members(&store, &ward("VW-FRAIL"), 10), ["RXX:H1"]);
+    assert_eq!(members(&store, &everyone(), 10), ["RXX:H1"]);
+    assert_eq!(
+        stored_entries(&store),
+        expected_entries(&[&at_home_on_virtual_ward])
+    );
+}
+
+#[test]
+fn a_patient_merged_away_leaves_every_cohort() {
+    let store = Store::temporary().unwrap();
+    let survivor = inpatient("H1", "WARD-7");
+    let retired = inpatient("H2", "WARD-7");
+    store
+        .commit(&Commit::new(TOPIC).with_states([survivor.clone(), retired.clone()]))
+        .unwrap();
+    assert_eq!(members(&store, &ward("WARD-7"), 10), ["RXX:H1", "RXX:H2"]);
+
+    let merge = fixtures::event(
+        "H1",
+        5_000,
+        Some(Payload::PatientsMerged(PatientsMerged {
+            retired: Some(fixtures::identity("H2")),
+        })),
+    );
+    let retired = fold(Some(retired), vec![merge]);
+    assert_eq!(
+        retired.merged_into.as_ref().map(|l| l.patient_key.as_str()),
+        Some("RXX:H1")
+    );
+    store
+        .commit(&Commit::new(TOPIC).with_state(retired.clone()))
+        .unwrap();
+
+    assert_eq!(store.get("RXX:H2").unwrap(), Some(retired));
+    assert_eq!(members(&store, &ward("WARD-7"), 10), ["RXX:H1"]);
+    assert_eq!(members(&store, &everyone(), 10), ["RXX:H1"]);
+    assert!(
+        stored_entries(&store)
+            .iter()
+            .all(|entry| Cohort::key_of_entry(entry) == "RXX:H1")
+    );
+    assert_eq!(stored_entries(&store), expected_entries(&[&survivor]));
+}
+
+#[test]
+fn cohort_pages_list_every_member_once_and_nothing_else() {
+    let store = Store::temporary().unwrap();
+    let mut on_ward_7 = Vec::new();
+    let mut states = Vec::new();
+    for n in 0..23 {
+        let id = format!("H{n:03}");
+        let ward_name = if n % 3 == 0 { "WARD-8" } else { "WARD-7" };
+        if ward_name == "WARD-7" {
+            on_ward_7.push(format!("RXX:{id}"));
+        }
+        states.push(inpatient(&id, ward_name));
+    }
+    // A patient on a ward whose name extends WARD-7 is not on WARD-7.
+    states.push(inpatient("H999", "WARD-70"));
+    store
+        .commit(&Commit::new(TOPIC).with_states(states))
+        .unwrap();
+    on_ward_7.sort();
+
+    for limit in [1, 2, 5, on_ward_7.len() - 1, on_ward_7.len(), 100] {
+        assert_eq!(
+            members(&store, &ward("WARD-7"), limit),
+            on_ward_7,
+            "limit {limit}"
+        );
+    }
+    assert_eq!(members(&store, &everyone(), 7).len(), 24);
+
+    let exact = store
+        .list_cohort(&ward("WARD-7"), None, on_ward_7.len())
+        .unwrap();
+    assert_eq!(exact.states.len(), on_ward_7.len());
+    assert_eq!(exact.next_after, None, "no page after the last member");
+
+    let first = store.list_cohort(&ward("WARD-7"), None, 5).unwrap();
+    assert_eq!(first.next_after.as_deref(), Some(on_ward_7[4].as_str()));
+    let rest = store
+        .list_cohort(&ward("WARD-7"), Some(&on_ward_7[4]), 100)
+        .unwrap();
+    assert_eq!(rest.states[0].patient_key, on_ward_7[5]);
+    assert_eq!(rest.next_after, None);
+
+    let zero = store.list_cohort(&ward("WARD-7"), None, 0).unwrap();
+    assert_eq!(zero.states.len(), 1, "a limit of 0 still makes progress");
+
+    let none = store.list_cohort(&ward("WARD-9"), None, 10).unwrap();
+    assert_eq!(none, Default::default());
+}
+
+#[test]
+fn applied_positions_never_move_backwards() {
+    let store = Store::temporary().unwrap();
+    store
+        .commit(&Commit::new(TOPIC).with_position(0, 10).with_position(1, 5))
+        .unwrap();
+    store
+        .commit(
+            &Commit::new(TOPIC)
+                .with_position(0, 4)
+                .with_position(1, 6)
+                .with_position(2, 1),
+        )
+        .unwrap();
+    store
+        .commit(&Commit::new("other-topic").with_position(0, 99))
+        .unwrap();
+
+    assert_eq!(
+        store.applied(TOPIC).unwrap(),
+        BTreeMap::from([(0, 10), (1, 6), (2, 1)])
+    );
+    assert_eq!(
+        store.applied("other-topic").unwrap(),
+        BTreeMap::from([(0, 99)])
+    );
+    assert_eq!(store.applied("never-committed").unwrap(), BTreeMap::new());
+}
+
+#[test]
+fn reopening_shows_the_same_states_entries_and_positions() {
+    let dir = TempDir::new().unwrap();
+    let config = StoreConfig::default();
+    let (digest, entries, positions) = {
+        let store = Store::open(dir.path(), &config).unwrap();
+        let first = inpatient("H1", "WARD-7");
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_states([first.clone(), inpatient("H2", "WARD-8")])
+                    .with_position(0, 2)
+                    .with_position(3, 1),
+            )
+            .unwrap();
+        let moved = fold(Some(first), vec![transferred("H1", "V1", 2_000, "WARD-8")]);
+        store
+            .commit(&Commit::new(TOPIC).with_state(moved).with_position(0, 3))
+            .unwrap();
+        store.flush().unwrap();
+        (
+            store.digest().unwrap(),
+            stored_entries(&store),
+            store.applied(TOPIC).unwrap(),
+        )
+    };
+
+    let store = Store::open(dir.path(), &config).unwrap();
+    assert_eq!(store.digest().unwrap(), digest);
+    assert_eq!(stored_entries(&store), entries);
+    assert_eq!(store.applied(TOPIC).unwrap(), positions);
+    assert_eq!(positions, BTreeMap::from([(0, 3), (3, 1)]));
+    assert_eq!(members(&store, &ward("WARD-8"), 10), ["RXX:H1", "RXX:H2"]);
+    assert_eq!(store.path(), Some(dir.path()));
+}
+
+#[test]
+fn reopening_after_a_flush_resumes_exactly_at_the_last_batch() {
+    let dir = TempDir::new().unwrap();
+    let config = StoreConfig {
+        flush_every_ms: None,
+        ..StoreConfig::default()
+    };
+    let patients = ["H1", "H2", "H3"];
+    let mut last_batch = Vec::new();
+    {
+        let store = Store::open(dir.path(), &config).unwrap();
+        let mut states: BTreeMap<&str, PatientCareState> = BTreeMap::new();
+        // Batch n moves every patient to WARD-n and includes offsets below n.
+        for n in 1..=20u64 {
+            let ward_name = format!("WARD-{n}");
+            last_batch.clear();
+            for id in patients {
+                let event = if n == 1 {
+                    admitted(id, "V1", 1_000, &ward_name)
+                } else {
+                    transferred(id, "V1", 1_000 + n as i64, &ward_name)
+                };
+                let state = fold(states.remove(id), vec![event]);
+                states.insert(id, state.clone());
+                last_batch.push(state);
+            }
+            store
+                .commit(
+                    &Commit::new(TOPIC)
+                        .with_states(last_batch.clone())
+                        .with_position(0, n)
+                        .with_position(1, n * 2),
+                )
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+
+    let store = Store::open(dir.path(), &config).unwrap();
+    assert_eq!(
+        store.applied(TOPIC).unwrap(),
+        BTreeMap::from([(0, 20), (1, 40)])
+    );
+    assert_eq!(all_states(&store), last_batch);
+    assert_eq!(
+        members(&store, &ward("WARD-20"), 10),
+        ["RXX:H1", "RXX:H2", "RXX:H3"]
+    );
+    assert_eq!(
+        stored_entries(&store),
+        expected_entries(&last_batch.iter().collect::<Vec<_>>())
+    );
+}
+
+#[tokio::test]
+async fn a_watch_sees_the_positions_of_every_commit() {
+    let store = Store::temporary().unwrap();
+    store
+        .commit(&Commit::new(TOPIC).with_position(0, 3))
+        .unwrap();
+
+    let mut watch = store.watch(TOPIC);
+    assert_eq!(*watch.borrow_and_update(), BTreeMap::from([(0, 3)]));
+
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || {
+        writer
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_state(inpatient("H1", "WARD-7"))
+                    .with_position(0, 4)
+                    .with_position(1, 1),
+            )
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    watch.changed().await.unwrap();
+    assert_eq!(*watch.borrow_and_update(), BTreeMap::from([(0, 4), (1, 1)]));
+
+    // A commit that moves nothing, or moves another topic, is not news.
+    store
+        .commit(&Commit::new(TOPIC).with_position(0, 2))
+        .unwrap();
+    store
+        .commit(&Commit::new("other-topic").with_position(0, 50))
+        .unwrap();
+    assert!(!watch.has_changed().unwrap());
+
+    let late = store.watch(TOPIC);
+    assert_eq!(*late.borrow(), store.applied(TOPIC).unwrap());
+}
+
+#[tokio::test]
+async fn flush_async_makes_commits_durable() {
+    let dir = TempDir::new().unwrap();
+    let config = StoreConfig {
+        flush_every_ms: None,
+        ..StoreConfig::default()
+    };
+    {
+        let store = Store::open(dir.path(), &config).unwrap();
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_state(inpatient("H1", "WARD-7"))
+                    .with_position(0, 1),
+            )
+            .unwrap();
+        store.flush_async().await.unwrap();
+    }
+    let store = Store::open(dir.path(), &config).unwrap();
+    assert_eq!(store.applied(TOPIC).unwrap(), BTreeMap::from([(0, 1)]));
+    assert!(store.get("RXX:H1").unwrap().is_some());
+}
+
+#[test]
+fn the_digest_depends_on_the_states_not_on_how_they_were_committed() {
+    let states = [
+        inpatient("H1", "WARD-7"),
+        inpatient("H2", "WARD-8"),
+        inpatient("H3", "WARD-7"),
+    ];
+    let at_once = Store::temporary().unwrap();
+    at_once
+        .commit(&Commit::new(TOPIC).with_states(states.clone()))
+        .unwrap();
+    let one_by_one = Store::temporary().unwrap();
+    for state in states.iter().rev() {
+        one_by_one
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_state(state.clone())
+                    .with_position(0, 9),
+            )
+            .unwrap();
+    }
+    let digest = at_once.digest().unwrap();
+    assert_eq!(digest.len(), 16);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(one_by_one.digest().unwrap(), digest);
+
+    let moved = fold(
+        Some(states[0].clone()),
+        vec![transferred("H1", "V1", 2_000, "WARD-8")],
+    );
+    one_by_one
+        .commit(&Commit::new(TOPIC).with_state(moved))
+        .unwrap();
+    assert_ne!(one_by_one.digest().unwrap(), digest);
+    assert_ne!(Store::temporary().unwrap().digest().unwrap(), digest);
+}
+
+#[test]
+fn a_store_written_by_a_newer_format_is_refused() {
+    let dir = TempDir::new().unwrap();
+    drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("meta/format", &2u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+
+    let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::NewerFormat {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("format version 2"), "{message}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_store_is_refused() {
+    let dir = TempDir::new().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("topic/baton.care-events.v1", &b"spec"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt { key, .. } if key == "meta/format"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_corrupt_state_names_its_key() {
+    let dir = TempDir::new().unwrap();
+    drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert("s/RXX:H1", &[0xff, 0xff, 0xff][..]).unwrap();
+        db.flush().unwrap();
+    }
+
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let error = store.get("RXX:H1").unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt { key, .. } if key == "s/RXX:H1"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("\"s/RXX:H1\""), "{error}");
+    assert!(store.states().any(|state| state.is_err()));
+}
+
+#[test]
+fn a_directory_held_by_another_handle_names_its_path() {
+    let dir = TempDir::new().unwrap();
+    let _held = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    match Store::open(dir.path(), &StoreConfig::default()) {
+        Err(StoreError::Open { path, .. }) => assert_eq!(path, dir.path()),
+        other => panic!("expected an open error, got {other:?}"),
+    }
+}

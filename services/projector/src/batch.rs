@@ -1,0 +1,314 @@
+//! Folding one batch of log records into states, without IO of its own:
+//! states come from a [`StateSource`], and everything to write comes back
+//! as a [`BatchOutcome`] for the caller to append and commit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use baton_care::{Applied, Effect, PatientKey, ValidEvent, apply, new_state};
+use baton_log::{NewRecord, Record};
+use baton_proto::NamedMessage;
+use baton_proto::events::v1::CareEvent;
+use baton_proto::state::v1::{AppliedPosition, PatientCareState};
+use prost::Message;
+
+/// Header names of dead-letter records, as operators and tools see them.
+pub mod dead_letter_headers {
+    pub const REASON: &str = "baton-reason";
+    pub const SOURCE_TOPIC: &str = "baton-source-topic";
+    pub const SOURCE_PARTITION: &str = "baton-source-partition";
+    pub const SOURCE_OFFSET: &str = "baton-source-offset";
+    pub const EVENT_ID: &str = "event-id";
+}
+
+/// Where the fold finds a patient's state when it is not in the batch yet.
+pub(crate) trait StateSource {
+    fn load(&mut self, key: &str) -> Result<Option<PatientCareState>, baton_store::StoreError>;
+}
+
+/// What a batch produced.
+#[derive(Debug, Default)]
+pub(crate) struct BatchOutcome {
+    /// Every state the batch changed, by patient key.
+    pub(crate) states: HashMap<String, PatientCareState>,
+    /// Next offset to read per partition, covering every record of the batch.
+    pub(crate) positions: BTreeMap<u32, u64>,
+    /// Events the fold asked to append (merge hand-overs).
+    pub(crate) appends: Vec<NewRecord>,
+    /// Records that could not be applied, with their reason in headers.
+    pub(crate) dead_letters: Vec<NewRecord>,
+    pub(crate) applied: u64,
+    pub(crate) duplicates: u64,
+}
+
+/// Folds `records` in order. A record that cannot be decoded, validated or
+/// applied becomes a dead letter and the batch goes on.
+pub(crate) fn fold_batch(
+    records: &[Record],
+    states: &mut HashMap<String, PatientCareState>,
+    source: &mut impl StateSource,
+) -> Result<BatchOutcome, baton_store::StoreError> {
+    let mut outcome = BatchOutcome::default();
+    let content_type = care_event_content_type();
+    for record in records {
+        outcome
+            .positions
+            .insert(record.partition, record.offset + 1);
+        match fold_record(record, states, source)? {
+            Ok(Folded::Changed { key, effects }) => {
+                outcome.applied += 1;
+                let state = states.get(&key).expect("a changed state is cached").clone();
+                outcome.states.insert(key, state);
+                for Effect::Append { key, event } in effects {
+                    outcome.appends.push(
+                        NewRecord::new(key.as_str(), event.encode_to_vec())
+                            .with_header("content-type", content_type.as_bytes())
+                            .with_header(dead_letter_headers::EVENT_ID, event.event_id.as_bytes()),
+                    );
+                }
+            }
+            Ok(Folded::Duplicate) => outcome.duplicates += 1,
+            Err(reason) => {
+                tracing::warn!(
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    %reason,
+                    "dead-lettered"
+                );
+                outcome.dead_letters.push(dead_letter(record, &reason));
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+enum Folded {
+    Changed { key: String, effects: Vec<Effect> },
+    Duplicate,
+}
+
+/// The outer `Result` is a store failure (stop, retry the batch later); the
+/// inner one a bad record (dead-letter it, go on).
+fn fold_record(
+    record: &Record,
+    states: &mut HashMap<String, PatientCareState>,
+    source: &mut impl StateSource,
+) -> Result<Result<Folded, String>, baton_store::StoreError> {
+    if let Some(content_type) = record.header("content-type")
+        && !content_type.ends_with(CareEvent::FULL_NAME.as_bytes())
+    {
+        return Ok(Err(format!(
+            "content-type {:?} is not a {}",
+            String::from_utf8_lossy(content_type),
+            CareEvent::FULL_NAME
+        )));
+    }
+    let Ok(key) = std::str::from_utf8(&record.key) else {
+        return Ok(Err(
+            "the record key is not UTF-8: expected a patient key".into()
+        ));
+    };
+    let key = match PatientKey::parse(key) {
+        Ok(key) => key,
+        Err(problem) => {
+            return Ok(Err(format!(
+                "the record key is not a patient key: {problem}"
+            )));
+        }
+    };
+    let event = match CareEvent::decode(record.value.as_slice()) {
+        Ok(event) => event,
+        Err(error) => {
+            return Ok(Err(format!(
+                "cannot decode a {}: {error}",
+                CareEvent::FULL_NAME
+            )));
+        }
+    };
+    let event = match ValidEvent::new(event) {
+        Ok(event) => event,
+        Err(invalid) => return Ok(Err(invalid.to_string())),
+    };
+    if !states.contains_key(key.as_str()) {
+        let state = source
+            .load(key.as_str())?
+            .unwrap_or_else(|| new_state(&key));
+        states.insert(key.as_str().to_owned(), state);
+    }
+    let state = states.get_mut(key.as_str()).expect("inserted above");
+    Ok(match apply(state, &event) {
+        Ok(Applied::Changed { effects }) => {
+            state.applied = Some(AppliedPosition {
+                partition: record.partition,
+                offset: record.offset,
+            });
+            Ok(Folded::Changed {
+                key: key.into_string(),
+                effects,
+            })
+        }
+        Ok(Applied::Duplicate) => Ok(Folded::Duplicate),
+        Err(rejection) => Err(rejection.to_string()),
+    })
+}
+
+fn care_event_content_type() -> String {
+    format!(
+        "application/x-protobuf; messageType={}",
+        CareEvent::FULL_NAME
+    )
+}
+
+fn dead_letter(record: &Record, reason: &str) -> NewRecord {
+    let mut dead = NewRecord::new(record.key.clone(), record.value.clone())
+        .with_header(dead_letter_headers::REASON, reason.as_bytes())
+        .with_header(dead_letter_headers::SOURCE_TOPIC, record.topic.as_bytes())
+        .with_header(
+            dead_letter_headers::SOURCE_PARTITION,
+            record.partition.to_string(),
+        )
+        .with_header(
+            dead_letter_headers::SOURCE_OFFSET,
+            record.offset.to_string(),
+        );
+    if let Some(id) = record.header(dead_letter_headers::EVENT_ID) {
+        dead = dead.with_header(dead_letter_headers::EVENT_ID, id.to_vec());
+    }
+    dead
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_care::fixtures::{admitted, transferred};
+    use baton_proto::events::v1::care_event::Payload;
+    use baton_proto::events::v1::{PatientsMerged, TransferCancelled};
+
+    #[derive(Default)]
+    struct Empty;
+
+    impl StateSource for Empty {
+        fn load(&mut self, _: &str) -> Result<Option<PatientCareState>, baton_store::StoreError> {
+            Ok(None)
+        }
+    }
+
+    fn record(offset: u64, key: &str, event: &CareEvent) -> Record {
+        Record {
+            topic: "events".into(),
+            partition: 2,
+            offset,
+            key: key.as_bytes().to_vec(),
+            value: event.encode_to_vec(),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn bad_records_are_dead_lettered_and_the_rest_applied() {
+        let nhs = "9434765919";
+        let garbage = Record {
+            value: vec![0xff, 0xff, 0xff],
+            ..record(1, nhs, &admitted(nhs, "V1", 100, "A"))
+        };
+        let mut cancel_nothing = admitted(nhs, "V1", 150, "A");
+        cancel_nothing.payload = Some(Payload::TransferCancelled(TransferCancelled {
+            cancelled_event_id: "6d2c1f0e-8a4b-4c3d-9e5f-7a1b2c3d4e5f".into(),
+        }));
+        let records = vec![
+            record(0, nhs, &admitted(nhs, "V1", 100, "A")),
+            garbage,
+            record(2, "not a key!", &transferred(nhs, "V1", 200, "B")),
+            record(3, nhs, &cancel_nothing),
+            record(4, nhs, &transferred(nhs, "V1", 300, "C")),
+            record(5, nhs, &transferred(nhs, "V1", 300, "C")),
+        ];
+        let mut states = HashMap::new();
+        let outcome = fold_batch(&records, &mut states, &mut Empty).unwrap();
+        assert_eq!(
+            (
+                outcome.applied,
+                outcome.duplicates,
+                outcome.dead_letters.len()
+            ),
+            (2, 1, 3)
+        );
+        assert_eq!(outcome.positions, BTreeMap::from([(2, 6)]));
+        let state = &outcome.states[nhs];
+        assert_eq!(
+            state
+                .active_encounter
+                .as_ref()
+                .unwrap()
+                .location
+                .as_ref()
+                .unwrap()
+                .point_of_care,
+            "C"
+        );
+        assert_eq!(
+            state.applied,
+            Some(AppliedPosition {
+                partition: 2,
+                offset: 4
+            })
+        );
+        let reasons: Vec<String> = outcome
+            .dead_letters
+            .iter()
+            .map(|d| {
+                let reason = d
+                    .headers
+                    .iter()
+                    .find(|h| h.name == dead_letter_headers::REASON)
+                    .unwrap();
+                String::from_utf8(reason.value.clone()).unwrap()
+            })
+            .collect();
+        assert!(reasons[0].contains("cannot decode"), "{reasons:?}");
+        assert!(reasons[1].contains("not a patient key"), "{reasons:?}");
+        assert!(
+            reasons[2].contains("no transfer in effect") || reasons[2].contains("not a transfer"),
+            "{reasons:?}"
+        );
+        let offsets: Vec<_> = outcome
+            .dead_letters
+            .iter()
+            .map(|d| {
+                d.headers
+                    .iter()
+                    .find(|h| h.name == dead_letter_headers::SOURCE_OFFSET)
+                    .unwrap()
+                    .value
+                    .clone()
+            })
+            .collect();
+        assert_eq!(offsets, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+    }
+
+    #[test]
+    fn a_merge_on_the_retired_side_asks_for_a_hand_over() {
+        let survivor = "9434765919";
+        let retired = "4010232137";
+        let mut merge = admitted(survivor, "V1", 100, "A");
+        merge.encounter_id.clear();
+        merge.payload = Some(Payload::PatientsMerged(PatientsMerged {
+            retired: Some(baton_care::fixtures::identity(retired)),
+        }));
+        let records = vec![
+            record(0, retired, &admitted(retired, "V9", 50, "A")),
+            record(1, retired, &merge),
+        ];
+        let mut states = HashMap::new();
+        let outcome = fold_batch(&records, &mut states, &mut Empty).unwrap();
+        assert!(
+            outcome.dead_letters.is_empty(),
+            "{:?}",
+            outcome.dead_letters
+        );
+        assert_eq!(outcome.appends.len(), 1);
+        assert_eq!(outcome.appends[0].key, survivor.as_bytes());
+        assert!(outcome.states[retired].merged_into.is_some());
+    }
+}

@@ -1,0 +1,298 @@
+//! baton-projector: folds `baton.care-events.v1` into each patient's care
+//! state, exactly once.
+//!
+//! The loop reads a batch of records from the positions held in the store,
+//! folds them with [`baton_care::apply`], appends what the fold asked for
+//! (merge hand-overs) and the dead letters, then commits the new states,
+//! their cohort index entries **and the next positions** in one sled batch.
+//! A crash at any point resumes from the last committed positions: records
+//! after them are read again, and anything they had appended is appended
+//! again with the same event id, which the fold ignores as a duplicate.
+//!
+//! A record that cannot be decoded, validated or applied goes to
+//! `baton.dead-letters.v1` with its reason and source position in headers;
+//! the partition keeps flowing.
+//!
+//! # Layout
+//! - `lib.rs`: [`ProjectorConfig`], [`Projector`] and its run loop.
+//! - `batch.rs`: folding one batch, without IO.
+
+mod batch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_log::{EventLog, LogError, LogReader, NewRecord, TopicSpec};
+use baton_proto::state::v1::PatientCareState;
+use baton_store::{Commit, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+pub use batch::dead_letter_headers;
+use batch::{BatchOutcome, StateSource, fold_batch};
+
+/// Settings of the projector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectorConfig {
+    pub events_topic: String,
+    pub dead_letters_topic: String,
+    /// Partitions of the topics when they are created.
+    pub partitions: u32,
+    /// Most records folded and committed together: larger batches amortise
+    /// the sled commit, smaller ones make each event visible sooner.
+    pub batch_max_records: usize,
+    /// How long a read waits at the tail of the log for new records.
+    pub poll_wait_ms: u64,
+    /// States kept decoded in memory between batches; beyond this the cache
+    /// is emptied (every state in it is already committed).
+    pub state_cache_entries: usize,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            events_topic: baton_log::topics::CARE_EVENTS.to_owned(),
+            dead_letters_topic: baton_log::topics::DEAD_LETTERS.to_owned(),
+            partitions: 8,
+            batch_max_records: 10_000,
+            poll_wait_ms: 50,
+            state_cache_entries: 200_000,
+        }
+    }
+}
+
+impl ProjectorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        baton_log::topics::validate_topic_name(&self.events_topic)
+            .map_err(|e| format!("events_topic: {e}"))?;
+        baton_log::topics::validate_topic_name(&self.dead_letters_topic)
+            .map_err(|e| format!("dead_letters_topic: {e}"))?;
+        if self.partitions == 0 {
+            return Err("partitions: expected at least 1".into());
+        }
+        if self.batch_max_records == 0 {
+            return Err("batch_max_records: expected at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the projector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("invalid projector configuration: {0}")]
+    Config(String),
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("projection store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a blocking store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = ProjectorError> = std::result::Result<T, E>;
+
+/// Counters since start, for logs and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectorStats {
+    pub records: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+}
+
+/// The projector over a log and a store.
+#[derive(Debug)]
+pub struct Projector {
+    log: Arc<dyn EventLog>,
+    store: Store,
+    config: ProjectorConfig,
+    cache: HashMap<String, PatientCareState>,
+    stats: ProjectorStats,
+}
+
+impl Projector {
+    /// Checks the configuration and creates the topics if missing.
+    pub async fn start(
+        log: Arc<dyn EventLog>,
+        store: Store,
+        config: ProjectorConfig,
+    ) -> Result<Self> {
+        config.validate().map_err(ProjectorError::Config)?;
+        log.ensure_topic(&config.events_topic, TopicSpec::events(config.partitions))
+            .await?;
+        log.ensure_topic(
+            &config.dead_letters_topic,
+            TopicSpec::events(config.partitions),
+        )
+        .await?;
+        Ok(Self {
+            log,
+            store,
+            config,
+            cache: HashMap::new(),
+            stats: ProjectorStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> ProjectorStats {
+        self.stats
+    }
+
+    /// Where reading resumes: the committed next offset of every partition.
+    async fn resume_positions(&self) -> Result<BTreeMap<u32, u64>> {
+        let partitions = self.log.partition_count(&self.config.events_topic).await?;
+        let applied = self.store.applied(&self.config.events_topic)?;
+        Ok((0..partitions)
+            .map(|p| (p, applied.get(&p).copied().unwrap_or(0)))
+            .collect())
+    }
+
+    /// Projects until `shutdown` completes; the batch in hand is finished
+    /// and committed first, and the store flushed.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<ProjectorStats> {
+        let from = self.resume_positions().await?;
+        tracing::info!(topic = %self.config.events_topic, ?from, "projector resuming");
+        let mut reader = self.log.reader(&self.config.events_topic, from).await?;
+        tokio::pin!(shutdown);
+        let wait = Duration::from_millis(self.config.poll_wait_ms);
+        loop {
+            let records = tokio::select! {
+                () = &mut shutdown => break,
+                records = reader.next_batch(self.config.batch_max_records, wait) => records?,
+            };
+            if !records.is_empty() {
+                self.project(records).await?;
+            }
+        }
+        self.store.flush_async().await?;
+        tracing::info!(stats = ?self.stats, "projector stopped");
+        Ok(self.stats)
+    }
+
+    /// Projects until the reader has caught up with the end of the log as
+    /// it was when called; used by the benchmark and by tests.
+    pub async fn catch_up(&mut self) -> Result<ProjectorStats> {
+        let end = self.log.end_offsets(&self.config.events_topic).await?;
+        let mut reader = self
+            .log
+            .reader(&self.config.events_topic, self.resume_positions().await?)
+            .await?;
+        let done = |reader: &dyn LogReader| {
+            let positions = reader.positions();
+            end.iter()
+                .enumerate()
+                .all(|(p, &end)| positions.get(&(p as u32)).copied().unwrap_or(0) >= end)
+        };
+        while !done(reader.as_ref()) {
+            let records = reader
+                .next_batch(
+                    self.config.batch_max_records,
+                    Duration::from_millis(self.config.poll_wait_ms),
+                )
+                .await?;
+            if !records.is_empty() {
+                self.project(records).await?;
+            }
+        }
+        self.store.flush_async().await?;
+        Ok(self.stats)
+    }
+
+    /// Folds one batch, appends its effects and dead letters, and commits.
+    async fn project(&mut self, records: Vec<baton_log::Record>) -> Result<()> {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let mut cache = std::mem::take(&mut self.cache);
+        let (outcome, cache) = tokio::task::spawn_blocking(move || {
+            let outcome = fold_batch(&records, &mut cache, &mut StoreSource(&store));
+            (outcome.map(|o| (o, records.len())), cache)
+        })
+        .await?;
+        self.cache = cache;
+        let (outcome, records) = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // The cache may hold changes that were never committed.
+                self.cache.clear();
+                return Err(error.into());
+            }
+        };
+        let BatchOutcome {
+            states,
+            positions,
+            appends,
+            dead_letters,
+            applied,
+            duplicates,
+        } = outcome;
+        let dead = dead_letters.len() as u64;
+        // Effects and dead letters first: if the commit is lost, they are
+        // written again on replay, and the duplicates are harmless.
+        let appended = match self.append(&self.config.events_topic, appends).await {
+            Ok(()) => {
+                self.append(&self.config.dead_letters_topic, dead_letters)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = appended {
+            self.cache.clear();
+            return Err(error);
+        }
+        let commit = Commit {
+            topic: self.config.events_topic.clone(),
+            states: states.into_values().collect(),
+            positions,
+        };
+        let store = self.store.clone();
+        let committed = tokio::task::spawn_blocking(move || store.commit(&commit)).await?;
+        if let Err(error) = committed {
+            self.cache.clear();
+            return Err(error.into());
+        }
+        if self.cache.len() > self.config.state_cache_entries {
+            self.cache.clear();
+        }
+        self.stats.records += records as u64;
+        self.stats.applied += applied;
+        self.stats.duplicates += duplicates;
+        self.stats.dead_letters += dead;
+        self.stats.batches += 1;
+        tracing::debug!(
+            records,
+            applied,
+            duplicates,
+            dead_letters = dead,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch committed"
+        );
+        Ok(())
+    }
+
+    async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<()> {
+        if !records.is_empty() {
+            self.log.append(topic, records).await?;
+        }
+        Ok(())
+    }
+}
+
+struct StoreSource<'a>(&'a Store);
+
+impl StateSource for StoreSource<'_> {
+    fn load(&mut self, key: &str) -> Result<Option<PatientCareState>, StoreError> {
+        self.0.get(key)
+    }
+}
+
+/// Runs `projector` until `shutdown`; the service entry point.
+pub async fn run(
+    mut projector: Projector,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ProjectorStats> {
+    projector.run(shutdown).await
+}
