@@ -4,9 +4,10 @@
 //! different events.
 
 use baton_proto::events::v1::{
-    Admitted, CareEvent, DischargeDestination, DischargeMethod, Discharged, EpisodeEndReason,
-    EpisodeEnded, EpisodeStarted, EpisodeType, LocalIdentifier, Location, Pathway, PatientClass,
-    PatientIdentity, Service, Source, Transferred, care_event::Payload,
+    AdmissionCancelled, Admitted, CareEvent, DischargeCancelled, DischargeDestination,
+    DischargeMethod, Discharged, EpisodeEndReason, EpisodeEnded, EpisodeStarted, EpisodeType,
+    FrailtyAssessed, LocalIdentifier, Location, Pathway, PatientClass, PatientIdentity,
+    PatientsMerged, Service, Source, TransferCancelled, Transferred, care_event::Payload,
 };
 use prost_types::Timestamp;
 use uuid::Uuid;
@@ -152,6 +153,80 @@ pub fn episode_ended(
         Some(Payload::EpisodeEnded(EpisodeEnded {
             episode_id: episode_id.to_owned(),
             reason: reason as i32,
+        })),
+    )
+}
+
+/// Cancels an admission of `encounter_id` (HL7 A11): the one with
+/// `cancelled_event_id`, or with an empty id the latest in effect.
+pub fn admission_cancelled(
+    nhs: &str,
+    encounter_id: &str,
+    seconds: i64,
+    cancelled_event_id: &str,
+) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::AdmissionCancelled(AdmissionCancelled {
+            cancelled_event_id: cancelled_event_id.to_owned(),
+        }),
+    )
+}
+
+/// Cancels a transfer of `encounter_id` (HL7 A12), as [`admission_cancelled`].
+pub fn transfer_cancelled(
+    nhs: &str,
+    encounter_id: &str,
+    seconds: i64,
+    cancelled_event_id: &str,
+) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::TransferCancelled(TransferCancelled {
+            cancelled_event_id: cancelled_event_id.to_owned(),
+        }),
+    )
+}
+
+/// Cancels a discharge of `encounter_id` (HL7 A13), as [`admission_cancelled`].
+pub fn discharge_cancelled(
+    nhs: &str,
+    encounter_id: &str,
+    seconds: i64,
+    cancelled_event_id: &str,
+) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::DischargeCancelled(DischargeCancelled {
+            cancelled_event_id: cancelled_event_id.to_owned(),
+        }),
+    )
+}
+
+pub fn frailty_assessed(nhs: &str, seconds: i64, clinical_frailty_scale: u32) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::FrailtyAssessed(FrailtyAssessed {
+            clinical_frailty_scale,
+            assessor: "Frailty team".to_owned(),
+        })),
+    )
+}
+
+/// `retired_nhs` merged into `survivor_nhs` (HL7 A40).
+pub fn patients_merged(survivor_nhs: &str, retired_nhs: &str, seconds: i64) -> CareEvent {
+    event(
+        survivor_nhs,
+        seconds,
+        Some(Payload::PatientsMerged(PatientsMerged {
+            retired: Some(identity(retired_nhs)),
         })),
     )
 }

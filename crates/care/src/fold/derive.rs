@@ -6,7 +6,7 @@ use baton_proto::events::v1::{
     DischargeDestination, DischargeMethod, EpisodeEndReason, EpisodeType,
 };
 use baton_proto::state::v1::{
-    CareSetting, Encounter, EncounterStatus, MovementKind, PatientCareState,
+    CareSetting, Encounter, EncounterStatus, Movement, MovementKind, PatientCareState,
 };
 use prost_types::Timestamp;
 
@@ -43,10 +43,7 @@ fn place_encounters(state: &mut PatientCareState) {
     let mut all: Vec<Encounter> = state.active_encounter.take().into_iter().collect();
     all.append(&mut state.past_encounters);
     let start = |e: &Encounter| {
-        let first = e
-            .movements
-            .first()
-            .map(|m| Instant::of(m.occurred_at.as_ref()));
+        let first = first_movement(e).map(|m| Instant::of(m.occurred_at.as_ref()));
         (
             Instant::of(e.admitted_at.as_ref()).max(first.unwrap_or(Instant::UNSET)),
             e.encounter_id.clone(),
@@ -69,6 +66,16 @@ fn place_encounters(state: &mut PatientCareState) {
     state.past_encounters = all;
 }
 
+/// The first movement in effect, so a move entered in error does not say
+/// when a stay began; with none in effect, the first movement at all.
+fn first_movement(encounter: &Encounter) -> Option<&Movement> {
+    encounter
+        .movements
+        .iter()
+        .find(|m| m.cancelled_by_event_id.is_empty())
+        .or(encounter.movements.first())
+}
+
 /// Where the patient is now: the latest, by clinical time, of being
 /// admitted, joining a virtual ward, leaving one, or being discharged
 /// somewhere. Death overrides everything.
@@ -81,7 +88,7 @@ fn current_setting(state: &PatientCareState) -> (CareSetting, Option<Timestamp>,
     if let Some(encounter) = state.active_encounter.as_ref().filter(|e| is_live(e)) {
         let admitted = encounter
             .admitted_at
-            .or_else(|| encounter.movements.first().and_then(|m| m.occurred_at));
+            .or_else(|| first_movement(encounter).and_then(|m| m.occurred_at));
         let (setting, since) = if encounter.status() == EncounterStatus::OnLeave {
             let leave = encounter
                 .movements

@@ -393,8 +393,10 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     encounter.attending_clinician = attending_clinician;
 }
 
+/// Starts a stay, ending the one before unless a discharge already ended it
+/// (a readmission within the same encounter).
 fn begin_stay(history: &mut Vec<LocationStay>, movement: &Movement) {
-    if let Some(last) = history.last_mut() {
+    if let Some(last) = history.last_mut().filter(|s| s.until.is_none()) {
         last.until = movement.occurred_at;
     }
     history.push(LocationStay {

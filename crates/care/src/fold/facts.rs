@@ -4,8 +4,8 @@
 //! and show the latest by clinical time.
 
 use baton_proto::events::v1::{
-    CarePlanChanged, CareTeamMemberAssigned, Demographics, Died, EpisodeEnded, EpisodeStarted,
-    FrailtyAssessed, ReferralRequested,
+    CarePlanChanged, CareTeamMember, CareTeamMemberAssigned, Demographics, Died, EpisodeEnded,
+    EpisodeStarted, FrailtyAssessed, ReferralRequested,
 };
 use baton_proto::state::v1::{
     CarePlan, CareTeamEntry, Death, Episode, EpisodeStatus, FactStamp, FrailtyScore,
@@ -109,6 +109,7 @@ pub(super) fn request_referral(
         .clone_from(&request.original_referral_id);
     referral.requested_at = event.event().occurred_at;
     add_transition(referral, event, ReferralStatus::Requested, "");
+    sort_referrals(state);
 }
 
 /// A status change of a referral. One Baton has not seen requested (the
@@ -121,6 +122,15 @@ pub(super) fn referral_transition(
     reason: &str,
 ) {
     add_transition(referral_mut(state, referral_id), event, status, reason);
+    sort_referrals(state);
+}
+
+/// Referrals in the order they were requested, then by id, so the list does
+/// not depend on the order their events arrived in.
+pub(super) fn sort_referrals(state: &mut PatientCareState) {
+    state
+        .referrals
+        .sort_by_key(|r| (Instant::of(r.requested_at.as_ref()), r.referral_id.clone()));
 }
 
 fn add_transition(
@@ -207,7 +217,8 @@ pub(super) fn sort_episodes(state: &mut PatientCareState) {
 }
 
 /// The same plan moves on by version; a different plan replaces the current
-/// one when it is newer in clinical time.
+/// one when it is newer in clinical time or, changed at the same moment, has
+/// the greater id, so every arrival order picks the same plan.
 pub(super) fn change_care_plan(
     state: &mut PatientCareState,
     event: &ValidEvent,
@@ -220,7 +231,13 @@ pub(super) fn change_care_plan(
             (changed.version, occurred)
                 > (current.version, Instant::of(current.changed_at.as_ref()))
         }
-        Some(current) => occurred >= Instant::of(current.changed_at.as_ref()),
+        Some(current) => {
+            (occurred, changed.care_plan_id.as_str())
+                > (
+                    Instant::of(current.changed_at.as_ref()),
+                    current.care_plan_id.as_str(),
+                )
+        }
     };
     if replaces {
         state.care_plan = Some(CarePlan {
@@ -264,7 +281,7 @@ fn care_team_entry<'a>(state: &'a mut PatientCareState, member_id: &str) -> &'a 
         Some(index) => index,
         None => {
             state.care_team.push(CareTeamEntry {
-                member: Some(baton_proto::events::v1::CareTeamMember {
+                member: Some(CareTeamMember {
                     member_id: member_id.to_owned(),
                     ..Default::default()
                 }),
@@ -293,7 +310,17 @@ pub(super) fn assign_care_team_member(
         }
         entry.active = true;
         entry.stamp = Some(stamp);
+    } else if entry.member.as_ref().is_none_or(is_bare) {
+        // The removal came first and named only the id: the older
+        // assignment cannot make them current, but still says who they were.
+        entry.member = Some(member.clone());
     }
+    sort_care_team(state);
+}
+
+/// A member known by id alone, as a removal names them.
+fn is_bare(member: &CareTeamMember) -> bool {
+    member.name.is_empty() && member.role.is_none() && member.organisation.is_empty()
 }
 
 /// A removal Baton saw no assignment for is kept as a former member, so a
@@ -310,6 +337,15 @@ pub(super) fn remove_care_team_member(
         entry.since = event.event().occurred_at;
         entry.stamp = Some(stamp);
     }
+    sort_care_team(state);
+}
+
+/// Members by id, so the list does not depend on the order their events
+/// arrived in.
+pub(super) fn sort_care_team(state: &mut PatientCareState) {
+    state
+        .care_team
+        .sort_by_key(|e| e.member.as_ref().map(|m| m.member_id.clone()));
 }
 
 /// The later of two optional stamped facts.

@@ -11,7 +11,9 @@ use baton_proto::state::v1::{MergeLink, PatientCareState};
 
 use super::Effect;
 use super::encounter::derive_encounter;
-use super::facts::{derive_referral, later, merge_demographics, sort_episodes};
+use super::facts::{
+    derive_referral, later, merge_demographics, sort_care_team, sort_episodes, sort_referrals,
+};
 use crate::{EventId, ValidEvent};
 
 fn link(key: &str, event: &ValidEvent) -> MergeLink {
@@ -170,6 +172,7 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
             None => state.referrals.push(theirs.clone()),
         }
     }
+    sort_referrals(state);
 
     for theirs in &retired.care_team {
         let member_id = theirs.member.as_ref().map(|m| m.member_id.as_str());
@@ -186,6 +189,7 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
             None => state.care_team.push(theirs.clone()),
         }
     }
+    sort_care_team(state);
 
     state.frailty = later(state.frailty.as_ref(), retired.frailty.as_ref(), |f| {
         f.stamp.as_ref()

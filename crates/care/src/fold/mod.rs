@@ -272,3 +272,5 @@ fn absorb_identity(identity: &mut PatientIdentity, incoming: &PatientIdentity) {
     }
 }
 
+#[cfg(test)]
+mod tests;
