@@ -15,7 +15,10 @@ const FILES: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn Error>> {
     let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    println!("cargo:rerun-if-changed={}", proto_root.join("baton").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        proto_root.join("baton").display()
+    );
 
     let descriptors = protox::Compiler::new([&proto_root])?
         .include_imports(true)

@@ -63,6 +63,30 @@ pub(crate) fn supersedes(candidate: &FactStamp, current: Option<&FactStamp>) -> 
     compare_stamps(Some(candidate), current) != Ordering::Less
 }
 
+/// Inserts `fact` into `history`, which is kept in stamp order, so the
+/// history is the same whatever order its facts arrived in.
+pub(crate) fn insert_by_stamp<T>(
+    history: &mut Vec<T>,
+    fact: T,
+    stamp: impl Fn(&T) -> Option<&FactStamp>,
+) {
+    let at = history.partition_point(|f| compare_stamps(stamp(f), stamp(&fact)).is_le());
+    history.insert(at, fact);
+}
+
+/// Of a history of yes/no facts in stamp order, the first of those at the
+/// end that say the same as the latest: since when what the latest says
+/// has held. A late fact anywhere in the history can move it, which is why
+/// the history is kept.
+pub(crate) fn start_of_latest_run<T>(history: &[T], says: impl Fn(&T) -> bool) -> Option<&T> {
+    let latest = says(history.last()?);
+    let start = history
+        .iter()
+        .rposition(|f| says(f) != latest)
+        .map_or(0, |before| before + 1);
+    history.get(start)
+}
+
 /// Earliest and latest times accepted as clinical or system times.
 pub(crate) const EARLIEST_SECONDS: i64 = -2_208_988_800; // 1900-01-01T00:00:00Z
 pub(crate) const LATEST_SECONDS: i64 = 7_258_118_400; // 2200-01-01T00:00:00Z
@@ -114,6 +138,31 @@ mod tests {
         assert!(supersedes(&stamp(1, 2, "a"), Some(&stamp(1, 1, "z"))));
         assert!(supersedes(&stamp(1, 1, "b"), Some(&stamp(1, 1, "a"))));
         assert!(supersedes(&stamp(1, 1, "a"), None));
+    }
+
+    #[test]
+    fn a_history_keeps_stamp_order_whatever_the_arrival_order() {
+        let facts = [stamp(3, 3, "c"), stamp(1, 1, "a"), stamp(2, 9, "b")];
+        let mut history = Vec::new();
+        for fact in facts {
+            insert_by_stamp(&mut history, fact, |s| Some(s));
+        }
+        let ids: Vec<_> = history.iter().map(|s| s.event_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn the_latest_run_starts_after_the_last_fact_that_says_otherwise() {
+        // The index of the first fact of the latest run.
+        let run = |says: &[bool]| {
+            let history: Vec<(usize, bool)> = says.iter().copied().enumerate().collect();
+            start_of_latest_run(&history, |&(_, says)| says).map(|&(index, _)| index)
+        };
+        assert_eq!(run(&[]), None);
+        assert_eq!(run(&[true, true]), Some(0));
+        assert_eq!(run(&[true, false, true, true]), Some(2));
+        assert_eq!(run(&[true, true, false]), Some(2));
+        assert_eq!(run(&[false, true, false, false]), Some(2));
     }
 
     #[test]

@@ -23,14 +23,20 @@ pub struct ContractDiff {
 
 /// Compares every message, enum and service in packages whose name starts
 /// with `package_prefix` (e.g. `baton.`) and ends with `.v1`.
-pub fn diff(baseline: &DescriptorPool, current: &DescriptorPool, package_prefix: &str) -> ContractDiff {
+pub fn diff(
+    baseline: &DescriptorPool,
+    current: &DescriptorPool,
+    package_prefix: &str,
+) -> ContractDiff {
     let mut diff = ContractDiff::default();
     let in_scope = |full_name: &str| full_name.starts_with(package_prefix);
 
     for old in baseline.all_messages().filter(|m| in_scope(m.full_name())) {
         match current.get_message_by_name(old.full_name()) {
             Some(new) => diff_message(&old, &new, &mut diff),
-            None => diff.breaking.push(format!("message {} was removed", old.full_name())),
+            None => diff
+                .breaking
+                .push(format!("message {} was removed", old.full_name())),
         }
     }
     for new in current.all_messages().filter(|m| in_scope(m.full_name())) {
@@ -42,7 +48,9 @@ pub fn diff(baseline: &DescriptorPool, current: &DescriptorPool, package_prefix:
     for old in baseline.all_enums().filter(|e| in_scope(e.full_name())) {
         match current.get_enum_by_name(old.full_name()) {
             Some(new) => diff_enum(&old, &new, &mut diff),
-            None => diff.breaking.push(format!("enum {} was removed", old.full_name())),
+            None => diff
+                .breaking
+                .push(format!("enum {} was removed", old.full_name())),
         }
     }
     for new in current.all_enums().filter(|e| in_scope(e.full_name())) {
@@ -54,7 +62,9 @@ pub fn diff(baseline: &DescriptorPool, current: &DescriptorPool, package_prefix:
     for old in baseline.services().filter(|s| in_scope(s.full_name())) {
         match current.get_service_by_name(old.full_name()) {
             Some(new) => diff_service(&old, &new, &mut diff),
-            None => diff.breaking.push(format!("service {} was removed", old.full_name())),
+            None => diff
+                .breaking
+                .push(format!("service {} was removed", old.full_name())),
         }
     }
     for new in current.services().filter(|s| in_scope(s.full_name())) {
@@ -79,7 +89,11 @@ fn diff_message(old: &MessageDescriptor, new: &MessageDescriptor, diff: &mut Con
     }
     for new_field in new.fields() {
         if old.get_field(new_field.number()).is_none() {
-            diff.additions.push(format!("field {} = {}", new_field.full_name(), new_field.number()));
+            diff.additions.push(format!(
+                "field {} = {}",
+                new_field.full_name(),
+                new_field.number()
+            ));
         }
     }
 }
@@ -88,7 +102,8 @@ fn diff_field(old: &FieldDescriptor, new: &FieldDescriptor, diff: &mut ContractD
     let place = format!("field {} = {}", old.full_name(), old.number());
     if old.name() != new.name() {
         // The JSON mapping uses the name, so a rename breaks JSON producers.
-        diff.breaking.push(format!("{place} was renamed to {}", new.name()));
+        diff.breaking
+            .push(format!("{place} was renamed to {}", new.name()));
     }
     if kind_name(&old.kind()) != kind_name(&new.kind()) {
         diff.breaking.push(format!(
@@ -104,7 +119,8 @@ fn diff_field(old: &FieldDescriptor, new: &FieldDescriptor, diff: &mut ContractD
             cardinality_name(new)
         ));
     }
-    let oneof_name = |field: &FieldDescriptor| field.containing_oneof().map(|o| o.name().to_owned());
+    let oneof_name =
+        |field: &FieldDescriptor| field.containing_oneof().map(|o| o.name().to_owned());
     if oneof_name(old) != oneof_name(new) {
         diff.breaking.push(format!(
             "{place} moved from oneof {:?} to oneof {:?}",
@@ -133,7 +149,11 @@ fn diff_enum(old: &EnumDescriptor, new: &EnumDescriptor, diff: &mut ContractDiff
     }
     for new_value in new.values() {
         if old.get_value(new_value.number()).is_none() {
-            diff.additions.push(format!("enum value {} = {}", new_value.full_name(), new_value.number()));
+            diff.additions.push(format!(
+                "enum value {} = {}",
+                new_value.full_name(),
+                new_value.number()
+            ));
         }
     }
 }
@@ -141,7 +161,8 @@ fn diff_enum(old: &EnumDescriptor, new: &EnumDescriptor, diff: &mut ContractDiff
 fn diff_service(old: &ServiceDescriptor, new: &ServiceDescriptor, diff: &mut ContractDiff) {
     for old_method in old.methods() {
         let Some(new_method) = new.methods().find(|m| m.name() == old_method.name()) else {
-            diff.breaking.push(format!("method {} was removed", old_method.full_name()));
+            diff.breaking
+                .push(format!("method {} was removed", old_method.full_name()));
             continue;
         };
         let shape = |m: &prost_reflect::MethodDescriptor| {
@@ -161,7 +182,8 @@ fn diff_service(old: &ServiceDescriptor, new: &ServiceDescriptor, diff: &mut Con
     }
     for new_method in new.methods() {
         if !old.methods().any(|m| m.name() == new_method.name()) {
-            diff.additions.push(format!("method {}", new_method.full_name()));
+            diff.additions
+                .push(format!("method {}", new_method.full_name()));
         }
     }
 }
@@ -182,7 +204,10 @@ fn cardinality_name(field: &FieldDescriptor) -> &'static str {
     } else {
         match field.cardinality() {
             Cardinality::Required => "required",
-            _ if field.supports_presence() && field.containing_oneof().is_none() && !matches!(field.kind(), Kind::Message(_)) => {
+            _ if field.supports_presence()
+                && field.containing_oneof().is_none()
+                && !matches!(field.kind(), Kind::Message(_)) =>
+            {
                 "optional"
             }
             _ => "singular",

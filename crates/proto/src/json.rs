@@ -17,7 +17,10 @@ pub enum JsonError {
         source: serde_json::Error,
     },
     #[error("could not render {message} as JSON: {reason}")]
-    Render { message: &'static str, reason: String },
+    Render {
+        message: &'static str,
+        reason: String,
+    },
     #[error("{message} is not in Baton's descriptor set")]
     UnknownMessage { message: &'static str },
 }
@@ -55,10 +58,12 @@ pub fn from_json<M: NamedMessage>(text: &str) -> Result<M, JsonError> {
     )
     .map_err(parse_error)?;
     deserializer.end().map_err(parse_error)?;
-    dynamic.transcode_to::<M>().map_err(|error| JsonError::Render {
-        message: M::FULL_NAME,
-        reason: error.to_string(),
-    })
+    dynamic
+        .transcode_to::<M>()
+        .map_err(|error| JsonError::Render {
+            message: M::FULL_NAME,
+            reason: error.to_string(),
+        })
 }
 
 /// Renders a message as proto3 JSON; fields at their default are left out.
@@ -102,7 +107,10 @@ mod tests {
             ..Default::default()
         };
         let text = to_json(&event).unwrap();
-        assert!(text.contains(r#""occurredAt":"2023-11-14T22:13:20Z""#), "{text}");
+        assert!(
+            text.contains(r#""occurredAt":"2023-11-14T22:13:20Z""#),
+            "{text}"
+        );
         assert!(text.contains(r#""frailtyAssessed""#), "{text}");
         assert_eq!(from_json::<CareEvent>(&text).unwrap(), event);
     }

@@ -24,31 +24,56 @@ mod time;
 pub use time::{date, timestamp_from_unix_seconds};
 
 /// The encoded `FileDescriptorSet` of every Baton proto file and its imports.
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/baton_descriptor.binpb"));
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/baton_descriptor.binpb"));
 
 /// Generated code is not ours to lint.
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, rust_2018_idioms)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("baton.events.v1");
     }
 }
 
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, rust_2018_idioms)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
 pub mod state {
     pub mod v1 {
         tonic::include_proto!("baton.state.v1");
     }
 }
 
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, rust_2018_idioms)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
 pub mod ingest {
     pub mod v1 {
         tonic::include_proto!("baton.ingest.v1");
     }
 }
 
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, rust_2018_idioms)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
 pub mod query {
     pub mod v1 {
         tonic::include_proto!("baton.query.v1");

@@ -23,8 +23,16 @@ fn v1_has_no_breaking_change_against_the_committed_baseline() {
     let path = baseline_path();
     if std::env::var_os("BATON_UPDATE_DESCRIPTOR").is_some() {
         if let Ok(bytes) = std::fs::read(&path) {
-            let diff = compat::diff(&DescriptorPool::decode(bytes.as_slice()).unwrap(), &current(), "baton.");
-            assert!(diff.breaking.is_empty(), "refusing to record a breaking change:\n{}", diff.breaking.join("\n"));
+            let diff = compat::diff(
+                &DescriptorPool::decode(bytes.as_slice()).unwrap(),
+                &current(),
+                "baton.",
+            );
+            assert!(
+                diff.breaking.is_empty(),
+                "refusing to record a breaking change:\n{}",
+                diff.breaking.join("\n")
+            );
         }
         std::fs::write(&path, DESCRIPTOR_SET).unwrap();
         return;
@@ -53,7 +61,11 @@ fn edited(edit: impl FnOnce(&mut FileDescriptorSet)) -> DescriptorPool {
     DescriptorPool::from_file_descriptor_set(set).unwrap()
 }
 
-fn message_mut<'a>(set: &'a mut FileDescriptorSet, file: &str, name: &str) -> &'a mut prost_types::DescriptorProto {
+fn message_mut<'a>(
+    set: &'a mut FileDescriptorSet,
+    file: &str,
+    name: &str,
+) -> &'a mut prost_types::DescriptorProto {
     set.file
         .iter_mut()
         .find(|f| f.name() == file)
@@ -67,12 +79,16 @@ fn message_mut<'a>(set: &'a mut FileDescriptorSet, file: &str, name: &str) -> &'
 #[test]
 fn detects_a_removed_field() {
     let changed = edited(|set| {
-        message_mut(set, "baton/events/v1/types.proto", "Location").field.retain(|f| f.name() != "bed");
+        message_mut(set, "baton/events/v1/types.proto", "Location")
+            .field
+            .retain(|f| f.name() != "bed");
     });
     let diff = compat::diff(&current(), &changed, "baton.");
     assert_eq!(
         diff.breaking,
-        vec!["field baton.events.v1.Location.bed = 3 was removed (reserve the number instead of reusing it)"]
+        vec![
+            "field baton.events.v1.Location.bed = 3 was removed (reserve the number instead of reusing it)"
+        ]
     );
 }
 
@@ -84,23 +100,58 @@ fn detects_a_changed_field_type_and_number() {
         location.field[1].number = Some(42);
     });
     let diff = compat::diff(&current(), &changed, "baton.");
-    assert!(diff.breaking.iter().any(|b| b.contains("point_of_care = 1 changed type from string to int64")), "{diff:?}");
-    assert!(diff.breaking.iter().any(|b| b.contains("room = 2 was removed")), "{diff:?}");
-    assert!(diff.additions.iter().any(|a| a.contains("room = 42")), "{diff:?}");
+    assert!(
+        diff.breaking
+            .iter()
+            .any(|b| b.contains("point_of_care = 1 changed type from string to int64")),
+        "{diff:?}"
+    );
+    assert!(
+        diff.breaking
+            .iter()
+            .any(|b| b.contains("room = 2 was removed")),
+        "{diff:?}"
+    );
+    assert!(
+        diff.additions.iter().any(|a| a.contains("room = 42")),
+        "{diff:?}"
+    );
 }
 
 #[test]
 fn detects_a_renumbered_enum_value_and_a_removed_method() {
     let changed = edited(|set| {
-        let types = set.file.iter_mut().find(|f| f.name() == "baton/events/v1/types.proto").unwrap();
-        let class = types.enum_type.iter_mut().find(|e| e.name() == "PatientClass").unwrap();
+        let types = set
+            .file
+            .iter_mut()
+            .find(|f| f.name() == "baton/events/v1/types.proto")
+            .unwrap();
+        let class = types
+            .enum_type
+            .iter_mut()
+            .find(|e| e.name() == "PatientClass")
+            .unwrap();
         class.value[1].number = Some(99);
-        let query = set.file.iter_mut().find(|f| f.name() == "baton/query/v1/query.proto").unwrap();
+        let query = set
+            .file
+            .iter_mut()
+            .find(|f| f.name() == "baton/query/v1/query.proto")
+            .unwrap();
         query.service[0].method.retain(|m| m.name() != "ListCohort");
     });
     let diff = compat::diff(&current(), &changed, "baton.");
-    assert!(diff.breaking.iter().any(|b| b.contains("PATIENT_CLASS_INPATIENT = 1 was removed")), "{diff:?}");
-    assert!(diff.breaking.iter().any(|b| b.contains("method baton.query.v1.CareStateQuery.ListCohort was removed")), "{diff:?}");
+    assert!(
+        diff.breaking
+            .iter()
+            .any(|b| b.contains("PATIENT_CLASS_INPATIENT = 1 was removed")),
+        "{diff:?}"
+    );
+    assert!(
+        diff.breaking
+            .iter()
+            .any(|b| b.contains("method baton.query.v1.CareStateQuery.ListCohort was removed")),
+        "{diff:?}"
+    );
 }
 
 #[test]
@@ -115,5 +166,8 @@ fn additions_are_not_breaking() {
     });
     let diff = compat::diff(&current(), &changed, "baton.");
     assert!(diff.breaking.is_empty(), "{diff:?}");
-    assert_eq!(diff.additions, vec!["field baton.events.v1.Location.floor = 6"]);
+    assert_eq!(
+        diff.additions,
+        vec!["field baton.events.v1.Location.floor = 6"]
+    );
 }

@@ -7,13 +7,13 @@
 use baton_proto::events::v1::{Discharged, ExpectedDischargeDateSet, Location};
 use baton_proto::state::v1::{
     Discharge, Encounter, EncounterStatus, ExpectedDischarge, LocationStay, MedicalOptimisation,
-    Movement, MovementKind, PatientCareState,
+    Movement, MovementKind, OptimisationFact, PatientCareState,
 };
 use prost_types::Timestamp;
 
 use super::Rejection;
 use crate::ValidEvent;
-use crate::time::{Instant, supersedes};
+use crate::time::{Instant, insert_by_stamp, start_of_latest_run, supersedes};
 
 /// The payload-specific parts of a movement.
 #[derive(Debug, Default)]
@@ -188,47 +188,43 @@ pub(super) fn set_medically_optimised(
     reason: &str,
 ) -> Result<(), Rejection> {
     let encounter = target_encounter(state, event)?;
-    let stamp = event.stamp();
-    let current = encounter
+    let optimisation = encounter
         .medical_optimisation
         .get_or_insert_with(Default::default);
-    if !supersedes(&stamp, current.stamp.as_ref()) {
-        return Ok(());
-    }
-    let since = match (optimised, current.optimised) {
-        // Still optimised: it has been since the first time it was said.
-        (true, true) => current.since.min_by_key(event.event().occurred_at),
-        (true, false) => event.event().occurred_at,
-        (false, _) => None,
-    };
-    *current = MedicalOptimisation {
+    let fact = OptimisationFact {
         optimised,
-        since,
         revoked_reason: if optimised {
             String::new()
         } else {
             reason.to_owned()
         },
-        stamp: Some(stamp),
+        stamp: Some(event.stamp()),
     };
+    insert_by_stamp(&mut optimisation.history, fact, |f| f.stamp.as_ref());
+    derive_optimisation(optimisation);
     Ok(())
 }
 
-trait EarliestTimestamp {
-    fn min_by_key(self, other: Option<Timestamp>) -> Option<Timestamp>;
-}
-
-impl EarliestTimestamp for Option<Timestamp> {
-    fn min_by_key(self, other: Option<Timestamp>) -> Option<Timestamp> {
-        match (self, other) {
-            (Some(a), Some(b)) => Some(if Instant::of(Some(&b)) < Instant::of(Some(&a)) {
-                b
-            } else {
-                a
-            }),
-            (a, b) => a.or(b),
-        }
-    }
+/// Optimised or not as the latest fact by clinical time says; still
+/// optimised, it has been since the first time it was said after the latest
+/// revocation.
+fn derive_optimisation(optimisation: &mut MedicalOptimisation) {
+    let Some(latest) = optimisation.history.last() else {
+        return;
+    };
+    let since = start_of_latest_run(&optimisation.history, |f| f.optimised)
+        .filter(|first| first.optimised)
+        .and_then(|first| first.stamp.as_ref())
+        .and_then(|s| s.occurred_at);
+    let (optimised, revoked_reason, stamp) = (
+        latest.optimised,
+        latest.revoked_reason.clone(),
+        latest.stamp.clone(),
+    );
+    optimisation.optimised = optimised;
+    optimisation.since = since;
+    optimisation.revoked_reason = revoked_reason;
+    optimisation.stamp = stamp;
 }
 
 pub(super) fn set_expected_discharge(

@@ -8,20 +8,21 @@ use baton_proto::events::v1::{
     EpisodeStarted, FrailtyAssessed, ReferralRequested,
 };
 use baton_proto::state::v1::{
-    CarePlan, CareTeamEntry, Death, Episode, EpisodeStatus, FactStamp, FrailtyScore,
-    PatientCareState, Referral, ReferralStatus, ReferralTransition,
+    CarePlan, CareTeamChange, CareTeamEntry, Death, DemographicsStamps, Episode, EpisodeStatus,
+    FactStamp, FrailtyScore, PatientCareState, Referral, ReferralStatus, ReferralTransition,
 };
 
 use crate::ValidEvent;
-use crate::time::{Instant, compare_stamps, supersedes};
+use crate::time::{Instant, compare_stamps, insert_by_stamp, start_of_latest_run, supersedes};
 
 pub(super) const ACCEPTED: ReferralStatus = ReferralStatus::Accepted;
 pub(super) const REJECTED: ReferralStatus = ReferralStatus::Rejected;
 pub(super) const CANCELLED: ReferralStatus = ReferralStatus::Cancelled;
 pub(super) const COMPLETED: ReferralStatus = ReferralStatus::Completed;
 
-/// Newer details replace the fields they carry; a late (older) update only
-/// fills fields still empty.
+/// Each field takes the value of the latest update, by clinical time, that
+/// carries it: a late, older update fills a field only where nothing newer
+/// set it, whatever order the updates arrive in.
 pub(super) fn record_demographics(
     state: &mut PatientCareState,
     event: &ValidEvent,
@@ -29,34 +30,51 @@ pub(super) fn record_demographics(
 ) {
     let Some(incoming) = incoming else { return };
     let stamp = event.stamp();
-    let newer = supersedes(&stamp, state.demographics_stamp.as_ref());
-    let current = state.demographics.get_or_insert_with(Default::default);
-    merge_demographics(current, incoming, newer);
-    if newer {
+    let every_field = DemographicsStamps {
+        family_name: Some(stamp.clone()),
+        given_name: Some(stamp.clone()),
+        birth_date: Some(stamp.clone()),
+        sex: Some(stamp.clone()),
+        postcode: Some(stamp.clone()),
+        gp_practice: Some(stamp.clone()),
+    };
+    merge_demographics(
+        state.demographics.get_or_insert_with(Default::default),
+        state
+            .demographics_field_stamps
+            .get_or_insert_with(Default::default),
+        incoming,
+        &every_field,
+    );
+    if supersedes(&stamp, state.demographics_stamp.as_ref()) {
         state.demographics_stamp = Some(stamp);
     }
 }
 
+/// Takes each field `incoming` carries (is not empty) from an update later
+/// than the one the current value was taken from.
 pub(super) fn merge_demographics(
     current: &mut Demographics,
+    stamps: &mut DemographicsStamps,
     incoming: &Demographics,
-    overwrite: bool,
+    incoming_stamps: &DemographicsStamps,
 ) {
-    fn take(current: &mut String, incoming: &str, overwrite: bool) {
-        if !incoming.is_empty() && (overwrite || current.is_empty()) {
-            *current = incoming.to_owned();
-        }
+    macro_rules! take {
+        ($field:ident, $carried:expr) => {
+            if $carried
+                && compare_stamps(incoming_stamps.$field.as_ref(), stamps.$field.as_ref()).is_gt()
+            {
+                current.$field.clone_from(&incoming.$field);
+                stamps.$field.clone_from(&incoming_stamps.$field);
+            }
+        };
     }
-    take(&mut current.family_name, &incoming.family_name, overwrite);
-    take(&mut current.given_name, &incoming.given_name, overwrite);
-    take(&mut current.postcode, &incoming.postcode, overwrite);
-    take(&mut current.gp_practice, &incoming.gp_practice, overwrite);
-    if incoming.birth_date.is_some() && (overwrite || current.birth_date.is_none()) {
-        current.birth_date = incoming.birth_date;
-    }
-    if incoming.sex != 0 && (overwrite || current.sex == 0) {
-        current.sex = incoming.sex;
-    }
+    take!(family_name, !incoming.family_name.is_empty());
+    take!(given_name, !incoming.given_name.is_empty());
+    take!(birth_date, incoming.birth_date.is_some());
+    take!(sex, incoming.sex != 0);
+    take!(postcode, !incoming.postcode.is_empty());
+    take!(gp_practice, !incoming.gp_practice.is_empty());
 }
 
 pub(super) fn record_death(state: &mut PatientCareState, event: &ValidEvent, died: &Died) {
@@ -301,26 +319,13 @@ pub(super) fn assign_care_team_member(
     let Some(member) = &assigned.member else {
         return;
     };
-    let stamp = event.stamp();
-    let entry = care_team_entry(state, &member.member_id);
-    if supersedes(&stamp, entry.stamp.as_ref()) {
-        entry.member = Some(member.clone());
-        if !entry.active {
-            entry.since = event.event().occurred_at;
-        }
-        entry.active = true;
-        entry.stamp = Some(stamp);
-    } else if entry.member.as_ref().is_none_or(is_bare) {
-        // The removal came first and named only the id: the older
-        // assignment cannot make them current, but still says who they were.
-        entry.member = Some(member.clone());
-    }
+    let change = CareTeamChange {
+        assigned: true,
+        member: Some(member.clone()),
+        stamp: Some(event.stamp()),
+    };
+    add_care_team_change(care_team_entry(state, &member.member_id), change);
     sort_care_team(state);
-}
-
-/// A member known by id alone, as a removal names them.
-fn is_bare(member: &CareTeamMember) -> bool {
-    member.name.is_empty() && member.role.is_none() && member.organisation.is_empty()
 }
 
 /// A removal Baton saw no assignment for is kept as a former member, so a
@@ -330,14 +335,54 @@ pub(super) fn remove_care_team_member(
     event: &ValidEvent,
     member_id: &str,
 ) {
-    let stamp = event.stamp();
-    let entry = care_team_entry(state, member_id);
-    if supersedes(&stamp, entry.stamp.as_ref()) {
-        entry.active = false;
-        entry.since = event.event().occurred_at;
-        entry.stamp = Some(stamp);
-    }
+    let change = CareTeamChange {
+        assigned: false,
+        member: None,
+        stamp: Some(event.stamp()),
+    };
+    add_care_team_change(care_team_entry(state, member_id), change);
     sort_care_team(state);
+}
+
+/// Adds an assignment or removal to the member's history, unless it is
+/// there already (a merge brings the same events twice), and derives the
+/// entry again.
+pub(super) fn add_care_team_change(entry: &mut CareTeamEntry, change: CareTeamChange) {
+    let event_id = change.stamp.as_ref().map(|s| s.event_id.as_str());
+    if !entry
+        .history
+        .iter()
+        .any(|c| c.stamp.as_ref().map(|s| s.event_id.as_str()) == event_id)
+    {
+        insert_by_stamp(&mut entry.history, change, |c| c.stamp.as_ref());
+    }
+    derive_care_team_entry(entry);
+}
+
+/// Active as the latest change says, since the first change of the latest
+/// run of assignments (or of removals), and known as the latest assignment
+/// said, which may be older than a removal: so an assignment arriving after
+/// a removal that named the member by id alone still says who they were.
+fn derive_care_team_entry(entry: &mut CareTeamEntry) {
+    let Some(latest) = entry.history.last() else {
+        return;
+    };
+    let (active, stamp) = (latest.assigned, latest.stamp.clone());
+    let since = start_of_latest_run(&entry.history, |c| c.assigned)
+        .and_then(|first| first.stamp.as_ref())
+        .and_then(|s| s.occurred_at);
+    let assigned_as = entry
+        .history
+        .iter()
+        .rev()
+        .filter(|c| c.assigned)
+        .find_map(|c| c.member.clone());
+    if let Some(member) = assigned_as {
+        entry.member = Some(member);
+    }
+    entry.active = active;
+    entry.since = since;
+    entry.stamp = stamp;
 }
 
 /// Members by id, so the list does not depend on the order their events

@@ -12,7 +12,8 @@ use baton_proto::state::v1::{MergeLink, PatientCareState};
 use super::Effect;
 use super::encounter::derive_encounter;
 use super::facts::{
-    derive_referral, later, merge_demographics, sort_care_team, sort_episodes, sort_referrals,
+    add_care_team_change, derive_referral, later, merge_demographics, sort_care_team,
+    sort_episodes, sort_referrals,
 };
 use crate::{EventId, ValidEvent};
 
@@ -70,8 +71,8 @@ pub(super) fn record_survivor(state: &mut PatientCareState, event: &ValidEvent) 
 }
 
 /// The survivor absorbs the retired record: identifiers, encounters,
-/// episodes, referrals and care team it does not have, and the newer of
-/// each single-valued fact.
+/// episodes, referrals and care team changes it does not have, and the
+/// newer of each single-valued fact (each demographics field on its own).
 pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTransferred) {
     let Some(retired) = &transferred.retired_state else {
         return;
@@ -95,9 +96,25 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
     if let Some(demographics) = &retired.demographics {
         merge_demographics(
             state.demographics.get_or_insert_with(Default::default),
+            state
+                .demographics_field_stamps
+                .get_or_insert_with(Default::default),
             demographics,
-            false,
+            &retired
+                .demographics_field_stamps
+                .clone()
+                .unwrap_or_default(),
         );
+        if crate::compare_stamps(
+            retired.demographics_stamp.as_ref(),
+            state.demographics_stamp.as_ref(),
+        )
+        .is_gt()
+        {
+            state
+                .demographics_stamp
+                .clone_from(&retired.demographics_stamp);
+        }
     }
 
     let retired_encounters = retired
@@ -182,8 +199,8 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
             .find(|e| e.member.as_ref().map(|m| m.member_id.as_str()) == member_id)
         {
             Some(mine) => {
-                if crate::compare_stamps(theirs.stamp.as_ref(), mine.stamp.as_ref()).is_gt() {
-                    *mine = theirs.clone();
+                for change in &theirs.history {
+                    add_care_team_change(mine, change.clone());
                 }
             }
             None => state.care_team.push(theirs.clone()),

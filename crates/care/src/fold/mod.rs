@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - `encounter`: admissions, moves, leave, discharges and their
-//!   cancellations, kept as movements in clinical order and re-derived.
+//!   cancellations, kept as movements in clinical order and re-derived; and
+//!   medical optimisation, kept as a history of optimised and revoked facts.
 //! - `facts`: facts that are last-writer-wins by clinical time (frailty,
-//!   medical optimisation, care plan, care team, death, demographics) and
-//!   the episode and referral lifecycles.
+//!   care plan, death, and each demographics field), care team membership
+//!   kept as a history of assignments and removals, and the episode and
+//!   referral lifecycles.
 //! - `merge`: patients merged (A40) and the hand-over of a retired record.
 //! - `derive`: what is computed from the rest after every event: which
 //!   encounter is active, the last discharge, the current care setting.
@@ -19,9 +21,9 @@ mod facts;
 mod merge;
 
 use baton_proto::events::v1::{CareEvent, PatientIdentity, care_event::Payload};
-use baton_proto::state::v1::{MovementKind, PatientCareState};
+use baton_proto::state::v1::{FactStamp, MovementKind, PatientCareState};
 
-use crate::time::Instant;
+use crate::time::{Instant, supersedes};
 use crate::{PatientKey, ValidEvent};
 
 /// What applying an event did.
@@ -118,10 +120,7 @@ pub fn apply(state: &mut PatientCareState, event: &ValidEvent) -> Result<Applied
     } else {
         apply_payload(state, event)?;
         if let Some(identity) = &event.event().patient {
-            absorb_identity(
-                state.identity.get_or_insert_with(Default::default),
-                identity,
-            );
+            absorb_identity(state, identity, &event.stamp());
         }
         Vec::new()
     };
@@ -257,13 +256,17 @@ fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(),
     Ok(())
 }
 
-/// Keeps every identifier the patient was known by.
-fn absorb_identity(identity: &mut PatientIdentity, incoming: &PatientIdentity) {
+/// Keeps every identifier the patient was known by, and the NHS number
+/// status of the latest event by clinical time (`stamp` is the event's).
+fn absorb_identity(state: &mut PatientCareState, incoming: &PatientIdentity, stamp: &FactStamp) {
+    let identity = state.identity.get_or_insert_with(Default::default);
     if identity.nhs_number.is_empty() && !incoming.nhs_number.is_empty() {
         identity.nhs_number = incoming.nhs_number.clone();
     }
-    if incoming.nhs_number_status != 0 {
+    if incoming.nhs_number_status != 0 && supersedes(stamp, state.nhs_number_status_stamp.as_ref())
+    {
         identity.nhs_number_status = incoming.nhs_number_status;
+        state.nhs_number_status_stamp = Some(stamp.clone());
     }
     for local in &incoming.local_ids {
         if !identity.local_ids.contains(local) {

@@ -13,9 +13,9 @@ use baton_proto::events::v1::{
     CareTeamMemberAssigned, CareTeamMemberRemoved, Coding, Date, Demographics, DetailsUpdated,
     Died, DischargeDestination, DischargeMethod, Discharged, EpisodeEndReason,
     ExpectedDischargeDateSet, Goal, LeaveEnded, LeaveStarted, LocalIdentifier, MedicallyOptimised,
-    MedicallyOptimisedRevoked, PatientClass, PatientClassChanged, PatientIdentity, PreAdmitted,
-    ReferralAccepted, ReferralCancelled, ReferralCompleted, ReferralPriority, ReferralRejected,
-    ReferralRequested, Registered, Service, care_event::Payload,
+    MedicallyOptimisedRevoked, NhsNumberStatus, PatientClass, PatientClassChanged, PatientIdentity,
+    PreAdmitted, ReferralAccepted, ReferralCancelled, ReferralCompleted, ReferralPriority,
+    ReferralRejected, ReferralRequested, Registered, Service, care_event::Payload,
 };
 use baton_proto::state::v1::{
     CareSetting, Discharge, Encounter, EncounterStatus, EpisodeStatus, FactStamp, LocationStay,
@@ -463,16 +463,22 @@ fn details_are_last_writer_wins_by_clinical_time() {
     let state = fold(&[
         registered(at(0), demographics("Smith", "LS1 4AP")),
         newer.clone(),
-        older,
+        older.clone(),
     ]);
 
     let demographics = state.demographics.unwrap();
     // The newer update replaced the field it carries and kept the others.
     assert_eq!(demographics.family_name, "Jones");
-    assert_eq!(demographics.postcode, "LS1 4AP");
-    // The older fact recorded later overwrote nothing, and filled a blank.
+    // The older update, recorded later, is still newer than the
+    // registration: it replaced the postcode and filled a blank, but not
+    // the name the newer update set.
+    assert_eq!(demographics.postcode, "YO1 7HH");
     assert_eq!(demographics.gp_practice, "B82005");
     assert_eq!(state.demographics_stamp, Some(stamp_of(&newer)));
+    let stamps = state.demographics_field_stamps.unwrap();
+    assert_eq!(stamps.family_name, Some(stamp_of(&newer)));
+    assert_eq!(stamps.postcode, Some(stamp_of(&older)));
+    assert_eq!(stamps.given_name, None);
 }
 
 #[test]
@@ -791,6 +797,54 @@ fn a_merge_retires_one_record_and_the_survivor_absorbs_it() {
 }
 
 #[test]
+fn a_merge_takes_each_detail_and_membership_change_by_clinical_time() {
+    // The same payload about the retired patient (so with another id).
+    let of_retired = |mut event: CareEvent| {
+        event.patient = Some(identity(RETIRED_NHS));
+        let recorded = event.recorded_at.unwrap().seconds;
+        recorded_at(event, recorded)
+    };
+    let mut retired = fold_onto(
+        empty_state(RETIRED_NHS),
+        &[
+            of_retired(details_updated(at(0), demographics("Jones", ""))),
+            of_retired(details_updated(at(2), demographics("", "YO1 7HH"))),
+            of_retired(care_team_assigned(at(1), "GMC-1", "registrar")),
+        ],
+    );
+    let survivor = fold(&[
+        registered(at(1), demographics("Smith", "LS1 4AP")),
+        care_team_assigned(at(5), "GMC-1", "consultant"),
+    ]);
+    let merge = patients_merged(NHS, RETIRED_NHS, at(6));
+    let effects = apply_changed(&mut retired, &merge);
+    let [
+        Effect::Append {
+            event: hand_over, ..
+        },
+    ] = effects.as_slice()
+    else {
+        panic!("one hand-over, got {effects:?}");
+    };
+    let survivor = fold_onto(survivor, &[merge, hand_over.clone()]);
+
+    // The survivor's name is newer, the retired record's postcode is.
+    let demographics = survivor.demographics.as_ref().unwrap();
+    assert_eq!(demographics.family_name, "Smith");
+    assert_eq!(demographics.postcode, "YO1 7HH");
+    // Assigned on both records: active since the first assignment, as the
+    // latest one said.
+    let [entry] = survivor.care_team.as_slice() else {
+        panic!("one member, got {:?}", survivor.care_team);
+    };
+    assert!(entry.active);
+    assert_eq!(entry.since, ts(at(1)));
+    let member = entry.member.as_ref().unwrap();
+    assert_eq!(member.role.as_ref().unwrap().code, "consultant");
+    assert_eq!(entry.history.len(), 2);
+}
+
+#[test]
 fn a_referral_shows_its_latest_status_by_clinical_time() {
     let request = referral_requested(at(0), "REF-1");
     let requested = fold(std::slice::from_ref(&request));
@@ -1011,9 +1065,9 @@ fn care_team_members_are_assigned_and_removed() {
 
     // A removal Baton saw no assignment for is kept as a former member,
     // and the older assignment arriving after it still says who they were.
-    let assignment = care_team_assigned(at(2), "GMC-3", "consultant");
+    let assignment = recorded_at(care_team_assigned(at(2), "GMC-3", "consultant"), at(6));
     let removal = care_team_removed(at(5), "GMC-3");
-    let removal_first = fold(&[removal.clone(), recorded_at(assignment.clone(), at(6))]);
+    let removal_first = fold(&[removal.clone(), assignment.clone()]);
     let entry = &removal_first.care_team[0];
     assert!(!entry.active);
     assert_eq!(entry.since, ts(at(5)));
@@ -1563,27 +1617,27 @@ fn a_readmission_in_the_same_encounter_keeps_the_discharge_in_the_history() {
     assert_eq!(state.setting(), CareSetting::Hospital);
 }
 
-// Order dependences that cannot be fixed inside the fold: the state keeps
-// one stamp where the facts need several, so a late event cannot tell what
-// it should change. Each needs a field in state.proto; they are kept here,
-// ignored, to be switched on with that change.
+// Order dependences a single stamp could not resolve: a late event cannot
+// tell what it should change when the state remembers only the latest fact.
+// The state keeps a stamp per demographics field, the history of medical
+// optimisation and of care team membership, and the stamp of the NHS number
+// status.
 
 #[test]
-#[ignore = "known bug: demographics keep one stamp for every field; needs a stamp per field in state.proto"]
 fn a_late_update_of_a_field_beats_an_older_one_in_any_order() {
     let oldest = details_updated(at(1), demographics("", "LS1 4AP"));
     let middle = details_updated(at(2), demographics("", "YO1 7HH"));
     let newest = details_updated(at(3), demographics("Jones", ""));
     let in_order = fold(&[oldest.clone(), middle.clone(), newest.clone()]);
-    assert_eq!(in_order.demographics.unwrap().postcode, "YO1 7HH");
-    // The oldest fills the empty postcode first; the middle one, older
-    // than the stamp, may then no longer overwrite it.
+    assert_eq!(in_order.demographics.as_ref().unwrap().postcode, "YO1 7HH");
+    // The oldest fills the empty postcode first; the middle one is older
+    // than the newest update, but newer than where the postcode came from.
     let late = fold(&[newest, oldest, middle]);
-    assert_eq!(late.demographics.unwrap().postcode, "YO1 7HH");
+    assert_eq!(late.demographics.as_ref().unwrap().postcode, "YO1 7HH");
+    assert_eq!(arrival_order_free(late), arrival_order_free(in_order));
 }
 
 #[test]
-#[ignore = "known bug: medical optimisation keeps only its latest fact; `since` needs the history of optimised/revoked facts in state.proto"]
 fn optimised_since_is_the_first_time_said_in_any_order() {
     let admission = admitted(NHS, "V1", at(0), "WARD-1");
     let first = medically_optimised("V1", at(10), true);
@@ -1592,10 +1646,15 @@ fn optimised_since_is_the_first_time_said_in_any_order() {
     assert_eq!(in_order.medically_optimised_since, ts(at(10)));
     let late = fold(&[admission, again, recorded_at(first, at(21))]);
     assert_eq!(late.medically_optimised_since, ts(at(10)));
+
+    // A late revocation between the two: optimised again since the second.
+    let revoked = recorded_at(medically_optimised("V1", at(15), false), at(22));
+    let state = fold_onto(late, &[revoked]);
+    assert!(state.medically_optimised);
+    assert_eq!(state.medically_optimised_since, ts(at(20)));
 }
 
 #[test]
-#[ignore = "known bug: a care team entry keeps only its latest fact; `since` needs the history of assignments in state.proto"]
 fn a_member_is_active_since_their_first_assignment_in_any_order() {
     let first = care_team_assigned(at(1), "GMC-1", "registrar");
     let again = care_team_assigned(at(3), "GMC-1", "consultant");
@@ -1603,12 +1662,19 @@ fn a_member_is_active_since_their_first_assignment_in_any_order() {
     assert_eq!(in_order.care_team[0].since, ts(at(1)));
     let late = fold(&[again, recorded_at(first, at(4))]);
     assert_eq!(late.care_team[0].since, ts(at(1)));
+    // Known as the latest assignment said.
+    let member = late.care_team[0].member.as_ref().unwrap();
+    assert_eq!(member.role.as_ref().unwrap().code, "consultant");
+
+    // A late removal between the two: active again since the second.
+    let removed = recorded_at(care_team_removed(at(2), "GMC-1"), at(5));
+    let state = fold_onto(late, &[removed]);
+    assert!(state.care_team[0].active);
+    assert_eq!(state.care_team[0].since, ts(at(3)));
 }
 
 #[test]
-#[ignore = "known bug: the last NHS number status to arrive wins; needs a stamp for the identity in state.proto"]
 fn the_nhs_number_status_is_the_latest_by_clinical_time_in_any_order() {
-    use baton_proto::events::v1::NhsNumberStatus;
     let with_status = |mut event: CareEvent, status: NhsNumberStatus| {
         event.patient.as_mut().unwrap().nhs_number_status = status as i32;
         event
@@ -1622,8 +1688,16 @@ fn the_nhs_number_status_is_the_latest_by_clinical_time_in_any_order() {
         NhsNumberStatus::TraceRequired,
     );
     let in_order = fold(&[traced.clone(), untraced.clone()]);
+    assert_eq!(
+        in_order.identity.as_ref().unwrap().nhs_number_status(),
+        NhsNumberStatus::TraceRequired
+    );
     let late = fold(&[untraced, recorded_at(traced, at(3))]);
     assert_eq!(late.identity, in_order.identity);
+    assert_eq!(
+        late.nhs_number_status_stamp,
+        in_order.nhs_number_status_stamp
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1871,9 +1945,12 @@ enum Step {
     Referral {
         status: ReferralStatus,
     },
-    /// Complete details, so none is left for an older update to fill.
+    /// The details of the `family`-th made-up person, but only the fields
+    /// whose bit is set in `fields`, so an older update may fill what a
+    /// newer one left out.
     Details {
         family: u8,
+        fields: u8,
     },
     ExpectedDischarge {
         day: u8,
@@ -1898,10 +1975,8 @@ enum Mode {
     Any,
     /// Only events whose effect is meant not to depend on when they arrive:
     /// cancellations name what they cancel, each movement is cancelled at
-    /// most once, each episode ends at most once, an event about an
-    /// encounter names it, and medical optimisation and care team
-    /// membership each start and end at most once (their `since` does depend
-    /// on the order otherwise: see the ignored tests of known bugs).
+    /// most once, each episode ends at most once, and an event about an
+    /// encounter names it.
     ArrivalOrderFree,
 }
 
@@ -1914,9 +1989,10 @@ struct Journey {
     needs: Vec<Option<String>>,
 }
 
-/// A step with the clinical time since the previous step (0 makes ties) and
-/// how late it is recorded.
-type TimedStep = (Step, i64, i64);
+/// A step with the clinical time since the previous step (0 makes ties), how
+/// late it is recorded, and the NHS number status its sender gave (mostly
+/// none).
+type TimedStep = (Step, i64, i64, NhsNumberStatus);
 
 fn step() -> impl Strategy<Value = Step> {
     use DischargeDestination as To;
@@ -1953,7 +2029,7 @@ fn step() -> impl Strategy<Value = Step> {
             ReferralStatus::Completed,
         ])
         .prop_map(|status| Step::Referral { status }),
-        1 => (0u8..3).prop_map(|family| Step::Details { family }),
+        1 => (0u8..3, 0u8..64).prop_map(|(family, fields)| Step::Details { family, fields }),
         1 => (1u8..=28).prop_map(|day| Step::ExpectedDischarge { day }),
         1 => any::<bool>().prop_map(|optimised| Step::MedicallyOptimised { optimised }),
         2 => (0u8..3, any::<bool>())
@@ -1965,7 +2041,15 @@ fn step() -> impl Strategy<Value = Step> {
 fn timed_steps() -> impl Strategy<Value = Vec<TimedStep>> {
     let gap = prop_oneof![1 => Just(0i64), 4 => 1..6 * HOUR];
     let delay = prop_oneof![3 => Just(0i64), 1 => 1..HOUR, 1 => 1..2 * DAY];
-    prop::collection::vec((step(), gap, delay), 1..40)
+    let status = prop_oneof![
+        4 => Just(NhsNumberStatus::Unspecified),
+        1 => prop::sample::select(vec![
+            NhsNumberStatus::Verified,
+            NhsNumberStatus::NotTraced,
+            NhsNumberStatus::TraceRequired,
+        ]),
+    ];
+    prop::collection::vec((step(), gap, delay, status), 1..40)
 }
 
 /// A movement rendered so far, for cancellations to find.
@@ -1987,12 +2071,8 @@ fn render(steps: &[TimedStep], mode: Mode, start: i64) -> Journey {
     let mut movements: Vec<Rendered> = Vec::new();
     let (mut encounters, mut episodes, mut episode_open) = (0usize, 0usize, false);
     let (mut plans, mut plan_version, mut referrals) = (0usize, 0u32, 0usize);
-    // How far each encounter's optimisation and each member's membership
-    // went: 0 not yet, 1 started, 2 ended.
-    let mut optimisations: std::collections::HashMap<String, u8> = Default::default();
-    let mut memberships = [0u8; 3];
 
-    for (index, (step, gap, delay)) in steps.iter().enumerate() {
+    for (index, (step, gap, delay, status)) in steps.iter().enumerate() {
         clock += gap;
         let mut recorded = clock + delay;
         let encounter_id = format!("V{}", encounters.max(1));
@@ -2084,17 +2164,36 @@ fn render(steps: &[TimedStep], mode: Mode, start: i64) -> Journey {
                     referral_status(clock, &format!("REF-{referrals}"), *status)
                 }
             }
-            Step::Details { family } => details_updated(
-                clock,
-                Demographics {
+            Step::Details { family, fields } => {
+                let carries = |bit: u8| fields & (1 << bit) != 0;
+                let sexes = [AdministrativeSex::Female, AdministrativeSex::Male];
+                let mut details = Demographics {
                     family_name: ["Smith", "Jones", "Brown"][usize::from(*family)].into(),
-                    given_name: "Ann".into(),
+                    given_name: ["Ann", "Bea", "Cat"][usize::from(*family)].into(),
                     birth_date: Some(date(1920 + i32::from(*family), 1, 1)),
-                    sex: AdministrativeSex::Female as i32,
+                    sex: sexes[usize::from(*family) % 2] as i32,
                     postcode: format!("LS{family} 4AP"),
                     gp_practice: format!("B8200{family}"),
-                },
-            ),
+                };
+                let strings = [
+                    &mut details.family_name,
+                    &mut details.given_name,
+                    &mut details.postcode,
+                    &mut details.gp_practice,
+                ];
+                for (bit, field) in (0..).zip(strings) {
+                    if !carries(bit) {
+                        field.clear();
+                    }
+                }
+                if !carries(4) {
+                    details.birth_date = None;
+                }
+                if !carries(5) {
+                    details.sex = 0;
+                }
+                details_updated(clock, details)
+            }
             Step::ExpectedDischarge { day } => {
                 if mode == Mode::ArrivalOrderFree {
                     let creator = movements.iter().find(|m| m.encounter_id == encounter_id);
@@ -2108,28 +2207,20 @@ fn render(steps: &[TimedStep], mode: Mode, start: i64) -> Journey {
                 if mode == Mode::Any {
                     medically_optimised("", clock, *optimised)
                 } else {
-                    let stage = optimisations.entry(encounter_id.clone()).or_default();
                     let creator = movements.iter().find(|m| m.encounter_id == encounter_id);
-                    let Some(creator) = creator.filter(|_| *stage == u8::from(!*optimised)) else {
-                        continue;
-                    };
-                    *stage += 1;
+                    let Some(creator) = creator else { continue };
                     recorded = recorded.max(creator.recorded + 1);
                     needs = Some(creator.event_id.clone());
                     medically_optimised(&encounter_id, clock, *optimised)
                 }
             }
             Step::CareTeam { member, assigned } => {
-                let stage = &mut memberships[usize::from(*member)];
-                if mode == Mode::ArrivalOrderFree {
-                    if *stage != u8::from(!*assigned) {
-                        continue;
-                    }
-                    *stage += 1;
-                }
                 let member_id = format!("GMC-{member}");
                 if *assigned {
-                    care_team_assigned(clock, &member_id, "consultant")
+                    // The role changes from one step to the next, so which
+                    // assignment the member is known by shows.
+                    let role = ["registrar", "consultant"][index % 2];
+                    care_team_assigned(clock, &member_id, role)
                 } else {
                     care_team_removed(clock, &member_id)
                 }
@@ -2137,6 +2228,9 @@ fn render(steps: &[TimedStep], mode: Mode, start: i64) -> Journey {
             Step::Died => died(clock, Some(clock - HOUR)),
         };
         let mut event = recorded_at(event, recorded);
+        if let Some(patient) = &mut event.patient {
+            patient.nhs_number_status = *status as i32;
+        }
         event.event_id =
             Uuid::new_v5(&BATON_NAMESPACE, format!("step {index}").as_bytes()).to_string();
         if let Some((encounter_id, kind)) = movement {
@@ -2174,8 +2268,9 @@ fn respecting_needs(journey: &Journey, mut order: Vec<usize>) -> Vec<usize> {
             .as_deref()
             .map(|id| position(&order, id));
         match needed {
-            // What moves later is a cancellation or an expected discharge
-            // date, which nothing needs: one pass puts everything in place.
+            // What moves later is a cancellation, an expected discharge
+            // date or a medical optimisation, which nothing needs: one pass
+            // puts everything in place.
             Some(p) if p > k => {
                 let event = order.remove(k);
                 order.insert(p, event);
@@ -2221,6 +2316,9 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
         if let Some(optimisation) = &mut encounter.medical_optimisation {
             shift(&mut optimisation.since, seconds);
             shift_stamp(&mut optimisation.stamp, seconds);
+            for fact in &mut optimisation.history {
+                shift_stamp(&mut fact.stamp, seconds);
+            }
         }
         if let Some(expected) = &mut encounter.expected_discharge {
             shift_stamp(&mut expected.stamp, seconds);
@@ -2259,6 +2357,9 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
     for entry in &mut state.care_team {
         shift(&mut entry.since, seconds);
         shift_stamp(&mut entry.stamp, seconds);
+        for change in &mut entry.history {
+            shift_stamp(&mut change.stamp, seconds);
+        }
     }
     if let Some(death) = &mut state.death {
         shift(&mut death.died_at, seconds);
@@ -2270,6 +2371,19 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
     shift(&mut state.last_occurred_at, seconds);
     shift(&mut state.last_recorded_at, seconds);
     shift_stamp(&mut state.demographics_stamp, seconds);
+    if let Some(stamps) = &mut state.demographics_field_stamps {
+        for stamp in [
+            &mut stamps.family_name,
+            &mut stamps.given_name,
+            &mut stamps.birth_date,
+            &mut stamps.sex,
+            &mut stamps.postcode,
+            &mut stamps.gp_practice,
+        ] {
+            shift_stamp(stamp, seconds);
+        }
+    }
+    shift_stamp(&mut state.nhs_number_status_stamp, seconds);
 }
 
 #[test]
@@ -2277,10 +2391,16 @@ fn the_generator_renders_late_moves_corrections_and_rejections() {
     // A fixed walk through the generator, so the properties below are known
     // to see late events, corrections and rejections.
     use Step::*;
+    let none = NhsNumberStatus::Unspecified;
     let steps: Vec<TimedStep> = vec![
-        (Admit { ward: 1 }, 0, 0),
-        (Transfer { ward: 2 }, HOUR, 3 * HOUR),
-        (Transfer { ward: 3 }, HOUR, 0),
+        (Admit { ward: 1 }, 0, 0, NhsNumberStatus::Verified),
+        (
+            Transfer { ward: 2 },
+            HOUR,
+            3 * HOUR,
+            NhsNumberStatus::TraceRequired,
+        ),
+        (Transfer { ward: 3 }, HOUR, 0, NhsNumberStatus::NotTraced),
         (
             Cancel {
                 kind: MovementKind::Transfer,
@@ -2288,6 +2408,7 @@ fn the_generator_renders_late_moves_corrections_and_rejections() {
             },
             HOUR,
             0,
+            none,
         ),
         (
             Cancel {
@@ -2296,6 +2417,7 @@ fn the_generator_renders_late_moves_corrections_and_rejections() {
             },
             HOUR,
             0,
+            none,
         ),
         (
             Discharge {
@@ -2303,6 +2425,7 @@ fn the_generator_renders_late_moves_corrections_and_rejections() {
             },
             HOUR,
             0,
+            none,
         ),
     ];
     let journey = render(&steps, Mode::Any, T0);
@@ -2339,6 +2462,11 @@ fn the_generator_renders_late_moves_corrections_and_rejections() {
     assert_eq!(
         journey.needs[4].as_deref(),
         Some(journey.events[2].event_id.as_str())
+    );
+    // The late move's status arrives last but is not the latest.
+    assert_eq!(
+        state.identity.as_ref().unwrap().nhs_number_status(),
+        NhsNumberStatus::NotTraced
     );
 }
 
