@@ -11,6 +11,11 @@ scripts/setup.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "shell scripts parse (bash -n)"
+for script in scripts/*.sh deploy/*.sh .ci/run; do
+    bash -n "$script"
+done
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -35,6 +35,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A whole state inside an event: boxed, so every CareEvent is not
+        // the size of a PatientCareState.
+        .boxed(".baton.events.v1.MergedRecordTransferred.retired_state")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -201,21 +201,8 @@ pub fn parse_setting(text: &str) -> Result<CareSetting, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{admitted, discharged, virtual_ward_started};
-    use crate::{ValidEvent, apply, new_state};
+    use crate::fixtures::{admitted, discharged, state_of, virtual_ward_started};
     use baton_proto::events::v1::DischargeDestination;
-
-    fn state_of(events: Vec<baton_proto::events::v1::CareEvent>) -> PatientCareState {
-        let events: Vec<_> = events
-            .into_iter()
-            .map(|e| ValidEvent::new(e).unwrap())
-            .collect();
-        let mut state = new_state(events[0].key());
-        for event in &events {
-            apply(&mut state, event).unwrap();
-        }
-        state
-    }
 
     fn cohort(
         setting: Option<CareSetting>,

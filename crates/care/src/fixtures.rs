@@ -243,3 +243,19 @@ fn content_id(event: &CareEvent) -> String {
     event.event_id.clear();
     Uuid::new_v5(&BATON_NAMESPACE, format!("{event:?}").as_bytes()).to_string()
 }
+
+/// The state `events` fold into, in the order given; panics on an invalid
+/// event or a rejection, as a test should.
+pub fn state_of(
+    events: impl IntoIterator<Item = CareEvent>,
+) -> baton_proto::state::v1::PatientCareState {
+    let events: Vec<_> = events
+        .into_iter()
+        .map(|e| crate::ValidEvent::new(e).expect("a valid event"))
+        .collect();
+    let mut state = crate::new_state(events.first().expect("at least one event").key());
+    for event in &events {
+        crate::apply(&mut state, event).expect("an event that applies");
+    }
+    state
+}

@@ -11,6 +11,8 @@
 //! tracing::info!(port = 50052, "listening");
 //! ```
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -80,6 +82,7 @@ pub fn init_with(
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

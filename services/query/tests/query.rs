@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use baton_care::fixtures::{admitted, discharged, virtual_ward_started};
-use baton_care::{ValidEvent, apply, new_state};
-use baton_proto::events::v1::{CareEvent, DischargeDestination, LocalIdentifier};
+use baton_care::fixtures::{admitted, discharged, state_of, virtual_ward_started};
+use baton_proto::events::v1::{DischargeDestination, LocalIdentifier};
 use baton_proto::query::v1::care_state_query_client::CareStateQueryClient;
 use baton_proto::query::v1::patient_ref::Ref;
 use baton_proto::query::v1::{CohortFilter, GetCareStateRequest, ListCohortRequest, PatientRef};
-use baton_proto::state::v1::{CareSetting, PatientCareState};
+use baton_proto::state::v1::CareSetting;
 use baton_query::{QueryConfig, QueryService};
 use baton_store::{Commit, Store};
 use tonic::Code;
@@ -16,18 +15,6 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 const TOPIC: &str = baton_log::topics::CARE_EVENTS;
-
-fn state_of(events: Vec<CareEvent>) -> PatientCareState {
-    let events: Vec<_> = events
-        .into_iter()
-        .map(|e| ValidEvent::new(e).unwrap())
-        .collect();
-    let mut state = new_state(events[0].key());
-    for event in &events {
-        apply(&mut state, event).unwrap();
-    }
-    state
-}
 
 async fn start(store: Store) -> CareStateQueryClient<Channel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -53,7 +53,7 @@ pub(super) fn retire(state: &mut PatientCareState, event: &ValidEvent) -> Vec<Ef
         encounter_id: String::new(),
         payload: Some(Payload::MergedRecordTransferred(MergedRecordTransferred {
             retired: merged.retired.clone(),
-            retired_state: Some(state.clone()),
+            retired_state: Some(Box::new(state.clone())),
             merge_event_id: merge.event_id.clone(),
         })),
     };

@@ -1,0 +1,70 @@
+//! `baton`: run the whole backbone on one machine, publish events, and read
+//! care states and cohorts. See `baton --help`.
+//!
+//! # Layout
+//! - `up.rs`: `baton up`, all three services in one process.
+//! - `demo.rs`: the synthetic population `baton up --demo` publishes.
+//! - `publish.rs`: `baton publish`, JSON lines through the ingest API.
+//! - `read.rs`: `baton state get` and `baton cohort`.
+//! - `render.rs`: care states as people read them.
+
+mod demo;
+mod publish;
+mod read;
+mod render;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Baton: an event-sourced backbone for care transitions.
+///
+/// Care events (admissions, transfers, discharges, referrals, virtual-ward
+/// episodes...) go in through the ingest API; each patient's current care
+/// state comes out of the query API.
+///
+/// Start here:
+///   baton up --demo              run everything, with a synthetic population
+///   baton cohort --setting virtual-ward
+///   baton state get 9990000018
+///   baton publish events.jsonl
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Up(up::UpArgs),
+    Publish(publish::PublishArgs),
+    #[command(subcommand)]
+    State(read::StateCommand),
+    Cohort(read::CohortArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&anyhow::anyhow!("cannot start the async runtime: {error}")),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::up(args).await,
+            Command::Publish(args) => publish::publish(args).await,
+            Command::State(command) => read::state(command).await,
+            Command::Cohort(args) => read::cohort(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn fail(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,380 @@
+//! Care states as a person reads them: the current picture first, history
+//! after, times in UTC.
+
+use std::fmt::Write;
+
+use baton_care::cohort::setting_name;
+use baton_proto::events::v1::{Date, Demographics, Location};
+use baton_proto::state::v1::{Encounter, EpisodeStatus, PatientCareState, ReferralStatus};
+use prost_types::Timestamp;
+
+/// `2026-01-05 09:30` (UTC), or `-` when unknown.
+fn when(timestamp: Option<&Timestamp>) -> String {
+    timestamp.map_or_else(
+        || "-".to_owned(),
+        |t| {
+            let text = t.to_string();
+            // RFC 3339 `2026-01-05T09:30:00Z` → `2026-01-05 09:30`
+            text.get(..16)
+                .map_or(text.clone(), |minutes| minutes.replace('T', " "))
+        },
+    )
+}
+
+fn date(date: Option<&Date>) -> String {
+    date.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
+    )
+}
+
+/// Lowercase words from an enum's proto name: `DISCHARGE_DESTINATION_VIRTUAL_WARD` → `virtual ward`.
+fn words(proto_name: &str, prefix: &str) -> String {
+    proto_name
+        .trim_start_matches(prefix)
+        .to_ascii_lowercase()
+        .replace('_', " ")
+}
+
+fn place(location: Option<&Location>) -> String {
+    let Some(l) = location else {
+        return "-".to_owned();
+    };
+    let mut parts = vec![l.point_of_care.clone()];
+    if !l.room.is_empty() {
+        parts.push(format!("room {}", l.room));
+    }
+    if !l.bed.is_empty() {
+        parts.push(format!("bed {}", l.bed));
+    }
+    parts.retain(|p| !p.is_empty());
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn name(demographics: Option<&Demographics>) -> String {
+    let Some(d) = demographics else {
+        return String::new();
+    };
+    let name = format!("{} {}", d.given_name, d.family_name.to_uppercase());
+    name.trim().to_owned()
+}
+
+/// The full, readable care state of one patient.
+pub(crate) fn care_state(state: &PatientCareState) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<20}{value}");
+    };
+    let demographics = state.demographics.as_ref();
+    let mut who = format!("{} {}", state.patient_key, name(demographics));
+    if let Some(d) = demographics
+        && d.birth_date.is_some()
+    {
+        who.push_str(&format!(", born {}", date(d.birth_date.as_ref())));
+    }
+    line("Patient", who.trim().to_owned());
+    if let Some(identity) = &state.identity {
+        let ids: Vec<String> = identity
+            .local_ids
+            .iter()
+            .map(|l| format!("{}:{}", l.authority, l.value))
+            .collect();
+        if !ids.is_empty() {
+            line("Local identifiers", ids.join(", "));
+        }
+    }
+    if let Some(merged) = &state.merged_into {
+        line(
+            "MERGED INTO",
+            format!(
+                "{} at {} — read that record instead",
+                merged.patient_key,
+                when(merged.merged_at.as_ref())
+            ),
+        );
+    }
+    let mut setting = format!(
+        "{} since {}",
+        setting_name(state.setting()),
+        when(state.setting_since.as_ref())
+    );
+    if !state.setting_organisation.is_empty() {
+        setting.push_str(&format!(" ({})", state.setting_organisation));
+    }
+    line("Setting", setting);
+
+    if let Some(encounter) = &state.active_encounter {
+        encounter_lines(encounter, &mut line);
+    }
+    if state.medically_optimised {
+        line(
+            "Medically optimised",
+            format!(
+                "yes, since {}",
+                when(state.medically_optimised_since.as_ref())
+            ),
+        );
+    }
+    if state.expected_discharge_date.is_some() {
+        line(
+            "Expected discharge",
+            date(state.expected_discharge_date.as_ref()),
+        );
+    }
+    if let Some(discharge) = &state.last_discharge {
+        line(
+            "Last discharge",
+            format!(
+                "{} from {} to {} ({})",
+                when(discharge.discharged_at.as_ref()),
+                discharge.encounter_id,
+                words(
+                    discharge.destination().as_str_name(),
+                    "DISCHARGE_DESTINATION_"
+                ),
+                words(discharge.method().as_str_name(), "DISCHARGE_METHOD_"),
+            ),
+        );
+    }
+    if let Some(frailty) = &state.frailty {
+        line(
+            "Frailty",
+            format!(
+                "CFS {} assessed {}",
+                frailty.clinical_frailty_scale,
+                when(frailty.assessed_at.as_ref())
+            ),
+        );
+    }
+    for episode in &state.episodes {
+        let service = episode.service.as_ref().map_or(String::new(), |s| {
+            format!(" {} ({})", s.code, s.organisation)
+        });
+        let status = if episode.status() == EpisodeStatus::Active {
+            "open".to_owned()
+        } else {
+            format!(
+                "ended {} ({})",
+                when(episode.ended_at.as_ref()),
+                words(episode.end_reason().as_str_name(), "EPISODE_END_REASON_")
+            )
+        };
+        line(
+            "Episode",
+            format!(
+                "{} {}{service} from {}, {status}",
+                episode.episode_id,
+                words(episode.r#type().as_str_name(), "EPISODE_TYPE_"),
+                when(episode.started_at.as_ref()),
+            ),
+        );
+    }
+    for referral in &state.referrals {
+        let service = referral.service.as_ref().map_or(String::new(), |s| {
+            if s.name.is_empty() {
+                s.code.clone()
+            } else {
+                s.name.clone()
+            }
+        });
+        let mut text = format!(
+            "{} to {service}: {} {}",
+            referral.referral_id,
+            words(referral.status().as_str_name(), "REFERRAL_STATUS_"),
+            when(referral.status_at.as_ref())
+        );
+        if !referral.status_reason.is_empty() && referral.status() != ReferralStatus::Accepted {
+            text.push_str(&format!(" ({})", referral.status_reason));
+        }
+        line("Referral", text);
+    }
+    if let Some(plan) = &state.care_plan {
+        line(
+            "Care plan",
+            format!(
+                "{} version {}, {}, {} goals, {} interventions",
+                plan.care_plan_id,
+                plan.version,
+                words(plan.status().as_str_name(), "CARE_PLAN_STATUS_"),
+                plan.goals.len(),
+                plan.interventions.len()
+            ),
+        );
+    }
+    for entry in state.care_team.iter().filter(|e| e.active) {
+        if let Some(member) = &entry.member {
+            let role = member
+                .role
+                .as_ref()
+                .map_or(String::new(), |r| format!(" ({})", r.display));
+            line(
+                "Care team",
+                format!("{} {}{role}", member.member_id, member.name),
+            );
+        }
+    }
+    if let Some(death) = &state.death {
+        line("Died", when(death.died_at.as_ref()));
+    }
+    for merged in &state.merged_from {
+        line(
+            "Merged from",
+            format!(
+                "{} at {}",
+                merged.patient_key,
+                when(merged.merged_at.as_ref())
+            ),
+        );
+    }
+    if !state.past_encounters.is_empty() {
+        let past: Vec<String> = state
+            .past_encounters
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}→{}",
+                    e.encounter_id,
+                    words(e.status().as_str_name(), "ENCOUNTER_STATUS_"),
+                    when(e.admitted_at.as_ref()),
+                    when(e.discharged_at.as_ref())
+                )
+            })
+            .collect();
+        line("Past encounters", past.join("; "));
+    }
+    let applied = state.applied.as_ref().map_or(String::new(), |a| {
+        format!(", last applied p{}@{}", a.partition, a.offset)
+    });
+    line(
+        "Version",
+        format!(
+            "{}{applied}, last recorded {}",
+            state.version,
+            when(state.last_recorded_at.as_ref())
+        ),
+    );
+    out
+}
+
+fn encounter_lines(encounter: &Encounter, line: &mut impl FnMut(&str, String)) {
+    line(
+        "Encounter",
+        format!(
+            "{} {} at {}, admitted {}",
+            encounter.encounter_id,
+            words(encounter.status().as_str_name(), "ENCOUNTER_STATUS_"),
+            if encounter.organisation.is_empty() {
+                "-"
+            } else {
+                &encounter.organisation
+            },
+            when(encounter.admitted_at.as_ref())
+        ),
+    );
+    line("Location", place(encounter.location.as_ref()));
+    if encounter.location_history.len() > 1 {
+        let moves: Vec<String> = encounter
+            .location_history
+            .iter()
+            .map(|stay| {
+                format!(
+                    "{} {}",
+                    when(stay.from.as_ref()),
+                    place(stay.location.as_ref())
+                )
+            })
+            .collect();
+        line("Moves", moves.join(" → "));
+    }
+}
+
+/// One row per patient: who, where, since when, and the flags a ward or
+/// discharge team looks for.
+pub(crate) fn cohort_table(states: &[PatientCareState]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<24} {:<15} {:<17} {:<6} {:<18} {:>3} {:<3}",
+        "PATIENT", "NAME", "SETTING", "SINCE", "ORG", "WARD", "CFS", "MO"
+    );
+    for state in states {
+        let ward = match &state.active_encounter {
+            Some(e)
+                if matches!(
+                    state.setting(),
+                    baton_proto::state::v1::CareSetting::Hospital
+                        | baton_proto::state::v1::CareSetting::HospitalLeave
+                ) =>
+            {
+                e.location
+                    .as_ref()
+                    .map_or(String::new(), |l| l.point_of_care.clone())
+            }
+            _ => state
+                .episodes
+                .iter()
+                .rev()
+                .find(|e| e.status() == EpisodeStatus::Active)
+                .and_then(|e| e.service.as_ref())
+                .map_or(String::new(), |s| s.code.clone()),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<24} {:<15} {:<17} {:<6} {:<18} {:>3} {:<3}",
+            state.patient_key,
+            truncate(&name(state.demographics.as_ref()), 24),
+            setting_name(state.setting()),
+            when(state.setting_since.as_ref()),
+            state.setting_organisation,
+            truncate(&ward, 18),
+            state
+                .frailty
+                .as_ref()
+                .map_or(String::new(), |f| f.clinical_frailty_scale.to_string()),
+            if state.medically_optimised { "yes" } else { "" },
+        );
+    }
+    out
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(width - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_care::fixtures::{admitted, state_of, transferred};
+
+    #[test]
+    fn an_inpatient_reads_naturally() {
+        let events = [
+            admitted("9434765919", "V1", 1_767_600_000, "AMU"),
+            transferred("9434765919", "V1", 1_767_603_600, "WARD-7"),
+        ];
+        let state = state_of(events);
+        let text = care_state(&state);
+        assert!(
+            text.contains("Setting             hospital since 2026-01-05 08:00 (RXX)"),
+            "{text}"
+        );
+        assert!(text.contains("Location            WARD-7"), "{text}");
+        assert!(text.contains("AMU → 2026-01-05 09:00 WARD-7"), "{text}");
+        let table = cohort_table(&[state]);
+        assert!(
+            table.lines().nth(1).unwrap().starts_with("9434765919"),
+            "{table}"
+        );
+        assert!(table.contains("WARD-7"), "{table}");
+    }
+}

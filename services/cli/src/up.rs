@@ -1,0 +1,252 @@
+//! `baton up`: the ingest API, the projector and the query API in one
+//! process, over the embedded log and store in a local data folder.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use baton_ingest::{Ingest, IngestConfig};
+use baton_projector::{Projector, ProjectorConfig};
+use baton_query::{QueryConfig, QueryService};
+use baton_runtime::DataDir;
+use baton_store::{Store, StoreConfig};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Run the whole backbone in one process on an embedded log.
+///
+/// Starts the ingest API, the projector and the query API over a log and a
+/// projection store kept in --data-dir (created if missing; restarting
+/// shows the same states). Ctrl-C stops it cleanly.
+///
+/// Settings come from, in rising precedence: defaults, the [up] table of
+/// --config, BATON_UP__<KEY> environment variables, and flags.
+#[derive(Debug, Args, Serialize)]
+pub(crate) struct UpArgs {
+    /// TOML configuration file
+    #[arg(long, env = "BATON_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Folder for the embedded log and the projection store [default: baton-data]
+    #[arg(long, env = "BATON_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Address of the ingest API [default: 127.0.0.1:50051]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingest_listen: Option<SocketAddr>,
+    /// Address of the query API [default: 127.0.0.1:50052]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_listen: Option<SocketAddr>,
+    /// Partitions of the events topic when it is first created [default: 8]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<u32>,
+    /// Publish a synthetic population through the ingest API once started
+    #[arg(long)]
+    #[serde(skip)]
+    demo: bool,
+    /// Patients in the demo population
+    #[arg(long, default_value_t = 300, requires = "demo")]
+    #[serde(skip)]
+    demo_patients: usize,
+    /// Seed of the demo population (the same seed gives the same patients)
+    #[arg(long, default_value_t = 1, requires = "demo")]
+    #[serde(skip)]
+    demo_seed: u64,
+}
+
+/// Settings of `baton up`, as the `[up]` table of a configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UpConfig {
+    data_dir: PathBuf,
+    ingest_listen: SocketAddr,
+    query_listen: SocketAddr,
+    partitions: u32,
+    projector: ProjectorConfig,
+    query: QueryConfig,
+    ingest: IngestConfig,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        let ingest = IngestConfig::default();
+        let query = QueryConfig::default();
+        Self {
+            data_dir: PathBuf::from("baton-data"),
+            ingest_listen: ingest.listen,
+            query_listen: query.listen,
+            partitions: ingest.partitions,
+            projector: ProjectorConfig::default(),
+            query,
+            ingest,
+        }
+    }
+}
+
+impl UpConfig {
+    /// Makes the per-service settings agree with the top-level ones.
+    fn resolve(mut self) -> Self {
+        self.ingest.listen = self.ingest_listen;
+        self.query.listen = self.query_listen;
+        self.ingest.partitions = self.partitions;
+        self.projector.partitions = self.partitions;
+        self.projector
+            .events_topic
+            .clone_from(&self.ingest.events_topic);
+        self.query
+            .events_topic
+            .clone_from(&self.ingest.events_topic);
+        self
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    baton_telemetry::init("baton")?;
+    let config: UpConfig =
+        baton_runtime::load_config::<UpConfig>(args.config.as_deref(), "up", &args)?.resolve();
+    let data = DataDir::new(&config.data_dir);
+    std::fs::create_dir_all(data.root())
+        .with_context(|| format!("cannot create {}", data.root().display()))?;
+    let log = data.open_log()?;
+    let store = Store::open(data.store_path(), &StoreConfig::default()).with_context(|| {
+        format!(
+            "cannot open the projection store in {}",
+            data.store_path().display()
+        )
+    })?;
+
+    let ingest_listener = bind(config.ingest_listen, "ingest").await?;
+    let query_listener = bind(config.query_listen, "query").await?;
+    let ingest_address = ingest_listener.local_addr()?;
+    let query_address = query_listener.local_addr()?;
+
+    let ingest = Ingest::start(log.clone(), config.ingest.clone()).await?;
+    let projector = Projector::start(log.clone(), store.clone(), config.projector.clone()).await?;
+    let query = QueryService::new(store.clone(), config.query.clone());
+
+    let stop = CancellationToken::new();
+    let mut services = tokio::task::JoinSet::new();
+    {
+        let stop = stop.clone();
+        services.spawn(async move {
+            baton_ingest::run(ingest, ingest_listener, stop.cancelled_owned())
+                .await
+                .context("ingest")
+        });
+    }
+    {
+        let stop = stop.clone();
+        services.spawn(async move {
+            baton_projector::run(projector, stop.cancelled_owned())
+                .await
+                .map(drop)
+                .context("projector")
+        });
+    }
+    {
+        let stop = stop.clone();
+        services.spawn(async move {
+            baton_query::run(query, query_listener, stop.cancelled_owned())
+                .await
+                .context("query")
+        });
+    }
+
+    println!(
+        "Baton is up, on the embedded log in {}",
+        data.root().display()
+    );
+    println!("  ingest  http://{ingest_address}  (gRPC baton.ingest.v1.CareEventIngest)");
+    println!("  query   http://{query_address}  (gRPC baton.query.v1.CareStateQuery)");
+    println!(
+        "Health checking and server reflection are on (grpcurl -plaintext {query_address} list)."
+    );
+
+    if args.demo {
+        let published = tokio::select! {
+            published = crate::demo::publish_demo(ingest_address, query_address, args.demo_patients, args.demo_seed) => Some(published),
+            () = baton_runtime::shutdown_signal() => None,
+            Some(failed) = services.join_next() => {
+                stop.cancel();
+                return service_failed(failed);
+            }
+        };
+        match published {
+            Some(Ok(summary)) => println!("{summary}"),
+            Some(Err(error)) => println!("The demo population could not be published: {error:#}"),
+            None => return shutdown(stop, services, log, store).await,
+        }
+    }
+    println!("Try, in another terminal:");
+    println!("  baton cohort --setting virtual-ward");
+    println!("  baton cohort --setting hospital --ward WARD-7");
+    println!("  baton state get <NHS number>");
+    println!("  baton publish docs/examples/events.jsonl");
+    println!("Ctrl-C to stop.");
+
+    tokio::select! {
+        () = baton_runtime::shutdown_signal() => {}
+        Some(failed) = services.join_next() => {
+            stop.cancel();
+            return service_failed(failed);
+        }
+    }
+    shutdown(stop, services, log, store).await
+}
+
+async fn bind(address: SocketAddr, service: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address} for the {service} API: is another Baton running? (choose another address with --{service}-listen)")
+    })
+}
+
+type ServiceOutcome = Result<anyhow::Result<()>, tokio::task::JoinError>;
+
+fn service_failed(outcome: ServiceOutcome) -> anyhow::Result<()> {
+    match outcome {
+        Ok(Ok(())) => anyhow::bail!("a service stopped unexpectedly"),
+        Ok(Err(error)) => Err(error.context("a service failed")),
+        Err(error) => Err(anyhow::anyhow!("a service panicked: {error}")),
+    }
+}
+
+/// Stops the services, waits for the calls in flight and the last batch,
+/// then flushes the log and the store to disk.
+#[allow(clippy::print_stdout)]
+async fn shutdown(
+    stop: CancellationToken,
+    mut services: tokio::task::JoinSet<anyhow::Result<()>>,
+    log: std::sync::Arc<baton_log::embedded::EmbeddedLog>,
+    store: Store,
+) -> anyhow::Result<()> {
+    stop.cancel();
+    let mut failure = None;
+    while let Some(outcome) = services.join_next().await {
+        if let Err(error) = service_failed_or_ok(outcome) {
+            failure.get_or_insert(error);
+        }
+    }
+    log.flush().await.context("flushing the event log")?;
+    store
+        .flush_async()
+        .await
+        .context("flushing the projection store")?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    println!("Baton stopped; everything accepted is on disk.");
+    Ok(())
+}
+
+fn service_failed_or_ok(outcome: ServiceOutcome) -> anyhow::Result<()> {
+    match outcome {
+        Ok(result) => result,
+        Err(error) => Err(anyhow::anyhow!("a service panicked: {error}")),
+    }
+}
