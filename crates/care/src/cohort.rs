@@ -82,7 +82,8 @@ impl Cohort {
     }
 }
 
-/// The index entries for a state: none when it was merged into another.
+/// The index entries for a state: one per cohort it belongs to, and one per
+/// local identifier it can be found by; none when it was merged into another.
 pub fn index_entries(state: &PatientCareState) -> Vec<String> {
     if state.merged_into.is_some() {
         return Vec::new();
@@ -98,7 +99,26 @@ pub fn index_entries(state: &PatientCareState) -> Vec<String> {
             Some(&state.patient_key),
         ));
     }
+    if let Some(identity) = &state.identity {
+        for local in &identity.local_ids {
+            let local = format!("{}:{}", local.authority, local.value);
+            if local != state.patient_key {
+                entries.push(format!(
+                    "{}{}",
+                    identifier_prefix(&local),
+                    state.patient_key
+                ));
+            }
+        }
+    }
     entries
+}
+
+/// The index prefix under which a patient is found by a local identifier
+/// (`AUTHORITY:VALUE`) that is not their key, e.g. the hospital number of a
+/// patient keyed by NHS number.
+pub fn identifier_prefix(local_id: &str) -> String {
+    format!("l{SEPARATOR}{}{SEPARATOR}", escape(local_id))
 }
 
 /// Where a state places the patient, as the cohort criteria see it.
@@ -220,7 +240,7 @@ mod tests {
     fn an_inpatient_is_in_the_hospital_ward_cohorts() {
         let state = state_of(vec![admitted("9434765919", "V1", 100, "WARD-7")]);
         let entries = index_entries(&state);
-        assert_eq!(entries.len(), 8);
+        assert_eq!(entries.len(), 8, "{entries:?}");
         for c in [
             cohort(None, None, None),
             cohort(Some(CareSetting::Hospital), None, None),

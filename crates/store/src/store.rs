@@ -316,6 +316,23 @@ impl Store {
     /// Each state is checked against the cohort as it is read, so a patient
     /// who left the cohort in a commit that raced with the listing is left
     /// out rather than shown in a place they no longer are.
+    /// The state of the patient known by the local identifier
+    /// `AUTHORITY:VALUE` when it is not their key (e.g. a hospital number of
+    /// a patient keyed by NHS number).
+    pub fn find_by_local_id(&self, local_id: &str) -> Result<Option<PatientCareState>> {
+        let prefix = keys::index_key(&baton_care::cohort::identifier_prefix(local_id));
+        let Some(entry) = self.inner.db.scan_prefix(&prefix).keys().next() else {
+            return Ok(None);
+        };
+        let entry = entry?;
+        let patient_key =
+            std::str::from_utf8(&entry[prefix.len()..]).map_err(|e| StoreError::Corrupt {
+                key: keys::describe_key(&entry),
+                reason: format!("identifier entry is not UTF-8: {e}"),
+            })?;
+        self.get(patient_key)
+    }
+
     pub fn list_cohort(
         &self,
         cohort: &Cohort,

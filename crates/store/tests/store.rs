@@ -562,3 +562,28 @@ fn a_directory_held_by_another_handle_names_its_path() {
         other => panic!("expected an open error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_patient_keyed_by_nhs_number_is_found_by_their_hospital_number() {
+    let store = Store::temporary().unwrap();
+    let mut event = admitted("9434765919", "V1", 100, "WARD-7");
+    event
+        .patient
+        .as_mut()
+        .unwrap()
+        .local_ids
+        .push(baton_proto::events::v1::LocalIdentifier {
+            authority: "RXX".into(),
+            value: "H400123".into(),
+        });
+    store
+        .commit(&Commit::new("events").with_state(fold(None, vec![event])))
+        .unwrap();
+    let found = store.find_by_local_id("RXX:H400123").unwrap().unwrap();
+    assert_eq!(found.patient_key, "9434765919");
+    assert!(
+        store.find_by_local_id("RXX:H400").unwrap().is_none(),
+        "no prefix matches"
+    );
+    assert!(store.find_by_local_id("RYY:H400123").unwrap().is_none());
+}

@@ -16,6 +16,11 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// The fold and the store allocate many small strings and vectors per
+/// event; mimalloc keeps that from being bound by the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Baton: an event-sourced backbone for care transitions.
 ///
 /// Care events (admissions, transfers, discharges, referrals, virtual-ward

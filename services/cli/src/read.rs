@@ -182,7 +182,12 @@ pub(crate) async fn cohort(args: CohortArgs) -> anyhow::Result<()> {
         } else {
             " (more with a higher --limit)"
         };
-        println!("{} patients{more}", states.len());
+        let noun = if states.len() == 1 {
+            "patient"
+        } else {
+            "patients"
+        };
+        println!("{} {noun}{more}", states.len());
     }
     Ok(())
 }

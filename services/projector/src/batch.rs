@@ -48,6 +48,8 @@ pub(crate) fn fold_batch(
     source: &mut impl StateSource,
 ) -> Result<BatchOutcome, baton_store::StoreError> {
     let mut outcome = BatchOutcome::default();
+    // Cloned once at the end, not once per event: a state is far larger than an event.
+    let mut changed = std::collections::HashSet::new();
     let content_type = care_event_content_type();
     for record in records {
         outcome
@@ -56,8 +58,7 @@ pub(crate) fn fold_batch(
         match fold_record(record, states, source)? {
             Ok(Folded::Changed { key, effects }) => {
                 outcome.applied += 1;
-                let state = states.get(&key).expect("a changed state is cached").clone();
-                outcome.states.insert(key, state);
+                changed.insert(key);
                 for Effect::Append { key, event } in effects {
                     outcome.appends.push(
                         NewRecord::new(key.as_str(), event.encode_to_vec())
@@ -79,6 +80,13 @@ pub(crate) fn fold_batch(
             }
         }
     }
+    outcome.states = changed
+        .into_iter()
+        .map(|key| {
+            let state = states.get(&key).expect("a changed state is cached").clone();
+            (key, state)
+        })
+        .collect();
     Ok(outcome)
 }
 

@@ -95,13 +95,17 @@ pub enum ProjectorError {
 pub type Result<T, E = ProjectorError> = std::result::Result<T, E>;
 
 /// Counters since start, for logs and the benchmark.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProjectorStats {
     pub records: u64,
     pub applied: u64,
     pub duplicates: u64,
     pub dead_letters: u64,
     pub batches: u64,
+    /// Time spent folding (decode, validate, apply) and committing to the
+    /// store, so a slow projection says which half is slow.
+    pub fold_time: Duration,
+    pub commit_time: Duration,
 }
 
 /// The projector over a log and a store.
@@ -213,6 +217,7 @@ impl Projector {
         })
         .await?;
         self.cache = cache;
+        let folded = started.elapsed();
         let (outcome, records) = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -249,6 +254,7 @@ impl Projector {
             positions,
         };
         let store = self.store.clone();
+        let commit_started = Instant::now();
         let committed = tokio::task::spawn_blocking(move || store.commit(&commit)).await?;
         if let Err(error) = committed {
             self.cache.clear();
@@ -262,6 +268,8 @@ impl Projector {
         self.stats.duplicates += duplicates;
         self.stats.dead_letters += dead;
         self.stats.batches += 1;
+        self.stats.fold_time += folded;
+        self.stats.commit_time += commit_started.elapsed();
         tracing::debug!(
             records,
             applied,

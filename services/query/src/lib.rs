@@ -142,7 +142,15 @@ impl CareStateQuery for QueryService {
         };
         self.wait_for(&token).await?;
         let lookup = key.to_string();
-        match self.blocking(move |store| store.get(&lookup)).await? {
+        let found = self
+            .blocking(move |store| match store.get(&lookup)? {
+                Some(state) => Ok(Some(state)),
+                // A local identifier may belong to a patient keyed by NHS number.
+                None if lookup.contains(':') => store.find_by_local_id(&lookup),
+                None => Ok(None),
+            })
+            .await?;
+        match found {
             Some(state) => Ok(Response::new(GetCareStateResponse { state: Some(state) })),
             None => Err(Status::not_found(format!(
                 "no care state for patient {key}"

@@ -1,0 +1,183 @@
+//! The README walk-through, end to end, with the real `baton` binary on the
+//! embedded log: start it, publish the example events, read the state and a
+//! cohort, stop it with Ctrl-C (SIGINT), start it again and read the same
+//! state.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Builds the `baton` binary once (as a user would) and returns its path.
+fn baton() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "baton-cli", "--bin", "baton"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building baton failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| workspace().join("target"), PathBuf::from);
+        target.join("debug").join("baton")
+    })
+}
+
+struct Up {
+    child: Child,
+    ingest: String,
+    query: String,
+}
+
+impl Up {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(baton())
+            .args([
+                "up",
+                "--ingest-listen",
+                "127.0.0.1:0",
+                "--query-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("BATON_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("baton up starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut ingest, mut query) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ingest.is_none() || query.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "baton up did not print its addresses"
+            );
+            let line = lines.next().expect("baton up kept running").unwrap();
+            let address = line.split_whitespace().nth(1).map(str::to_owned);
+            match line.split_whitespace().next() {
+                Some("ingest") => ingest = address,
+                Some("query") => query = address,
+                _ => {}
+            }
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            ingest: ingest.unwrap(),
+            query: query.unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(baton())
+            .args(args)
+            .env("BATON_INGEST", &self.ingest)
+            .env("BATON_QUERY", &self.query)
+            .output()
+            .expect("baton runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Ctrl-C, then the exit code.
+    fn interrupt(mut self) -> Option<i32> {
+        // Nothing reads stdout after this, so the last lines go nowhere.
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Up {
+    /// A failed assertion must not leave a server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_readme_walk_through_works_and_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let example = workspace().join("docs/examples/events.jsonl");
+
+    let (ok, out, err) = up.run(&["publish", example.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("published 12 events about 1 patient"), "{out}");
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("consistency token: "))
+        .expect("a token")
+        .to_owned();
+
+    let (ok, state, err) = up.run(&[
+        "state",
+        "get",
+        "943 476 5919",
+        "--consistency-token",
+        &token,
+    ]);
+    assert!(ok, "{err}");
+    assert!(state.contains("Grace OKAFOR"), "{state}");
+    assert!(
+        state.contains("virtual-ward since 2026-11-05 12:30"),
+        "{state}"
+    );
+
+    let (ok, json, err) = up.run(&["state", "get", "RXX:H400123", "--json"]);
+    assert!(ok, "{err}");
+    assert!(
+        json.contains("\"setting\": \"CARE_SETTING_VIRTUAL_WARD\""),
+        "{json}"
+    );
+
+    let (ok, cohort, err) = up.run(&["cohort", "--setting", "virtual-ward"]);
+    assert!(ok, "{err}");
+    assert!(
+        cohort.contains("9434765919") && cohort.contains("VW-FRAIL-RXX"),
+        "{cohort}"
+    );
+    assert!(cohort.trim_end().ends_with("1 patient"), "{cohort}");
+
+    // Bad input: refused with the line and field, nothing written.
+    let bad = data.path().join("bad.jsonl");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let first = text
+        .lines()
+        .next()
+        .unwrap()
+        .replace("9434765919", "9434765918");
+    std::fs::write(&bad, format!("{first}\n")).unwrap();
+    let (ok, _, err) = up.run(&["publish", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("line 1: patient.nhs_number"), "{err}");
+    let (ok, _, err) = up.run(&["state", "get", "9434765918"]);
+    assert!(!ok);
+    assert!(err.contains("modulus-11"), "{err}");
+
+    assert_eq!(up.interrupt(), Some(0), "Ctrl-C exits 0");
+
+    let again = Up::start(data.path());
+    let (ok, restarted, err) = again.run(&["state", "get", "9434765919"]);
+    assert!(ok, "{err}");
+    assert_eq!(restarted, state, "the same state after a restart");
+    assert_eq!(again.interrupt(), Some(0));
+}
