@@ -124,8 +124,8 @@ async fn rebuild(events: usize, partitions: u32, batch: usize, seed: u64) -> any
         stats.dead_letters
     );
     println!(
-        "            of which folding {:.2?}, committing to sled {:.2?}, the rest reading the log",
-        stats.fold_time, stats.commit_time
+        "            of which folding {:.2?}, waiting for sled commits {:.2?} (commits overlap the next fold), the rest reading the log",
+        stats.fold_time, stats.commit_wait
     );
     let ratio = rebuild.as_secs_f64() / memory.as_secs_f64();
     println!(

@@ -102,10 +102,11 @@ pub struct ProjectorStats {
     pub duplicates: u64,
     pub dead_letters: u64,
     pub batches: u64,
-    /// Time spent folding (decode, validate, apply) and committing to the
+    /// Time spent folding (decode, validate, apply), and waiting for the
     /// store, so a slow projection says which half is slow.
     pub fold_time: Duration,
-    pub commit_time: Duration,
+    /// Time the fold waited for the previous batch's commit to land.
+    pub commit_wait: Duration,
 }
 
 /// The projector over a log and a store.
@@ -115,6 +116,9 @@ pub struct Projector {
     store: Store,
     config: ProjectorConfig,
     cache: HashMap<String, PatientCareState>,
+    /// The commit of the previous batch, running while the next is folded.
+    /// At most one is in flight, so commits land in order.
+    in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
     stats: ProjectorStats,
 }
 
@@ -138,6 +142,7 @@ impl Projector {
             store,
             config,
             cache: HashMap::new(),
+            in_flight: None,
             stats: ProjectorStats::default(),
         })
     }
@@ -172,6 +177,7 @@ impl Projector {
                 self.project(records).await?;
             }
         }
+        self.finish_commit().await?;
         self.store.flush_async().await?;
         tracing::info!(stats = ?self.stats, "projector stopped");
         Ok(self.stats)
@@ -202,6 +208,7 @@ impl Projector {
                 self.project(records).await?;
             }
         }
+        self.finish_commit().await?;
         self.store.flush_async().await?;
         Ok(self.stats)
     }
@@ -253,14 +260,14 @@ impl Projector {
             states: states.into_values().collect(),
             positions,
         };
+        // The previous commit must land before this one starts.
+        self.finish_commit().await?;
         let store = self.store.clone();
-        let commit_started = Instant::now();
-        let committed = tokio::task::spawn_blocking(move || store.commit(&commit)).await?;
-        if let Err(error) = committed {
-            self.cache.clear();
-            return Err(error.into());
-        }
+        self.in_flight = Some(tokio::task::spawn_blocking(move || store.commit(&commit)));
         if self.cache.len() > self.config.state_cache_entries {
+            // Only once the commit has landed: a state evicted while its
+            // commit is in flight would be read back stale from the store.
+            self.finish_commit().await?;
             self.cache.clear();
         }
         self.stats.records += records as u64;
@@ -269,15 +276,29 @@ impl Projector {
         self.stats.dead_letters += dead;
         self.stats.batches += 1;
         self.stats.fold_time += folded;
-        self.stats.commit_time += commit_started.elapsed();
         tracing::debug!(
             records,
             applied,
             duplicates,
             dead_letters = dead,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch committed"
+            "batch folded; its commit is under way"
         );
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any.
+    async fn finish_commit(&mut self) -> Result<()> {
+        let Some(commit) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let waiting = Instant::now();
+        let committed = commit.await?;
+        self.stats.commit_wait += waiting.elapsed();
+        if let Err(error) = committed {
+            self.cache.clear();
+            return Err(error.into());
+        }
         Ok(())
     }
 

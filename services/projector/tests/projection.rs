@@ -185,3 +185,32 @@ async fn a_merge_hands_the_retired_record_to_the_survivor() {
         "WARD-7"
     );
 }
+
+#[tokio::test]
+async fn evicting_the_state_cache_between_overlapping_commits_loses_nothing() {
+    let log = log().await;
+    let mut all = Vec::new();
+    for n in 0..6 {
+        all.extend(journey(&format!("H{n}")));
+    }
+    // Interleave the patients so every batch touches states of the last one.
+    all.sort_by_key(|e| e.occurred_at.unwrap().seconds);
+    publish(&log, &all).await;
+
+    let roomy = Store::temporary().unwrap();
+    project(&log, &roomy).await;
+    let tight = Store::temporary().unwrap();
+    let mut projector = Projector::start(
+        log.clone(),
+        tight.clone(),
+        ProjectorConfig {
+            state_cache_entries: 0,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    projector.catch_up().await.unwrap();
+    assert_eq!(tight.digest().unwrap(), roomy.digest().unwrap());
+    assert_eq!(tight.get("RXX:H5").unwrap().unwrap().version, 4);
+}
