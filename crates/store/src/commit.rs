@@ -1,6 +1,7 @@
 //! What one projector batch writes: see [`Commit`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use baton_proto::state::v1::PatientCareState;
 
@@ -22,7 +23,9 @@ pub struct Commit {
     pub topic: String,
     /// New states, each replacing the stored state of its `patient_key`.
     /// When a key appears more than once, the last one wins.
-    pub states: Vec<PatientCareState>,
+    /// Shared, so a caller that keeps its states in memory (the projector's
+    /// cache) hands them over without copying them.
+    pub states: Vec<Arc<PatientCareState>>,
     /// Per partition, the next offset to read: the batch includes every
     /// record below it. An offset below the stored one is ignored, so
     /// positions never move backwards.
@@ -37,13 +40,16 @@ impl Commit {
         }
     }
 
-    pub fn with_state(mut self, state: PatientCareState) -> Self {
-        self.states.push(state);
+    pub fn with_state(mut self, state: impl Into<Arc<PatientCareState>>) -> Self {
+        self.states.push(state.into());
         self
     }
 
-    pub fn with_states(mut self, states: impl IntoIterator<Item = PatientCareState>) -> Self {
-        self.states.extend(states);
+    pub fn with_states<S: Into<Arc<PatientCareState>>>(
+        mut self,
+        states: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.states.extend(states.into_iter().map(Into::into));
         self
     }
 

@@ -3,6 +3,7 @@
 //! as a [`BatchOutcome`] for the caller to append and commit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use baton_care::{Applied, Effect, PatientKey, ValidEvent, apply, new_state};
 use baton_log::{NewRecord, Record};
@@ -29,7 +30,7 @@ pub(crate) trait StateSource {
 #[derive(Debug, Default)]
 pub(crate) struct BatchOutcome {
     /// Every state the batch changed, by patient key.
-    pub(crate) states: HashMap<String, PatientCareState>,
+    pub(crate) states: HashMap<String, Arc<PatientCareState>>,
     /// Next offset to read per partition, covering every record of the batch.
     pub(crate) positions: BTreeMap<u32, u64>,
     /// Events the fold asked to append (merge hand-overs).
@@ -44,7 +45,7 @@ pub(crate) struct BatchOutcome {
 /// applied becomes a dead letter and the batch goes on.
 pub(crate) fn fold_batch(
     records: &[Record],
-    states: &mut HashMap<String, PatientCareState>,
+    states: &mut HashMap<String, Arc<PatientCareState>>,
     source: &mut impl StateSource,
 ) -> Result<BatchOutcome, baton_store::StoreError> {
     let mut outcome = BatchOutcome::default();
@@ -83,7 +84,7 @@ pub(crate) fn fold_batch(
     outcome.states = changed
         .into_iter()
         .map(|key| {
-            let state = states.get(&key).expect("a changed state is cached").clone();
+            let state = Arc::clone(states.get(&key).expect("a changed state is cached"));
             (key, state)
         })
         .collect();
@@ -99,7 +100,7 @@ enum Folded {
 /// inner one a bad record (dead-letter it, go on).
 fn fold_record(
     record: &Record,
-    states: &mut HashMap<String, PatientCareState>,
+    states: &mut HashMap<String, Arc<PatientCareState>>,
     source: &mut impl StateSource,
 ) -> Result<Result<Folded, String>, baton_store::StoreError> {
     if let Some(content_type) = record.header("content-type")
@@ -141,9 +142,10 @@ fn fold_record(
         let state = source
             .load(key.as_str())?
             .unwrap_or_else(|| new_state(&key));
-        states.insert(key.as_str().to_owned(), state);
+        states.insert(key.as_str().to_owned(), Arc::new(state));
     }
-    let state = states.get_mut(key.as_str()).expect("inserted above");
+    // Copied only if a commit in flight still holds this state.
+    let state = Arc::make_mut(states.get_mut(key.as_str()).expect("inserted above"));
     Ok(match apply(state, &event) {
         Ok(Applied::Changed { effects }) => {
             state.applied = Some(AppliedPosition {

@@ -115,7 +115,7 @@ pub struct Projector {
     log: Arc<dyn EventLog>,
     store: Store,
     config: ProjectorConfig,
-    cache: HashMap<String, PatientCareState>,
+    cache: HashMap<String, Arc<PatientCareState>>,
     /// The commit of the previous batch, running while the next is folded.
     /// At most one is in flight, so commits land in order.
     in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
