@@ -87,11 +87,7 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
     );
     if let Some(identity) = &retired.identity {
         let mine = state.identity.get_or_insert_with(Default::default);
-        for local in &identity.local_ids {
-            if !mine.local_ids.contains(local) {
-                mine.local_ids.push(local.clone());
-            }
-        }
+        super::add_local_ids(&mut mine.local_ids, &identity.local_ids);
     }
     if let Some(demographics) = &retired.demographics {
         merge_demographics(

@@ -268,11 +268,21 @@ fn absorb_identity(state: &mut PatientCareState, incoming: &PatientIdentity, sta
         identity.nhs_number_status = incoming.nhs_number_status;
         state.nhs_number_status_stamp = Some(stamp.clone());
     }
-    for local in &incoming.local_ids {
-        if !identity.local_ids.contains(local) {
-            identity.local_ids.push(local.clone());
+    add_local_ids(&mut identity.local_ids, &incoming.local_ids);
+}
+
+/// Keeps every local identifier once, sorted, so the list does not depend
+/// on the order events arrived in.
+pub(super) fn add_local_ids(
+    mine: &mut Vec<baton_proto::events::v1::LocalIdentifier>,
+    incoming: &[baton_proto::events::v1::LocalIdentifier],
+) {
+    for local in incoming {
+        if !mine.contains(local) {
+            mine.push(local.clone());
         }
     }
+    mine.sort_by(|a, b| (&a.authority, &a.value).cmp(&(&b.authority, &b.value)));
 }
 
 #[cfg(test)]

@@ -1553,6 +1553,30 @@ fn lists_do_not_depend_on_the_order_their_events_arrived_in() {
 }
 
 #[test]
+fn local_identifiers_are_listed_alike_in_any_order() {
+    let with_ids = |seconds, ids: &[(&str, &str)]| {
+        let mut event = admitted("9434765919", "V1", seconds, "AMU");
+        event.patient.as_mut().unwrap().local_ids = ids
+            .iter()
+            .map(
+                |(authority, value)| baton_proto::events::v1::LocalIdentifier {
+                    authority: (*authority).into(),
+                    value: (*value).into(),
+                },
+            )
+            .collect();
+        crate::fixtures::recorded_at(event, seconds)
+    };
+    let first = with_ids(100, &[("RYY", "B2")]);
+    let second = with_ids(200, &[("RXX", "A1"), ("RYY", "B2")]);
+    let one_way = crate::fixtures::state_of([first.clone(), second.clone()]);
+    let other_way = crate::fixtures::state_of([second, first]);
+    let ids = |state: &PatientCareState| state.identity.clone().unwrap().local_ids;
+    assert_eq!(ids(&one_way), ids(&other_way));
+    assert_eq!(ids(&one_way)[0].authority, "RXX");
+}
+
+#[test]
 fn plans_changed_at_the_same_moment_resolve_alike_in_any_order() {
     let first = care_plan(at(1), "CP-A", 1);
     let second = care_plan(at(1), "CP-B", 1);
