@@ -73,6 +73,25 @@ where
         .map_err(|e| RuntimeError::Config(Box::new(e)))
 }
 
+/// The flags every service binary shares: where its configuration file and
+/// its data folder are. Flatten into a service's own flags with
+/// `#[command(flatten)] #[serde(skip)]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// TOML configuration file
+    #[arg(long, env = "BATON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Folder of the embedded event log and the projection store
+    #[arg(long, env = "BATON_DATA_DIR", default_value = "baton-data")]
+    pub data_dir: PathBuf,
+}
+
+impl ServiceArgs {
+    pub fn data(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
+    }
+}
+
 /// The local folder of an all-in-one Baton: `log/` (the embedded event log)
 /// and `store/` (the projection store).
 #[derive(Debug, Clone, PartialEq, Eq)]

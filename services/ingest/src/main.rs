@@ -1,11 +1,10 @@
 //! `baton-ingest`: the ingest service on its own.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use baton_ingest::{Ingest, IngestConfig};
-use baton_runtime::DataDir;
+use baton_runtime::ServiceArgs;
 use clap::Parser;
 use serde::Serialize;
 
@@ -19,14 +18,9 @@ use serde::Serialize;
 #[derive(Debug, Parser, Serialize)]
 #[command(version)]
 struct Args {
-    /// TOML configuration file
-    #[arg(long, env = "BATON_CONFIG")]
+    #[command(flatten)]
     #[serde(skip)]
-    config: Option<PathBuf>,
-    /// Folder of the embedded event log
-    #[arg(long, env = "BATON_DATA_DIR", default_value = "baton-data")]
-    #[serde(skip)]
-    data_dir: PathBuf,
+    service: ServiceArgs,
     /// Address the gRPC API listens on [default: 127.0.0.1:50051]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,8 +35,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     baton_telemetry::init("baton-ingest")?;
-    let config: IngestConfig = baton_runtime::load_config(args.config.as_deref(), "ingest", &args)?;
-    let log = DataDir::new(&args.data_dir).open_log()?;
+    let config: IngestConfig =
+        baton_runtime::load_config(args.service.config.as_deref(), "ingest", &args)?;
+    let log = args.service.data().open_log()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

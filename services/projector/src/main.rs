@@ -1,9 +1,7 @@
 //! `baton-projector`: the projector on its own.
 
-use std::path::PathBuf;
-
 use baton_projector::{Projector, ProjectorConfig};
-use baton_runtime::DataDir;
+use baton_runtime::ServiceArgs;
 use baton_store::{Store, StoreConfig};
 use clap::Parser;
 use serde::Serialize;
@@ -19,14 +17,9 @@ use serde::Serialize;
 #[derive(Debug, Parser, Serialize)]
 #[command(version)]
 struct Args {
-    /// TOML configuration file
-    #[arg(long, env = "BATON_CONFIG")]
+    #[command(flatten)]
     #[serde(skip)]
-    config: Option<PathBuf>,
-    /// Folder of the embedded event log and the projection store
-    #[arg(long, env = "BATON_DATA_DIR", default_value = "baton-data")]
-    #[serde(skip)]
-    data_dir: PathBuf,
+    service: ServiceArgs,
     /// Most records folded and committed together [default: 10000]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,8 +31,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     baton_telemetry::init("baton-projector")?;
     let config: ProjectorConfig =
-        baton_runtime::load_config(args.config.as_deref(), "projector", &args)?;
-    let data = DataDir::new(&args.data_dir);
+        baton_runtime::load_config(args.service.config.as_deref(), "projector", &args)?;
+    let data = args.service.data();
     let log = data.open_log()?;
     let store = Store::open(data.store_path(), &StoreConfig::default())?;
     let projector = Projector::start(log.clone(), store, config).await?;

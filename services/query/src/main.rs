@@ -1,11 +1,10 @@
 //! `baton-query`: the query service on its own.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use baton_query::{QueryConfig, QueryService};
-use baton_runtime::DataDir;
+use baton_runtime::ServiceArgs;
 use baton_store::{Store, StoreConfig};
 use clap::Parser;
 use serde::Serialize;
@@ -20,14 +19,9 @@ use serde::Serialize;
 #[derive(Debug, Parser, Serialize)]
 #[command(version)]
 struct Args {
-    /// TOML configuration file
-    #[arg(long, env = "BATON_CONFIG")]
+    #[command(flatten)]
     #[serde(skip)]
-    config: Option<PathBuf>,
-    /// Folder holding the projection store (its store/ subfolder)
-    #[arg(long, env = "BATON_DATA_DIR", default_value = "baton-data")]
-    #[serde(skip)]
-    data_dir: PathBuf,
+    service: ServiceArgs,
     /// Address the gRPC API listens on [default: 127.0.0.1:50052]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,11 +32,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     baton_telemetry::init("baton-query")?;
-    let config: QueryConfig = baton_runtime::load_config(args.config.as_deref(), "query", &args)?;
-    let store = Store::open(
-        DataDir::new(&args.data_dir).store_path(),
-        &StoreConfig::default(),
-    )?;
+    let config: QueryConfig =
+        baton_runtime::load_config(args.service.config.as_deref(), "query", &args)?;
+    let store = Store::open(args.service.data().store_path(), &StoreConfig::default())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
