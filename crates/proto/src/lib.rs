@@ -85,6 +85,12 @@ pub mod query {
 pub trait NamedMessage: prost::Message + Default {
     /// e.g. `baton.events.v1.CareEvent`.
     const FULL_NAME: &'static str;
+
+    /// The content type naming this message in a log record's
+    /// `content-type` header, so any consumer knows how to decode it.
+    fn content_type() -> String {
+        format!("application/x-protobuf; messageType={}", Self::FULL_NAME)
+    }
 }
 
 macro_rules! named {

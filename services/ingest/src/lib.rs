@@ -42,14 +42,6 @@ pub const CONTENT_TYPE_HEADER: &str = "content-type";
 /// Header carrying the event id, for consumers that dedupe without decoding.
 pub const EVENT_ID_HEADER: &str = "event-id";
 
-/// The content type of a care event record.
-pub fn care_event_content_type() -> String {
-    format!(
-        "application/x-protobuf; messageType={}",
-        CareEvent::FULL_NAME
-    )
-}
-
 /// Settings of the ingest path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -172,7 +164,7 @@ impl Ingest {
                 token: ConsistencyToken::empty(),
             });
         }
-        let content_type = care_event_content_type();
+        let content_type = CareEvent::content_type();
         let mut records = Vec::with_capacity(valid.len());
         for event in &valid {
             let value = event.event().encode_to_vec();

@@ -51,7 +51,7 @@ pub(crate) fn fold_batch(
     let mut outcome = BatchOutcome::default();
     // Cloned once at the end, not once per event: a state is far larger than an event.
     let mut changed = std::collections::HashSet::new();
-    let content_type = care_event_content_type();
+    let content_type = CareEvent::content_type();
     for record in records {
         outcome
             .positions
@@ -160,13 +160,6 @@ fn fold_record(
         Ok(Applied::Duplicate) => Ok(Folded::Duplicate),
         Err(rejection) => Err(rejection.to_string()),
     })
-}
-
-fn care_event_content_type() -> String {
-    format!(
-        "application/x-protobuf; messageType={}",
-        CareEvent::FULL_NAME
-    )
 }
 
 fn dead_letter(record: &Record, reason: &str) -> NewRecord {
