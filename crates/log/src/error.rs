@@ -79,8 +79,74 @@ pub enum LogError {
     #[error("corrupt metadata for topic {topic:?}: {reason}")]
     CorruptMetadata { topic: String, reason: String },
 
+    /// A setting of the log's configuration cannot work.
+    #[error("invalid event log setting {key}: {reason}")]
+    InvalidConfig { key: String, reason: String },
+
+    /// The Kafka cluster failed or refused a request. Usually transient
+    /// (a broker down, a leader moving): the caller may retry.
+    #[error(transparent)]
+    Kafka(Box<KafkaFailure>),
+
+    /// A topic was created but its partitions did not all get a leader in
+    /// time, so it cannot take appends yet.
+    #[error(
+        "topic {topic:?} is not ready after {waited_ms} ms: {reason}; check the brokers are up and retry"
+    )]
+    TopicNotReady {
+        topic: String,
+        waited_ms: u64,
+        reason: String,
+    },
+
     /// The log was closed (or its runtime is shutting down); nothing more can
     /// be appended or read through it.
     #[error("the event log is closed")]
     Closed,
+}
+
+/// A failed Kafka request, with where it was going.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka {operation} failed{}: {source}", location(topic.as_deref(), *partition, *offset))]
+pub struct KafkaFailure {
+    /// What Baton was doing: `append`, `read`, `create topic`…
+    pub operation: &'static str,
+    pub topic: Option<String>,
+    pub partition: Option<u32>,
+    pub offset: Option<u64>,
+    #[source]
+    pub source: rdkafka::error::KafkaError,
+}
+
+impl LogError {
+    pub(crate) fn kafka(
+        operation: &'static str,
+        topic: Option<&str>,
+        partition: Option<u32>,
+        offset: Option<u64>,
+        source: rdkafka::error::KafkaError,
+    ) -> Self {
+        Self::Kafka(Box::new(KafkaFailure {
+            operation,
+            topic: topic.map(str::to_owned),
+            partition,
+            offset,
+            source,
+        }))
+    }
+}
+
+/// ` for topic "t" partition 3 at offset 12`, naming whatever is known.
+fn location(topic: Option<&str>, partition: Option<u32>, offset: Option<u64>) -> String {
+    let mut text = String::new();
+    if let Some(topic) = topic {
+        text.push_str(&format!(" for topic {topic:?}"));
+    }
+    if let Some(partition) = partition {
+        text.push_str(&format!(" partition {partition}"));
+    }
+    if let Some(offset) = offset {
+        text.push_str(&format!(" at offset {offset}"));
+    }
+    text
 }

@@ -42,6 +42,13 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// Fails with `PartitionOutOfRange` for a partition the topic lacks and
     /// `OffsetOutOfRange` for an offset past the partition's end offset.
     async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>>;
+
+    /// Makes every append so far durable and delivered, e.g. before a
+    /// planned shutdown. Appends are durable when they return, so this only
+    /// matters for work still in flight.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads assigned partitions from explicit offsets, following the tail.
@@ -77,6 +84,10 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>> {
         (**self).reader(topic, from).await
     }
+
+    async fn flush(&self) -> Result<()> {
+        (**self).flush().await
+    }
 }
 
 #[async_trait]
@@ -99,6 +110,10 @@ impl<T: EventLog + ?Sized> EventLog for Box<T> {
 
     async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>> {
         (**self).reader(topic, from).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        (**self).flush().await
     }
 }
 

@@ -48,16 +48,18 @@
 //! # }
 //! ```
 
+mod blocking;
 pub mod embedded;
 mod error;
 mod event_log;
+pub mod kafka;
 mod partitioner;
 mod record;
 pub mod testkit;
 mod token;
 pub mod topics;
 
-pub use error::{LogError, Result};
+pub use error::{KafkaFailure, LogError, Result};
 pub use event_log::{EventLog, LogReader};
 pub use partitioner::{murmur2, partition_for_key};
 pub use record::{Header, NewRecord, Position, Record, TopicSpec};

@@ -102,6 +102,7 @@ macro_rules! named {
 named! {
     events::v1::CareEvent => "baton.events.v1.CareEvent",
     state::v1::PatientCareState => "baton.state.v1.PatientCareState",
+    state::v1::ProjectionProgress => "baton.state.v1.ProjectionProgress",
     ingest::v1::PublishRequest => "baton.ingest.v1.PublishRequest",
     ingest::v1::PublishResponse => "baton.ingest.v1.PublishResponse",
     query::v1::GetCareStateRequest => "baton.query.v1.GetCareStateRequest",

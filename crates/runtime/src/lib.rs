@@ -3,6 +3,10 @@
 //! - [`load_config`]: typed configuration layered as defaults < TOML file <
 //!   `BATON_*` environment < command-line flags, with errors that name the
 //!   key and where its value came from.
+//! - [`LogFlags`] and [`Backbone`]: which log a process runs on (Kafka, or
+//!   the embedded log in its data folder) and Baton's topics, from the
+//!   `[kafka]` and `[topics]` tables, `BATON_KAFKA__*` / `BATON_TOPICS__*`
+//!   and `--kafka`, `--kafka-option`, `--partitions`.
 //! - [`DataDir`]: the local folder holding the embedded log and the
 //!   projection store.
 //! - [`shutdown_signal`]: completes on Ctrl-C or SIGTERM.
@@ -18,10 +22,14 @@
 //! assert_eq!(config.listen, "127.0.0.1:50051");
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use baton_log::EventLog;
 use baton_log::embedded::{EmbeddedConfig, EmbeddedLog};
+use baton_log::kafka::{KafkaConfig, KafkaLog};
+use baton_log::topics::Topics;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -38,6 +46,13 @@ pub enum RuntimeError {
         path: PathBuf,
         source: baton_log::LogError,
     },
+    #[error("cannot use Kafka at {servers}: {source}")]
+    Kafka {
+        servers: String,
+        source: baton_log::LogError,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(baton_log::LogError),
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -74,26 +89,163 @@ where
 }
 
 /// The flags every service binary shares: where its configuration file and
-/// its data folder are. Flatten into a service's own flags with
-/// `#[command(flatten)] #[serde(skip)]`.
+/// its data folder are, and which log it runs on. Flatten into a service's
+/// own flags with `#[command(flatten)] #[serde(skip)]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
     /// TOML configuration file
     #[arg(long, env = "BATON_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Folder of the embedded event log and the projection store
+    /// Folder of the projection store (and of the embedded event log when
+    /// not on Kafka)
     #[arg(long, env = "BATON_DATA_DIR", default_value = "baton-data")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 impl ServiceArgs {
     pub fn data(&self) -> DataDir {
         DataDir::new(&self.data_dir)
     }
+
+    /// The log and topics, from the configuration file, the environment
+    /// and these flags.
+    pub fn backbone(&self) -> Result<Backbone> {
+        Backbone::load(self.config.as_deref(), &self.log)
+    }
 }
 
-/// The local folder of an all-in-one Baton: `log/` (the embedded event log)
-/// and `store/` (the projection store).
+/// Which log a process runs on, and its topics: flags shared by every
+/// service and `baton up`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogFlags {
+    /// Run on the Kafka cluster at these bootstrap servers
+    /// (HOST:PORT[,HOST:PORT…]) instead of the embedded log
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
+    /// A librdkafka setting for every Kafka client, e.g.
+    /// security.protocol=SASL_SSL (repeat for more)
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub kafka_options: Vec<(String, String)>,
+    /// Partitions of each topic when Baton creates it (fixed afterwards)
+    #[arg(long)]
+    pub partitions: Option<u32>,
+}
+
+fn parse_setting(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not KEY=VALUE, e.g. security.protocol=SASL_SSL"
+        )),
+    }
+}
+
+/// The `[kafka]` flags, as a figment layer.
+#[derive(Serialize)]
+struct KafkaFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_servers: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    client: BTreeMap<String, String>,
+}
+
+/// The `[topics]` flags, as a figment layer.
+#[derive(Serialize)]
+struct TopicsFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<u32>,
+}
+
+/// The log a process runs on and the topics it uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backbone {
+    /// `bootstrap_servers` empty means the embedded log.
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+}
+
+impl Backbone {
+    /// Loads `[kafka]` and `[topics]` from `file`, `BATON_KAFKA__*` and
+    /// `BATON_TOPICS__*`, and `flags`, and checks them.
+    pub fn load(file: Option<&Path>, flags: &LogFlags) -> Result<Self> {
+        let kafka: KafkaConfig = load_config(
+            file,
+            "kafka",
+            &KafkaFlags {
+                bootstrap_servers: flags.kafka.clone(),
+                client: flags.kafka_options.iter().cloned().collect(),
+            },
+        )?;
+        let topics: Topics = load_config(
+            file,
+            "topics",
+            &TopicsFlags {
+                partitions: flags.partitions,
+            },
+        )?;
+        let backbone = Self { kafka, topics };
+        backbone.validate()?;
+        Ok(backbone)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.topics.validate().map_err(RuntimeError::Invalid)?;
+        if self.is_kafka() {
+            self.kafka.validate().map_err(|error| {
+                RuntimeError::Invalid(match error {
+                    baton_log::LogError::InvalidConfig { key, reason } => {
+                        baton_log::LogError::InvalidConfig {
+                            key: format!("kafka.{key}"),
+                            reason,
+                        }
+                    }
+                    other => other,
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn is_kafka(&self) -> bool {
+        !self.kafka.bootstrap_servers.trim().is_empty()
+    }
+
+    /// `Kafka at host:port` or `the embedded log in <dir>`, for start-up
+    /// messages.
+    pub fn describe(&self, data: &DataDir) -> String {
+        if self.is_kafka() {
+            format!("Kafka at {}", self.kafka.bootstrap_servers)
+        } else {
+            format!("the embedded log in {}", data.log_path().display())
+        }
+    }
+
+    /// Connects to Kafka, or opens the embedded log in `data`.
+    pub async fn open_log(&self, data: &DataDir) -> Result<Arc<dyn EventLog>> {
+        if self.is_kafka() {
+            let log = KafkaLog::connect(self.kafka.clone())
+                .await
+                .map_err(|source| RuntimeError::Kafka {
+                    servers: self.kafka.bootstrap_servers.clone(),
+                    source,
+                })?;
+            Ok(Arc::new(log))
+        } else {
+            std::fs::create_dir_all(data.root()).map_err(|error| RuntimeError::Log {
+                path: data.root().to_owned(),
+                source: baton_log::LogError::Storage(error.into()),
+            })?;
+            Ok(data.open_log()?)
+        }
+    }
+}
+
+/// The local folder of a Baton process: `log/` (the embedded event log),
+/// `store/` (the projector's store) and `replica/` (a query replica's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,
@@ -112,8 +264,15 @@ impl DataDir {
         self.root.join("log")
     }
 
+    /// The projector's store (`baton up` and `baton-projector`).
     pub fn store_path(&self) -> PathBuf {
         self.root.join("store")
+    }
+
+    /// A query replica's own store (`baton-query`), apart from the
+    /// projector's so both can run on one machine with one data folder.
+    pub fn replica_store_path(&self) -> PathBuf {
+        self.root.join("replica")
     }
 
     /// Opens (creating if needed) the embedded log. Only one process may
@@ -193,6 +352,59 @@ mod tests {
         );
         let loaded: Sample = load_config(Some(&file), "query", &Flags { batch: None }).unwrap();
         assert_eq!(loaded.batch, 5);
+    }
+
+    #[test]
+    fn the_backbone_comes_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baton.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbootstrap_servers = \"k1:9092\"\n[kafka.client]\n\"security.protocol\" = \"SSL\"\n[topics]\npartitions = 12\n",
+        )
+        .unwrap();
+        let backbone = Backbone::load(Some(&file), &LogFlags::default()).unwrap();
+        assert!(backbone.is_kafka());
+        assert_eq!(backbone.topics.partitions, 12);
+        assert_eq!(backbone.kafka.client["security.protocol"], "SSL");
+
+        let flags = LogFlags {
+            kafka: Some("k2:9093".into()),
+            kafka_options: vec![("client.id".into(), "baton-1".into())],
+            partitions: Some(3),
+        };
+        let backbone = Backbone::load(Some(&file), &flags).unwrap();
+        assert_eq!(backbone.kafka.bootstrap_servers, "k2:9093");
+        assert_eq!(
+            backbone.kafka.client.len(),
+            2,
+            "flags add to the file's settings"
+        );
+        assert_eq!(backbone.topics.partitions, 3);
+
+        let embedded = Backbone::load(None, &LogFlags::default()).unwrap();
+        assert!(!embedded.is_kafka());
+    }
+
+    #[test]
+    fn bad_backbone_settings_name_the_key() {
+        let flags = LogFlags {
+            kafka: Some("no-port".into()),
+            ..LogFlags::default()
+        };
+        let error = Backbone::load(None, &flags).unwrap_err().to_string();
+        assert!(error.contains("kafka.bootstrap_servers"), "{error}");
+        let flags = LogFlags {
+            partitions: Some(0),
+            ..LogFlags::default()
+        };
+        let error = Backbone::load(None, &flags).unwrap_err().to_string();
+        assert!(error.contains("topics.partitions"), "{error}");
+        assert!(parse_setting("novalue").unwrap_err().contains("KEY=VALUE"));
+        assert_eq!(
+            parse_setting("sasl.password=a=b").unwrap(),
+            ("sasl.password".to_owned(), "a=b".to_owned())
+        );
     }
 
     #[test]

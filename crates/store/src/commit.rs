@@ -30,6 +30,17 @@ pub struct Commit {
     /// record below it. An offset below the stored one is ignored, so
     /// positions never move backwards.
     pub positions: BTreeMap<u32, u64>,
+    /// Positions in other topics that the states include, per topic: a
+    /// query replica materialising `baton.care-state.v1` records here how
+    /// far the projector had folded `baton.care-events.v1`, so consistency
+    /// tokens work against it too. Like `positions`, never moves backwards.
+    pub upstream: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// Whether the committer will publish this commit's states after it
+    /// (the projector's changelog). The store then remembers the commit's
+    /// patient keys until the next commit replaces them, so a committer
+    /// that crashed between commit and publication can publish them again
+    /// on restart ([`Store::unpublished`](crate::Store::unpublished)).
+    pub publish: bool,
 }
 
 impl Commit {
@@ -60,8 +71,27 @@ impl Commit {
         self
     }
 
+    /// Records that the states include every record of `partition` of
+    /// the other topic `topic` below `next_offset`.
+    pub fn with_upstream(mut self, topic: &str, partition: u32, next_offset: u64) -> Self {
+        self.upstream
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, next_offset);
+        self
+    }
+
+    /// Marks the commit's states as about to be published; see
+    /// [`Commit::publish`].
+    pub fn to_publish(mut self) -> Self {
+        self.publish = true;
+        self
+    }
+
     /// Neither states nor positions: committing it changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.positions.is_empty()
+        self.states.is_empty()
+            && self.positions.is_empty()
+            && self.upstream.values().all(BTreeMap::is_empty)
     }
 }

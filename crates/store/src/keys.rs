@@ -20,6 +20,10 @@ pub(crate) const INDEX_PREFIX: &str = "i/";
 /// `p/<topic>\x1f<partition as u32 big-endian>` → next offset to read, as
 /// u64 big-endian.
 pub(crate) const POSITION_PREFIX: &str = "p/";
+/// `meta/unpublished` → the patient keys of the latest commit, encoded
+/// like index entries, when the committer publishes states after each
+/// commit (see [`Commit::publish`](crate::Commit::publish)).
+pub(crate) const UNPUBLISHED_KEY: &[u8] = b"meta/unpublished";
 /// Ends the topic name in a position key. Kafka topic names are ASCII
 /// letters, digits, `.`, `_` and `-`, so it never occurs inside one, and no
 /// topic's positions are listed under another's prefix.

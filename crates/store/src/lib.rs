@@ -13,7 +13,9 @@
 //! - [`Commit`]: what one batch writes: states and next offsets per
 //!   partition;
 //! - [`StoreConfig`]: cache size and background flush interval;
-//! - [`StoreError`]: everything that can fail, naming the path or key.
+//! - [`StoreError`]: everything that can fail, naming the path or key;
+//! - [`changelog`]: the records that publish committed states to
+//!   `baton.care-state.v1`, and how a replica reads them back.
 //!
 //! # Layout
 //!
@@ -70,6 +72,7 @@
 //! # }
 //! ```
 
+pub mod changelog;
 mod commit;
 mod error;
 mod keys;

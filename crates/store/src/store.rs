@@ -147,17 +147,42 @@ impl Store {
         for (key, state) in &latest {
             self.stage_state(&mut batch, key, state)?;
         }
-        let advanced = self.stage_positions(&mut batch, commit)?;
+        let mut advanced = vec![(
+            commit.topic.as_str(),
+            self.stage_positions(&mut batch, &commit.topic, &commit.positions)?,
+        )];
+        for (topic, positions) in &commit.upstream {
+            advanced.push((topic, self.stage_positions(&mut batch, topic, positions)?));
+        }
+        if commit.publish {
+            let keys: Vec<String> = latest.keys().map(|&key| key.to_owned()).collect();
+            batch.insert(keys::UNPUBLISHED_KEY, keys::encode_entries(&keys));
+        }
         self.inner.db.apply_batch(batch)?;
 
-        self.notify_watchers(&commit.topic, &advanced);
+        for (topic, positions) in &advanced {
+            self.notify_watchers(topic, positions);
+        }
         debug!(
             topic = %commit.topic,
             states = latest.len(),
-            partitions_advanced = advanced.len(),
+            partitions_advanced = advanced[0].1.len(),
             "projection batch committed"
         );
         Ok(())
+    }
+
+    /// The patient keys of the latest commit marked
+    /// [`to_publish`](Commit::to_publish): those whose publication a crash
+    /// may have cut short. Empty when no such commit was made.
+    pub fn unpublished(&self) -> Result<Vec<String>> {
+        match self.inner.db.get(keys::UNPUBLISHED_KEY)? {
+            Some(value) => keys::decode_entries(&value).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(keys::UNPUBLISHED_KEY),
+                reason,
+            }),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Adds `state` and the difference between its stored and new index
@@ -190,16 +215,17 @@ impl Store {
         Ok(())
     }
 
-    /// Adds the positions of `commit` that move forward to `batch`, and
+    /// Adds the `positions` of `topic` that move forward to `batch`, and
     /// returns them.
     fn stage_positions(
         &self,
         batch: &mut sled::Batch,
-        commit: &Commit,
+        topic: &str,
+        positions: &BTreeMap<u32, u64>,
     ) -> Result<BTreeMap<u32, u64>> {
         let mut advanced = BTreeMap::new();
-        for (&partition, &next_offset) in &commit.positions {
-            let key = keys::position_key(&commit.topic, partition);
+        for (&partition, &next_offset) in positions {
+            let key = keys::position_key(topic, partition);
             let stored = match self.inner.db.get(&key)? {
                 Some(value) => Some(decode_offset(&key, &value)?),
                 None => None,

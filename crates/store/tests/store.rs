@@ -426,6 +426,69 @@ async fn a_watch_sees_the_positions_of_every_commit() {
     assert_eq!(*late.borrow(), store.applied(TOPIC).unwrap());
 }
 
+/// A query replica commits the states it read from the changelog with the
+/// changelog positions, and with how far the projector had got in the event
+/// log: both are applied positions, and a token wait on the event log sees
+/// the upstream ones.
+#[tokio::test]
+async fn upstream_positions_are_applied_positions_of_their_topic() {
+    const CHANGELOG: &str = "baton.care-state.v1";
+    let store = Store::temporary().unwrap();
+    let mut watch = store.watch(TOPIC);
+    store
+        .commit(
+            &Commit::new(CHANGELOG)
+                .with_state(inpatient("H1", "WARD-7"))
+                .with_position(3, 8)
+                .with_upstream(TOPIC, 3, 120),
+        )
+        .unwrap();
+    assert_eq!(store.applied(CHANGELOG).unwrap(), BTreeMap::from([(3, 8)]));
+    assert_eq!(store.applied(TOPIC).unwrap(), BTreeMap::from([(3, 120)]));
+    watch.changed().await.unwrap();
+    assert_eq!(*watch.borrow_and_update(), BTreeMap::from([(3, 120)]));
+
+    // Upstream positions never move backwards either.
+    store
+        .commit(&Commit::new(CHANGELOG).with_upstream(TOPIC, 3, 100))
+        .unwrap();
+    assert_eq!(store.applied(TOPIC).unwrap(), BTreeMap::from([(3, 120)]));
+    assert!(!Commit::new(CHANGELOG).with_upstream(TOPIC, 0, 1).is_empty());
+}
+
+/// The keys of the latest commit to publish are kept until the next one,
+/// so a crash between a commit and its publication can be made good.
+#[test]
+fn the_latest_commit_to_publish_is_remembered_until_the_next() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert!(store.unpublished().unwrap().is_empty());
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_state(inpatient("H1", "WARD-7"))
+                    .with_state(inpatient("H2", "WARD-7"))
+                    .with_position(0, 2)
+                    .to_publish(),
+            )
+            .unwrap();
+        assert_eq!(store.unpublished().unwrap(), vec!["RXX:H1", "RXX:H2"]);
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    assert_eq!(store.unpublished().unwrap(), vec!["RXX:H1", "RXX:H2"]);
+    store
+        .commit(
+            &Commit::new(TOPIC)
+                .with_state(inpatient("H3", "WARD-7"))
+                .with_position(0, 3)
+                .to_publish(),
+        )
+        .unwrap();
+    assert_eq!(store.unpublished().unwrap(), vec!["RXX:H3"]);
+}
+
 #[tokio::test]
 async fn flush_async_makes_commits_durable() {
     let dir = TempDir::new().unwrap();

@@ -107,9 +107,14 @@ async fn rebuild(events: usize, partitions: u32, batch: usize, seed: u64) -> any
         log.clone(),
         store.clone(),
         ProjectorConfig {
-            partitions,
             batch_max_records: batch,
+            // A rebuild fills a store; nobody reads a changelog of it.
+            publish_states: false,
             ..ProjectorConfig::default()
+        },
+        topics::Topics {
+            partitions,
+            ..topics::Topics::default()
         },
     )
     .await?;

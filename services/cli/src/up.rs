@@ -1,5 +1,6 @@
 //! `baton up`: the ingest API, the projector and the query API in one
-//! process, over the embedded log and store in a local data folder.
+//! process, over the embedded log in a local data folder, or over Kafka
+//! with `--kafka`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,28 +9,34 @@ use anyhow::Context;
 use baton_ingest::{Ingest, IngestConfig};
 use baton_projector::{Projector, ProjectorConfig};
 use baton_query::{QueryConfig, QueryService};
-use baton_runtime::DataDir;
+use baton_runtime::{Backbone, DataDir};
 use baton_store::{Store, StoreConfig};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Run the whole backbone in one process on an embedded log.
+/// Run the whole backbone in one process.
 ///
-/// Starts the ingest API, the projector and the query API over a log and a
-/// projection store kept in --data-dir (created if missing; restarting
-/// shows the same states). Ctrl-C stops it cleanly.
+/// Starts the ingest API, the projector and the query API over an event log
+/// and a projection store kept in --data-dir (created if missing;
+/// restarting shows the same states). The log is embedded in --data-dir
+/// too, unless --kafka names a Kafka cluster: then the events, the state
+/// changelog and the dead letters are Kafka topics, created if missing, and
+/// query replicas (`baton-query`) can run beside it. Ctrl-C stops it
+/// cleanly.
 ///
-/// Settings come from, in rising precedence: defaults, the [up] table of
-/// --config, BATON_UP__<KEY> environment variables, and flags.
+/// Settings come from, in rising precedence: defaults, the [up], [kafka]
+/// and [topics] tables of --config, BATON_UP__<KEY>, BATON_KAFKA__<KEY> and
+/// BATON_TOPICS__<KEY> environment variables, and flags.
 #[derive(Debug, Args, Serialize)]
 pub(crate) struct UpArgs {
     /// TOML configuration file
     #[arg(long, env = "BATON_CONFIG")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Folder for the embedded log and the projection store [default: baton-data]
+    /// Folder for the projection store, and the embedded log when not on
+    /// Kafka [default: baton-data]
     #[arg(long, env = "BATON_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
@@ -41,10 +48,9 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     query_listen: Option<SocketAddr>,
-    /// Partitions of the events topic when it is first created [default: 8]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partitions: Option<u32>,
+    #[command(flatten)]
+    #[serde(skip)]
+    log: baton_runtime::LogFlags,
     /// Publish a synthetic population through the ingest API once started
     #[arg(long)]
     #[serde(skip)]
@@ -66,7 +72,6 @@ pub(crate) struct UpConfig {
     data_dir: PathBuf,
     ingest_listen: SocketAddr,
     query_listen: SocketAddr,
-    partitions: u32,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -80,7 +85,6 @@ impl Default for UpConfig {
             data_dir: PathBuf::from("baton-data"),
             ingest_listen: ingest.listen,
             query_listen: query.listen,
-            partitions: ingest.partitions,
             projector: ProjectorConfig::default(),
             query,
             ingest,
@@ -89,31 +93,30 @@ impl Default for UpConfig {
 }
 
 impl UpConfig {
-    /// Makes the per-service settings agree with the top-level ones.
-    fn resolve(mut self) -> Self {
+    /// Makes the per-service settings agree with the top-level ones. On
+    /// the embedded log the projector publishes no changelog: the query API
+    /// reads its store, and nothing else could read the log.
+    fn resolve(mut self, backbone: &Backbone) -> Self {
         self.ingest.listen = self.ingest_listen;
         self.query.listen = self.query_listen;
-        self.ingest.partitions = self.partitions;
-        self.projector.partitions = self.partitions;
-        self.projector
-            .events_topic
-            .clone_from(&self.ingest.events_topic);
-        self.query
-            .events_topic
-            .clone_from(&self.ingest.events_topic);
+        if !backbone.is_kafka() {
+            self.projector.publish_states = false;
+        }
         self
     }
 }
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
-    baton_telemetry::init("baton")?;
+    let _telemetry = baton_telemetry::init("baton")?;
+    let backbone = Backbone::load(args.config.as_deref(), &args.log)?;
     let config: UpConfig =
-        baton_runtime::load_config::<UpConfig>(args.config.as_deref(), "up", &args)?.resolve();
+        baton_runtime::load_config::<UpConfig>(args.config.as_deref(), "up", &args)?
+            .resolve(&backbone);
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
-    let log = data.open_log()?;
+    let log = backbone.open_log(&data).await?;
     let store = Store::open(data.store_path(), &StoreConfig::default()).with_context(|| {
         format!(
             "cannot open the projection store in {}",
@@ -126,9 +129,15 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ingest_address = ingest_listener.local_addr()?;
     let query_address = query_listener.local_addr()?;
 
-    let ingest = Ingest::start(log.clone(), config.ingest.clone()).await?;
-    let projector = Projector::start(log.clone(), store.clone(), config.projector.clone()).await?;
-    let query = QueryService::new(store.clone(), config.query.clone());
+    let ingest = Ingest::start(log.clone(), config.ingest.clone(), &backbone.topics).await?;
+    let projector = Projector::start(
+        log.clone(),
+        store.clone(),
+        config.projector.clone(),
+        backbone.topics.clone(),
+    )
+    .await?;
+    let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
 
     let stop = CancellationToken::new();
     let mut services = tokio::task::JoinSet::new();
@@ -158,10 +167,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         });
     }
 
-    println!(
-        "Baton is up, on the embedded log in {}",
-        data.root().display()
-    );
+    println!("Baton is up, on {}", backbone.describe(&data));
     println!("  ingest  http://{ingest_address}  (gRPC baton.ingest.v1.CareEventIngest)");
     println!("  query   http://{query_address}  (gRPC baton.query.v1.CareStateQuery)");
     println!(
@@ -222,7 +228,7 @@ fn service_failed(outcome: ServiceOutcome) -> anyhow::Result<()> {
 async fn shutdown(
     stop: CancellationToken,
     mut services: tokio::task::JoinSet<anyhow::Result<()>>,
-    log: std::sync::Arc<baton_log::embedded::EmbeddedLog>,
+    log: std::sync::Arc<dyn baton_log::EventLog>,
     store: Store,
 ) -> anyhow::Result<()> {
     stop.cancel();

@@ -2,8 +2,10 @@
 
 use baton_proto::ingest::v1::care_event_ingest_server::{CareEventIngest, CareEventIngestServer};
 use baton_proto::ingest::v1::{PublishRequest, PublishResponse};
+use baton_telemetry::TraceParent;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tracing::Instrument;
 
 use crate::{Ingest, PublishError};
 
@@ -32,10 +34,23 @@ impl CareEventIngest for IngestService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
+        // Continue the caller's trace when it sent one; start one otherwise.
+        let parent = TraceParent::from_metadata(request.metadata())
+            .map_err(|error| bad_request("traceparent (request metadata)", error.to_string()))?;
+        let span = tracing::info_span!("publish", events = request.get_ref().events.len());
+        if let Some(parent) = &parent {
+            baton_telemetry::set_parent(&span, parent);
+        }
+        let trace = if baton_telemetry::is_exporting() {
+            span.in_scope(baton_telemetry::current_traceparent)
+        } else {
+            Some(parent.map_or_else(TraceParent::new_root, |parent| parent.child()))
+        };
         let request = request.into_inner();
         match self
             .ingest
-            .publish(request.events, request.validate_only)
+            .publish(request.events, request.validate_only, trace)
+            .instrument(span)
             .await
         {
             Ok(published) => Ok(Response::new(PublishResponse {
@@ -45,6 +60,15 @@ impl CareEventIngest for IngestService {
             Err(error) => Err(status_of(&error)),
         }
     }
+}
+
+fn bad_request(field: &str, problem: String) -> Status {
+    let details = ErrorDetails::with_bad_request_violation(field, problem.clone());
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {problem}"),
+        details,
+    )
 }
 
 /// Maps a refusal to the status a client can act on: fix the input

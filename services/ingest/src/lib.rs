@@ -24,10 +24,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_care::{InvalidEvent, ValidEvent};
-use baton_log::{ConsistencyToken, EventLog, LogError, NewRecord, TopicSpec};
+use baton_log::topics::Topics;
+use baton_log::{ConsistencyToken, EventLog, LogError, NewRecord};
 use baton_proto::NamedMessage;
 use baton_proto::events::v1::CareEvent;
 use baton_proto::ingest::v1::PublishedEvent;
+use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -48,10 +50,6 @@ pub const EVENT_ID_HEADER: &str = "event-id";
 pub struct IngestConfig {
     /// Address the gRPC API listens on.
     pub listen: SocketAddr,
-    /// Topic the events are appended to.
-    pub events_topic: String,
-    /// Partitions the events topic is created with when missing.
-    pub partitions: u32,
     /// Largest batch one Publish call may carry.
     pub max_batch_events: usize,
 }
@@ -60,8 +58,6 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-            events_topic: baton_log::topics::CARE_EVENTS.to_owned(),
-            partitions: 8,
             max_batch_events: 10_000,
         }
     }
@@ -70,11 +66,6 @@ impl Default for IngestConfig {
 impl IngestConfig {
     /// Checks the settings, naming the bad one.
     pub fn validate(&self) -> Result<(), String> {
-        baton_log::topics::validate_topic_name(&self.events_topic)
-            .map_err(|e| format!("events_topic: {e}"))?;
-        if self.partitions == 0 {
-            return Err("partitions: expected at least 1".into());
-        }
         if self.max_batch_events == 0 {
             return Err("max_batch_events: expected at least 1".into());
         }
@@ -105,8 +96,8 @@ pub enum PublishError {
 pub enum IngestError {
     #[error("invalid ingest configuration: {0}")]
     Config(String),
-    #[error("cannot prepare topic {topic:?}: {source}")]
-    Topic { topic: String, source: LogError },
+    #[error("cannot prepare the topics: {0}")]
+    Topics(LogError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -123,39 +114,34 @@ pub struct Published {
 pub struct Ingest {
     log: Arc<dyn EventLog>,
     config: Arc<IngestConfig>,
+    /// The topic events are appended to.
+    events_topic: Arc<str>,
 }
 
 impl Ingest {
-    /// Checks the configuration and creates the events topic if missing.
-    pub async fn start(log: Arc<dyn EventLog>, config: IngestConfig) -> Result<Self, IngestError> {
+    /// Checks the configuration and creates the topics if missing.
+    pub async fn start(
+        log: Arc<dyn EventLog>,
+        config: IngestConfig,
+        topics: &Topics,
+    ) -> Result<Self, IngestError> {
         config.validate().map_err(IngestError::Config)?;
-        let topic = config.events_topic.clone();
-        let partitions = log
-            .ensure_topic(&topic, TopicSpec::events(config.partitions))
-            .await
-            .map_err(|source| IngestError::Topic {
-                topic: topic.clone(),
-                source,
-            })?;
-        if partitions != config.partitions {
-            tracing::warn!(
-                topic,
-                existing = partitions,
-                configured = config.partitions,
-                "topic exists with a different partition count; keeping the existing one"
-            );
-        }
+        topics.ensure(&*log).await.map_err(IngestError::Topics)?;
         Ok(Self {
             log,
             config: Arc::new(config),
+            events_topic: topics.events.as_str().into(),
         })
     }
 
-    /// Validates every event, then (unless `validate_only`) appends them all.
+    /// Validates every event, then (unless `validate_only`) appends them
+    /// all, each record carrying `trace` as its `traceparent` so the trace
+    /// continues in the projector.
     pub async fn publish(
         &self,
         events: Vec<CareEvent>,
         validate_only: bool,
+        trace: Option<TraceParent>,
     ) -> Result<Published, PublishError> {
         let valid = self.validate(events)?;
         if validate_only {
@@ -165,19 +151,22 @@ impl Ingest {
             });
         }
         let content_type = CareEvent::content_type();
+        let trace = trace.map(|trace| trace.to_header_bytes());
         let mut records = Vec::with_capacity(valid.len());
         for event in &valid {
             let value = event.event().encode_to_vec();
             let id = event.event().event_id.as_bytes();
             for key in event.log_keys() {
-                records.push(
-                    NewRecord::new(key.as_str(), value.clone())
-                        .with_header(CONTENT_TYPE_HEADER, content_type.as_bytes())
-                        .with_header(EVENT_ID_HEADER, id),
-                );
+                let mut record = NewRecord::new(key.as_str(), value.clone())
+                    .with_header(CONTENT_TYPE_HEADER, content_type.as_bytes())
+                    .with_header(EVENT_ID_HEADER, id);
+                if let Some(trace) = &trace {
+                    record = record.with_header(TRACEPARENT_HEADER, &trace[..]);
+                }
+                records.push(record);
             }
         }
-        let positions = self.log.append(&self.config.events_topic, records).await?;
+        let positions = self.log.append(&self.events_topic, records).await?;
         let token = ConsistencyToken::from_positions(&positions);
         let mut positions = positions.into_iter();
         let events = valid
@@ -248,7 +237,7 @@ pub async fn run(
         .build_v1()
         .expect("the compiled descriptor set is valid");
     let address = listener.local_addr().ok();
-    tracing::info!(?address, topic = %ingest.config.events_topic, "ingest listening");
+    tracing::info!(?address, topic = %ingest.events_topic, "ingest listening");
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

@@ -11,10 +11,12 @@ use serde::Serialize;
 /// Baton's ingest service: validates care events and appends them to the
 /// event log (gRPC baton.ingest.v1.CareEventIngest).
 ///
-/// Settings come from, in rising precedence: defaults, the [ingest] table
-/// of --config, BATON_INGEST__<KEY> environment variables, and flags.
-/// The embedded log can be opened by one process at a time: to run the
-/// whole backbone on one machine use `baton up`.
+/// Settings come from, in rising precedence: defaults, the [ingest],
+/// [kafka] and [topics] tables of --config, BATON_INGEST__<KEY>,
+/// BATON_KAFKA__<KEY> and BATON_TOPICS__<KEY> environment variables, and
+/// flags. With --kafka it runs beside any number of other Baton processes;
+/// without, on the embedded log in --data-dir, which one process at a time
+/// can open (to run the whole backbone on one machine use `baton up`).
 #[derive(Debug, Parser, Serialize)]
 #[command(version)]
 struct Args {
@@ -25,23 +27,21 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
-    /// Partitions of the events topic when it is created [default: 8]
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partitions: Option<u32>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    baton_telemetry::init("baton-ingest")?;
+    let _telemetry = baton_telemetry::init("baton-ingest")?;
     let config: IngestConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "ingest", &args)?;
-    let log = args.service.data().open_log()?;
+    let backbone = args.service.backbone()?;
+    let log = backbone.open_log(&args.service.data()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let ingest = Ingest::start(log.clone(), config).await?;
+    let ingest = Ingest::start(log.clone(), config, &backbone.topics).await?;
+    tracing::info!(log = %backbone.describe(&args.service.data()), "ingest starting");
     baton_ingest::run(ingest, listener, baton_runtime::shutdown_signal()).await?;
     log.flush().await?;
     Ok(())

@@ -24,11 +24,14 @@ struct Running {
 async fn start() -> Running {
     let log = Arc::new(EmbeddedLog::temporary().unwrap());
     let config = IngestConfig {
-        partitions: 4,
         max_batch_events: 3,
         ..IngestConfig::default()
     };
-    let ingest = Ingest::start(log.clone(), config).await.unwrap();
+    let topics = topics::Topics {
+        partitions: 4,
+        ..topics::Topics::default()
+    };
+    let ingest = Ingest::start(log.clone(), config, &topics).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

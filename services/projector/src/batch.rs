@@ -10,6 +10,7 @@ use baton_log::{NewRecord, Record};
 use baton_proto::NamedMessage;
 use baton_proto::events::v1::CareEvent;
 use baton_proto::state::v1::{AppliedPosition, PatientCareState};
+use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 use prost::Message;
 
 /// Header names of dead-letter records, as operators and tools see them.
@@ -31,6 +32,9 @@ pub(crate) trait StateSource {
 pub(crate) struct BatchOutcome {
     /// Every state the batch changed, by patient key.
     pub(crate) states: HashMap<String, Arc<PatientCareState>>,
+    /// The trace each changed state continues: that of the last event
+    /// that changed it, for the changelog record's `traceparent`.
+    pub(crate) traces: HashMap<String, TraceParent>,
     /// Next offset to read per partition, covering every record of the batch.
     pub(crate) positions: BTreeMap<u32, u64>,
     /// Events the fold asked to append (merge hand-overs).
@@ -52,21 +56,55 @@ pub(crate) fn fold_batch(
     // Cloned once at the end, not once per event: a state is far larger than an event.
     let mut changed = std::collections::HashSet::new();
     let content_type = CareEvent::content_type();
+    let exporting = baton_telemetry::is_exporting();
     for record in records {
         outcome
             .positions
             .insert(record.partition, record.offset + 1);
-        match fold_record(record, states, source)? {
+        let parent = record
+            .header(TRACEPARENT_HEADER)
+            .and_then(|header| TraceParent::parse(header).ok());
+        // A span per event only when someone collects them: the fold is
+        // the hot path.
+        let span = exporting.then(|| {
+            let span = tracing::info_span!(
+                "apply_event",
+                partition = record.partition,
+                offset = record.offset
+            );
+            if let Some(parent) = &parent {
+                baton_telemetry::set_parent(&span, parent);
+            }
+            span
+        });
+        let entered = span.as_ref().map(tracing::Span::enter);
+        let folded = fold_record(record, states, source)?;
+        let trace = match &span {
+            Some(_) => baton_telemetry::current_traceparent(),
+            None => parent.as_ref().map(TraceParent::child),
+        };
+        drop(entered);
+        match folded {
             Ok(Folded::Changed { key, effects }) => {
                 outcome.applied += 1;
-                changed.insert(key);
                 for Effect::Append { key, event } in effects {
-                    outcome.appends.push(
-                        NewRecord::new(key.as_str(), event.encode_to_vec())
-                            .with_header("content-type", content_type.as_bytes())
-                            .with_header(dead_letter_headers::EVENT_ID, event.event_id.as_bytes()),
-                    );
+                    let mut append = NewRecord::new(key.as_str(), event.encode_to_vec())
+                        .with_header("content-type", content_type.as_bytes())
+                        .with_header(dead_letter_headers::EVENT_ID, event.event_id.as_bytes());
+                    if let Some(trace) = &trace {
+                        append = append.with_header(TRACEPARENT_HEADER, trace.to_header_bytes());
+                    }
+                    outcome.appends.push(append);
                 }
+                match trace {
+                    Some(trace) => {
+                        outcome.traces.insert(key.clone(), trace);
+                    }
+                    None => {
+                        outcome.traces.remove(&key);
+                    }
+                }
+                changed.insert(key);
             }
             Ok(Folded::Duplicate) => outcome.duplicates += 1,
             Err(reason) => {
@@ -174,8 +212,10 @@ fn dead_letter(record: &Record, reason: &str) -> NewRecord {
             dead_letter_headers::SOURCE_OFFSET,
             record.offset.to_string(),
         );
-    if let Some(id) = record.header(dead_letter_headers::EVENT_ID) {
-        dead = dead.with_header(dead_letter_headers::EVENT_ID, id.to_vec());
+    for name in [dead_letter_headers::EVENT_ID, TRACEPARENT_HEADER] {
+        if let Some(value) = record.header(name) {
+            dead = dead.with_header(name, value.to_vec());
+        }
     }
     dead
 }

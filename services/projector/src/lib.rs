@@ -1,5 +1,6 @@
 //! baton-projector: folds `baton.care-events.v1` into each patient's care
-//! state, exactly once.
+//! state, exactly once, and publishes every committed state to the
+//! compacted changelog `baton.care-state.v1`.
 //!
 //! The loop reads a batch of records from the positions held in the store,
 //! folds them with [`baton_care::apply`], appends what the fold asked for
@@ -9,6 +10,15 @@
 //! after them are read again, and anything they had appended is appended
 //! again with the same event id, which the fold ignores as a duplicate.
 //!
+//! Once a commit is durable, its states are published to the changelog,
+//! followed by one progress record per events partition it moved (see
+//! [`baton_store::changelog`]). Publishing only what is durable means the
+//! changelog never goes backwards: after a crash the store holds at least
+//! what was published, the commit whose publication may have been cut
+//! short is published again on start ([`Store::unpublished`]), and replayed
+//! events only republish the states they produce. A consumer may see a
+//! state twice, never an older one after a newer.
+//!
 //! A record that cannot be decoded, validated or applied goes to
 //! `baton.dead-letters.v1` with its reason and source position in headers;
 //! the partition keeps flowing.
@@ -16,30 +26,30 @@
 //! # Layout
 //! - `lib.rs`: [`ProjectorConfig`], [`Projector`] and its run loop.
 //! - `batch.rs`: folding one batch, without IO.
+//! - `publish.rs`: commit, then publish to the changelog.
 
 mod batch;
+mod publish;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_log::{EventLog, LogError, LogReader, NewRecord, TopicSpec};
+use baton_log::topics::Topics;
+use baton_log::{EventLog, LogError, LogReader, NewRecord};
 use baton_proto::state::v1::PatientCareState;
 use baton_store::{Commit, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub use batch::dead_letter_headers;
 use batch::{BatchOutcome, StateSource, fold_batch};
+use publish::Publisher;
 
 /// Settings of the projector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProjectorConfig {
-    pub events_topic: String,
-    pub dead_letters_topic: String,
-    /// Partitions of the topics when they are created.
-    pub partitions: u32,
     /// Most records folded and committed together: larger batches amortise
     /// the sled commit, smaller ones make each event visible sooner.
     pub batch_max_records: usize,
@@ -48,30 +58,26 @@ pub struct ProjectorConfig {
     /// States kept decoded in memory between batches; beyond this the cache
     /// is emptied (every state in it is already committed).
     pub state_cache_entries: usize,
+    /// Publish every committed state to the changelog topic, for query
+    /// replicas and other consumers. Off for a rebuild that only fills a
+    /// store, and for the embedded backbone, whose one query service reads
+    /// the projector's store directly.
+    pub publish_states: bool,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
-            events_topic: baton_log::topics::CARE_EVENTS.to_owned(),
-            dead_letters_topic: baton_log::topics::DEAD_LETTERS.to_owned(),
-            partitions: 8,
             batch_max_records: 10_000,
             poll_wait_ms: 50,
             state_cache_entries: 200_000,
+            publish_states: true,
         }
     }
 }
 
 impl ProjectorConfig {
     pub fn validate(&self) -> Result<(), String> {
-        baton_log::topics::validate_topic_name(&self.events_topic)
-            .map_err(|e| format!("events_topic: {e}"))?;
-        baton_log::topics::validate_topic_name(&self.dead_letters_topic)
-            .map_err(|e| format!("dead_letters_topic: {e}"))?;
-        if self.partitions == 0 {
-            return Err("partitions: expected at least 1".into());
-        }
         if self.batch_max_records == 0 {
             return Err("batch_max_records: expected at least 1".into());
         }
@@ -102,10 +108,13 @@ pub struct ProjectorStats {
     pub duplicates: u64,
     pub dead_letters: u64,
     pub batches: u64,
+    /// States published to the changelog.
+    pub published: u64,
     /// Time spent folding (decode, validate, apply), and waiting for the
     /// store, so a slow projection says which half is slow.
     pub fold_time: Duration,
-    /// Time the fold waited for the previous batch's commit to land.
+    /// Time the fold waited for the previous batch's commit (and
+    /// publication) to land.
     pub commit_wait: Duration,
 }
 
@@ -115,46 +124,55 @@ pub struct Projector {
     log: Arc<dyn EventLog>,
     store: Store,
     config: ProjectorConfig,
+    topics: Topics,
     cache: HashMap<String, Arc<PatientCareState>>,
-    /// The commit of the previous batch, running while the next is folded.
-    /// At most one is in flight, so commits land in order.
-    in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// Commits and publishes batches, one at a time and in order.
+    publisher: Publisher,
     stats: ProjectorStats,
 }
 
 impl Projector {
-    /// Checks the configuration and creates the topics if missing.
+    /// Checks the configuration, creates the topics if missing and, when
+    /// publishing, publishes again the states of the last commit, whose
+    /// publication a crash may have cut short.
     pub async fn start(
         log: Arc<dyn EventLog>,
         store: Store,
         config: ProjectorConfig,
+        topics: Topics,
     ) -> Result<Self> {
         config.validate().map_err(ProjectorError::Config)?;
-        log.ensure_topic(&config.events_topic, TopicSpec::events(config.partitions))
-            .await?;
-        log.ensure_topic(
-            &config.dead_letters_topic,
-            TopicSpec::events(config.partitions),
-        )
-        .await?;
+        let events_partitions = topics.ensure(&*log).await?;
+        let publisher = Publisher::new(
+            Arc::clone(&log),
+            store.clone(),
+            &topics,
+            events_partitions,
+            config.publish_states,
+        );
+        publisher.republish_unpublished().await?;
         Ok(Self {
             log,
             store,
             config,
+            topics,
             cache: HashMap::new(),
-            in_flight: None,
+            publisher,
             stats: ProjectorStats::default(),
         })
     }
 
     pub fn stats(&self) -> ProjectorStats {
-        self.stats
+        ProjectorStats {
+            published: self.publisher.published(),
+            ..self.stats
+        }
     }
 
     /// Where reading resumes: the committed next offset of every partition.
     async fn resume_positions(&self) -> Result<BTreeMap<u32, u64>> {
-        let partitions = self.log.partition_count(&self.config.events_topic).await?;
-        let applied = self.store.applied(&self.config.events_topic)?;
+        let partitions = self.log.partition_count(&self.topics.events).await?;
+        let applied = self.store.applied(&self.topics.events)?;
         Ok((0..partitions)
             .map(|p| (p, applied.get(&p).copied().unwrap_or(0)))
             .collect())
@@ -164,8 +182,8 @@ impl Projector {
     /// and committed first, and the store flushed.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<ProjectorStats> {
         let from = self.resume_positions().await?;
-        tracing::info!(topic = %self.config.events_topic, ?from, "projector resuming");
-        let mut reader = self.log.reader(&self.config.events_topic, from).await?;
+        tracing::info!(topic = %self.topics.events, ?from, "projector resuming");
+        let mut reader = self.log.reader(&self.topics.events, from).await?;
         tokio::pin!(shutdown);
         let wait = Duration::from_millis(self.config.poll_wait_ms);
         loop {
@@ -179,17 +197,17 @@ impl Projector {
         }
         self.finish_commit().await?;
         self.store.flush_async().await?;
-        tracing::info!(stats = ?self.stats, "projector stopped");
-        Ok(self.stats)
+        tracing::info!(stats = ?self.stats(), "projector stopped");
+        Ok(self.stats())
     }
 
     /// Projects until the reader has caught up with the end of the log as
     /// it was when called; used by the benchmark and by tests.
     pub async fn catch_up(&mut self) -> Result<ProjectorStats> {
-        let end = self.log.end_offsets(&self.config.events_topic).await?;
+        let end = self.log.end_offsets(&self.topics.events).await?;
         let mut reader = self
             .log
-            .reader(&self.config.events_topic, self.resume_positions().await?)
+            .reader(&self.topics.events, self.resume_positions().await?)
             .await?;
         let done = |reader: &dyn LogReader| {
             let positions = reader.positions();
@@ -210,10 +228,11 @@ impl Projector {
         }
         self.finish_commit().await?;
         self.store.flush_async().await?;
-        Ok(self.stats)
+        Ok(self.stats())
     }
 
-    /// Folds one batch, appends its effects and dead letters, and commits.
+    /// Folds one batch, appends its effects and dead letters, and hands
+    /// the commit (and its publication) to the publisher.
     async fn project(&mut self, records: Vec<baton_log::Record>) -> Result<()> {
         let started = Instant::now();
         let store = self.store.clone();
@@ -235,6 +254,7 @@ impl Projector {
         };
         let BatchOutcome {
             states,
+            traces,
             positions,
             appends,
             dead_letters,
@@ -244,26 +264,21 @@ impl Projector {
         let dead = dead_letters.len() as u64;
         // Effects and dead letters first: if the commit is lost, they are
         // written again on replay, and the duplicates are harmless.
-        let appended = match self.append(&self.config.events_topic, appends).await {
-            Ok(()) => {
-                self.append(&self.config.dead_letters_topic, dead_letters)
-                    .await
-            }
+        let appended = match self.append(&self.topics.events, appends).await {
+            Ok(()) => self.append(&self.topics.dead_letters, dead_letters).await,
             Err(error) => Err(error),
         };
         if let Err(error) = appended {
             self.cache.clear();
             return Err(error);
         }
-        let commit = Commit {
-            topic: self.config.events_topic.clone(),
-            states: states.into_values().collect(),
-            positions,
-        };
+        let mut commit = Commit::new(self.topics.events.clone());
+        commit.states = states.into_values().collect();
+        commit.positions = positions;
+        commit.publish = self.config.publish_states;
         // The previous commit must land before this one starts.
         self.finish_commit().await?;
-        let store = self.store.clone();
-        self.in_flight = Some(tokio::task::spawn_blocking(move || store.commit(&commit)));
+        self.publisher.start(commit, traces);
         if self.cache.len() > self.config.state_cache_entries {
             // Only once the commit has landed: a state evicted while its
             // commit is in flight would be read back stale from the store.
@@ -289,19 +304,18 @@ impl Projector {
 
     /// Waits for the commit in flight, if any.
     async fn finish_commit(&mut self) -> Result<()> {
-        let Some(commit) = self.in_flight.take() else {
-            return Ok(());
-        };
         let waiting = Instant::now();
-        let committed = commit.await?;
+        let finished = self.publisher.finish().await;
         self.stats.commit_wait += waiting.elapsed();
-        if let Err(error) = committed {
+        if finished.is_err() {
             self.cache.clear();
-            return Err(error.into());
         }
-        Ok(())
+        finished
     }
 
+    /// Appends unless there is nothing to append. A failure stops the
+    /// projector: the Kafka producer has retried for its whole delivery
+    /// timeout by then, and a restart resumes exactly where it was.
     async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<()> {
         if !records.is_empty() {
             self.log.append(topic, records).await?;

@@ -20,9 +20,15 @@ const PARTITIONS: u32 = 4;
 
 fn config() -> ProjectorConfig {
     ProjectorConfig {
-        partitions: PARTITIONS,
         batch_max_records: 3,
         ..ProjectorConfig::default()
+    }
+}
+
+fn topics() -> topics::Topics {
+    topics::Topics {
+        partitions: PARTITIONS,
+        ..topics::Topics::default()
     }
 }
 
@@ -47,7 +53,7 @@ async fn publish(log: &EmbeddedLog, events: &[CareEvent]) {
 }
 
 async fn project(log: &Arc<EmbeddedLog>, store: &Store) -> baton_projector::ProjectorStats {
-    let mut projector = Projector::start(log.clone(), store.clone(), config())
+    let mut projector = Projector::start(log.clone(), store.clone(), config(), topics())
         .await
         .unwrap();
     projector.catch_up().await.unwrap()
@@ -207,6 +213,7 @@ async fn evicting_the_state_cache_between_overlapping_commits_loses_nothing() {
             state_cache_entries: 0,
             ..config()
         },
+        topics(),
     )
     .await
     .unwrap();

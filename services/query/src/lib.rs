@@ -11,6 +11,16 @@
 //! Bad requests get `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming
 //! the field; an unknown patient `NOT_FOUND`; a token not reached in time
 //! `UNAVAILABLE` (retry). Health checking and server reflection are on.
+//!
+//! The store is the projector's own (`baton up`, one process) or a replica
+//! of it that a [`Materialiser`] keeps in step with the state changelog
+//! (`baton-query` on Kafka, as many replicas as needed).
+//!
+//! # Layout
+//! - `lib.rs`: [`QueryConfig`], [`QueryService`] and [`run`].
+//! - `materialise.rs`: [`Materialiser`], the replica's changelog follower.
+
+mod materialise;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +29,7 @@ use std::time::Duration;
 use baton_care::cohort::Cohort;
 use baton_care::{NhsNumber, PatientKey};
 use baton_log::ConsistencyToken;
+use baton_log::topics::Topics;
 use baton_proto::query::v1::care_state_query_server::{CareStateQuery, CareStateQueryServer};
 use baton_proto::query::v1::patient_ref::Ref;
 use baton_proto::query::v1::{
@@ -44,8 +55,6 @@ const PAGE_TOKEN_PREFIX: &str = "k1.";
 pub struct QueryConfig {
     /// Address the gRPC API listens on.
     pub listen: SocketAddr,
-    /// The topic whose applied positions consistency tokens refer to.
-    pub events_topic: String,
     /// Longest a `GetCareState` waits for its consistency token.
     pub max_consistency_wait_ms: u64,
 }
@@ -54,17 +63,24 @@ impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-            events_topic: baton_log::topics::CARE_EVENTS.to_owned(),
             max_consistency_wait_ms: 5_000,
         }
     }
 }
 
-/// Errors starting or serving.
+pub use materialise::{Materialiser, MaterialiserStats};
+
+/// Errors starting, serving or materialising.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("event log: {0}")]
+    Log(#[from] baton_log::LogError),
+    #[error("projection store: {0}")]
+    Store(#[from] StoreError),
+    #[error("materialising the state changelog: {0}")]
+    Materialise(String),
 }
 
 /// `baton.query.v1.CareStateQuery` over a [`Store`].
@@ -72,11 +88,17 @@ pub enum QueryError {
 pub struct QueryService {
     store: Store,
     config: QueryConfig,
+    /// The topic consistency tokens name positions in.
+    events_topic: String,
 }
 
 impl QueryService {
-    pub fn new(store: Store, config: QueryConfig) -> Self {
-        Self { store, config }
+    pub fn new(store: Store, config: QueryConfig, topics: &Topics) -> Self {
+        Self {
+            store,
+            config,
+            events_topic: topics.events.clone(),
+        }
     }
 
     pub fn into_server(self) -> CareStateQueryServer<Self> {
@@ -88,7 +110,7 @@ impl QueryService {
         if token.is_empty() {
             return Ok(());
         }
-        let mut applied = self.store.watch(&self.config.events_topic);
+        let mut applied = self.store.watch(&self.events_topic);
         let wait = Duration::from_millis(self.config.max_consistency_wait_ms);
         match tokio::time::timeout(
             wait,

@@ -1,21 +1,27 @@
-//! `baton-query`: the query service on its own.
+//! `baton-query`: a query replica on its own.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use baton_query::{QueryConfig, QueryService};
+use baton_query::{Materialiser, QueryConfig, QueryService};
 use baton_runtime::ServiceArgs;
 use baton_store::{Store, StoreConfig};
 use clap::Parser;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 /// Baton's query service: patients' current care state and cohorts over
-/// gRPC (baton.query.v1.CareStateQuery), read from the projection store.
+/// gRPC (baton.query.v1.CareStateQuery).
 ///
-/// Settings come from, in rising precedence: defaults, the [query] table
-/// of --config, BATON_QUERY__<KEY> environment variables, and flags. The
-/// projection store can be opened by one process at a time: to run the
-/// whole backbone on one machine use `baton up`.
+/// It keeps its own copy of the projection in --data-dir, materialised from
+/// the state changelog topic (baton.care-state.v1), so several replicas can
+/// run beside one projector. On start it catches up with the changelog
+/// before it listens; a fresh data folder is filled from the compacted
+/// topic.
+///
+/// Settings come from, in rising precedence: defaults, the [query], [kafka]
+/// and [topics] tables of --config, BATON_QUERY__<KEY>, BATON_KAFKA__<KEY>
+/// and BATON_TOPICS__<KEY> environment variables, and flags.
 #[derive(Debug, Parser, Serialize)]
 #[command(version)]
 struct Args {
@@ -31,18 +37,44 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    baton_telemetry::init("baton-query")?;
+    let _telemetry = baton_telemetry::init("baton-query")?;
     let config: QueryConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "query", &args)?;
-    let store = Store::open(args.service.data().store_path(), &StoreConfig::default())?;
+    let backbone = args.service.backbone()?;
+    let data = args.service.data();
+    let log = backbone.open_log(&data).await?;
+    let store = Store::open(data.replica_store_path(), &StoreConfig::default())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    baton_query::run(
-        QueryService::new(store, config),
+
+    let mut materialiser = Materialiser::start(log, store.clone(), backbone.topics.clone()).await?;
+    tracing::info!(log = %backbone.describe(&data), store = %data.replica_store_path().display(), "catching up with the state changelog");
+    materialiser.catch_up().await?;
+
+    let stop = CancellationToken::new();
+    let mut following = {
+        let stop = stop.clone();
+        tokio::spawn(async move { materialiser.run(stop.cancelled_owned()).await.map(drop) })
+    };
+    let service = QueryService::new(store, config, &backbone.topics);
+    let mut served = tokio::spawn(baton_query::run(
+        service,
         listener,
-        baton_runtime::shutdown_signal(),
-    )
-    .await?;
+        stop.clone().cancelled_owned(),
+    ));
+    // Whichever ends first (a signal, or a task failing) stops both.
+    let first = tokio::select! {
+        () = baton_runtime::shutdown_signal() => None,
+        outcome = &mut served => Some(outcome.context("query server")?.context("query server")),
+        outcome = &mut following => Some(outcome.context("changelog follower")?.context("changelog follower")),
+    };
+    stop.cancel();
+    if let Some(outcome) = first {
+        outcome?;
+        anyhow::bail!("a query task stopped unexpectedly");
+    }
+    served.await.context("query server")??;
+    following.await.context("changelog follower")??;
     Ok(())
 }

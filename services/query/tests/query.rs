@@ -24,7 +24,7 @@ async fn start(store: Store) -> CareStateQueryClient<Channel> {
         ..QueryConfig::default()
     };
     tokio::spawn(baton_query::run(
-        QueryService::new(store, config),
+        QueryService::new(store, config, &baton_log::topics::Topics::default()),
         listener,
         std::future::pending(),
     ));

@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::blocking::run_blocking;
 use crate::topics::validate_topic_name;
 use crate::{
     EventLog, LogError, LogReader, NewRecord, Position, Result, TopicSpec, partition_for_key,
@@ -505,6 +506,10 @@ impl EventLog for EmbeddedLog {
             from,
         )))
     }
+
+    async fn flush(&self) -> Result<()> {
+        EmbeddedLog::flush(self).await
+    }
 }
 
 /// The offset after the partition's last batch, from its sled entry.
@@ -532,23 +537,6 @@ fn next_offset_after(topic: &str, partition: u32, key: &[u8], value: &[u8]) -> R
 /// name, so names never collide.
 fn partition_tree_name(topic: &str, partition: u32) -> String {
     format!("p/{topic}/{partition}")
-}
-
-/// Runs sled work off the async runtime (STYLE rule 8). A panic inside is
-/// a bug and is re-raised; a cancelled task means the runtime is shutting
-/// down.
-async fn run_blocking<T, F>(work: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(LogError::Closed),
-        },
-    }
 }
 
 fn now_ms() -> i64 {

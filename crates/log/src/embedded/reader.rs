@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Inner, TopicState, codec, run_blocking};
+use super::{Inner, TopicState, codec};
+use crate::blocking::run_blocking;
 use crate::{LogError, LogReader, Record, Result};
 
 /// Reads assigned partitions in offset order, sharing each batch fairly

@@ -25,6 +25,10 @@
 //! # }
 //! ```
 
+mod broker;
+
+pub use broker::TestBroker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;

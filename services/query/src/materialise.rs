@@ -1,0 +1,210 @@
+//! A query replica's own store, kept in step with the state changelog
+//! (`baton.care-state.v1`) instead of folding the event log again.
+//!
+//! [`Materialiser`] reads every partition of the changelog from the
+//! positions in its store and commits, in one sled batch per read batch,
+//! the states it read, its changelog positions and the projector's progress
+//! in the event log (the `ProjectionProgress` records), so consistency
+//! tokens from `Publish` work against the replica as against the projector.
+//!
+//! A state never replaces a newer one: after a projector crash the
+//! changelog may repeat states, and compaction may leave an older record
+//! behind a newer one for a while, so each state is kept only if its
+//! `version` is above the stored one. A record that does not decode is
+//! logged and skipped; the replica never stops on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_log::topics::Topics;
+use baton_log::{EventLog, LogReader, Record};
+use baton_proto::state::v1::PatientCareState;
+use baton_store::changelog::ChangelogEntry;
+use baton_store::{Commit, Store, StoreError};
+
+use crate::QueryError;
+
+/// Records read and committed together.
+const BATCH_MAX_RECORDS: usize = 5_000;
+/// How long a read waits at the tail of the changelog.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaterialiserStats {
+    pub records: u64,
+    /// States stored (newer than what the store had).
+    pub states: u64,
+    /// States skipped because the store already had them or newer.
+    pub stale: u64,
+    pub progress: u64,
+    /// Records that did not decode, skipped.
+    pub skipped: u64,
+}
+
+/// Follows the state changelog into a store.
+#[derive(Debug)]
+pub struct Materialiser {
+    log: Arc<dyn EventLog>,
+    store: Store,
+    topics: Topics,
+    /// The version of every state stored, so a repeat is recognised
+    /// without decoding the stored state.
+    versions: HashMap<String, u64>,
+    stats: MaterialiserStats,
+}
+
+impl Materialiser {
+    /// Creates the topics if missing.
+    pub async fn start(
+        log: Arc<dyn EventLog>,
+        store: Store,
+        topics: Topics,
+    ) -> Result<Self, QueryError> {
+        topics.ensure(&*log).await?;
+        Ok(Self {
+            log,
+            store,
+            topics,
+            versions: HashMap::new(),
+            stats: MaterialiserStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> MaterialiserStats {
+        self.stats
+    }
+
+    async fn reader(&self) -> Result<Box<dyn LogReader>, QueryError> {
+        let partitions = self.log.partition_count(&self.topics.state).await?;
+        let applied = self.store.applied(&self.topics.state)?;
+        let from = (0..partitions)
+            .map(|partition| (partition, applied.get(&partition).copied().unwrap_or(0)))
+            .collect();
+        Ok(self.log.reader(&self.topics.state, from).await?)
+    }
+
+    /// Reads the changelog up to its end as it is when called: a replica
+    /// does this before it serves, so it never answers from a store far
+    /// behind.
+    pub async fn catch_up(&mut self) -> Result<MaterialiserStats, QueryError> {
+        let end = self.log.end_offsets(&self.topics.state).await?;
+        let mut reader = self.reader().await?;
+        let caught_up = |positions: &BTreeMap<u32, u64>| {
+            end.iter().enumerate().all(|(partition, &end)| {
+                positions.get(&(partition as u32)).copied().unwrap_or(0) >= end
+            })
+        };
+        while !caught_up(&reader.positions()) {
+            let records = reader.next_batch(BATCH_MAX_RECORDS, POLL_WAIT).await?;
+            self.materialise(records).await?;
+        }
+        tracing::info!(stats = ?self.stats, "changelog caught up");
+        Ok(self.stats)
+    }
+
+    /// Follows the changelog until `shutdown` completes.
+    pub async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<MaterialiserStats, QueryError> {
+        let mut reader = self.reader().await?;
+        tokio::pin!(shutdown);
+        loop {
+            let records = tokio::select! {
+                () = &mut shutdown => break,
+                records = reader.next_batch(BATCH_MAX_RECORDS, POLL_WAIT) => records?,
+            };
+            self.materialise(records).await?;
+        }
+        self.store.flush_async().await?;
+        Ok(self.stats)
+    }
+
+    async fn materialise(&mut self, records: Vec<Record>) -> Result<(), QueryError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let topics = self.topics.clone();
+        let mut versions = std::mem::take(&mut self.versions);
+        let mut stats = self.stats;
+        let (outcome, versions) = tokio::task::spawn_blocking(move || {
+            let outcome =
+                commit_batch(&store, &topics, &records, &mut versions, &mut stats).map(|()| stats);
+            (outcome, versions)
+        })
+        .await
+        .map_err(|error| QueryError::Materialise(format!("a store task failed: {error}")))?;
+        self.versions = versions;
+        match outcome {
+            Ok(stats) => {
+                self.stats = stats;
+                Ok(())
+            }
+            Err(error) => {
+                // The cached versions may name states that were not committed.
+                self.versions.clear();
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Folds one read batch into one commit: the newest state per patient,
+/// the changelog positions and the projector's progress.
+fn commit_batch(
+    store: &Store,
+    topics: &Topics,
+    records: &[Record],
+    versions: &mut HashMap<String, u64>,
+    stats: &mut MaterialiserStats,
+) -> Result<(), StoreError> {
+    let mut commit = Commit::new(topics.state.clone());
+    let mut states: HashMap<String, PatientCareState> = HashMap::new();
+    for record in records {
+        stats.records += 1;
+        commit.positions.insert(record.partition, record.offset + 1);
+        match ChangelogEntry::decode(record) {
+            Ok(ChangelogEntry::State(state)) => {
+                let stored = match versions.get(&state.patient_key) {
+                    Some(&version) => Some(version),
+                    None => store.get(&state.patient_key)?.map(|stored| stored.version),
+                };
+                if stored.is_some_and(|stored| stored >= state.version) {
+                    stats.stale += 1;
+                    continue;
+                }
+                stats.states += 1;
+                versions.insert(state.patient_key.clone(), state.version);
+                states.insert(state.patient_key.clone(), *state);
+            }
+            Ok(ChangelogEntry::Progress(progress)) => {
+                stats.progress += 1;
+                if progress.events_topic == topics.events {
+                    let next = commit
+                        .upstream
+                        .entry(progress.events_topic)
+                        .or_default()
+                        .entry(progress.partition)
+                        .or_default();
+                    *next = (*next).max(progress.next_offset);
+                }
+            }
+            Err(reason) => {
+                stats.skipped += 1;
+                tracing::warn!(
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    %reason,
+                    "changelog record skipped"
+                );
+            }
+        }
+    }
+    commit.states = states.into_values().map(Arc::new).collect();
+    store.commit(&commit)
+}
