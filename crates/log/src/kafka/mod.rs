@@ -48,6 +48,9 @@ use reader::KafkaReader;
 
 /// How often `ensure_topic` looks again for a new topic's partition leaders.
 const READY_POLL: Duration = Duration::from_millis(50);
+/// How long past the delivery timeout an append waits for librdkafka's
+/// verdict before answering that the records timed out.
+const DELIVERY_GRACE: Duration = Duration::from_millis(500);
 /// How long an append waits before retrying when librdkafka's local queue
 /// is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
@@ -470,12 +473,25 @@ impl EventLog for KafkaLog {
             return Ok(Vec::new());
         }
         let deliveries = self.enqueue(topic, &records, &targets).await?;
-        let mut positions = Vec::with_capacity(deliveries.len());
-        for (delivery, &partition) in futures::future::join_all(deliveries)
-            .await
-            .into_iter()
-            .zip(&targets)
-        {
+        // librdkafka times deliveries out by itself, but not always on time
+        // while it re-establishes an idempotent producer's id after an
+        // outage; the caller is told by the deadline either way. Records
+        // still queued may be written later: callers retry, and consumers
+        // dedupe on the event id.
+        let deadline =
+            Duration::from_millis(self.inner.config.delivery_timeout_ms) + DELIVERY_GRACE;
+        let Ok(delivered) =
+            tokio::time::timeout(deadline, futures::future::join_all(deliveries)).await
+        else {
+            return Err(kafka_error(
+                "append",
+                Some(topic),
+                targets.first().copied(),
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            ));
+        };
+        let mut positions = Vec::with_capacity(delivered.len());
+        for (delivery, &partition) in delivered.into_iter().zip(&targets) {
             match delivery {
                 Ok(Ok(delivered)) => positions.push(Position::new(
                     delivered.partition as u32,
