@@ -209,6 +209,8 @@ impl KafkaConfig {
                 ("enable.partition.eof", "false".to_owned()),
             ],
             &[
+                // rd_kafka_assign needs a group id; the group is never joined
+                // and nothing is committed to it.
                 ("group.id", "baton-reader"),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
