@@ -184,6 +184,7 @@ async fn assert_changelog_never_went_backwards(log: &KafkaLog, topic: &str) -> u
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the figures of the run, for whoever reads the test output
 fn killing_the_projector_again_and_again_neither_loses_nor_repeats_an_event() {
     let Some(broker) = TestBroker::start() else {
         return;

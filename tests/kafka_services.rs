@@ -25,7 +25,8 @@ const PATIENT: &str = "9434765919";
 struct Backbone {
     // Dropped in this order: the services, then their data, then the broker.
     ingest: Service,
-    projector: Service,
+    /// Held so the projector runs as long as the scenario.
+    _projector: Service,
     query: Service,
     dir: tempfile::TempDir,
     broker: TestBroker,
@@ -42,7 +43,7 @@ impl Backbone {
             broker,
             dir,
             ingest,
-            projector,
+            _projector: projector,
             query,
         })
     }
