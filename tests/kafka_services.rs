@@ -6,6 +6,9 @@
 
 mod support;
 
+#[path = "../crates/telemetry/tests/common/mod.rs"]
+mod collector;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,11 +37,16 @@ struct Backbone {
 
 impl Backbone {
     fn start() -> Option<Self> {
+        Self::start_with_env(&[])
+    }
+
+    /// With extra environment variables for every service.
+    fn start_with_env(env: &[(&str, &str)]) -> Option<Self> {
         let broker = TestBroker::start()?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let ingest = Self::service(&broker, &dir, "baton-ingest", true);
-        let projector = Self::service(&broker, &dir, "baton-projector", false);
-        let query = Self::service(&broker, &dir, "baton-query", true);
+        let ingest = Self::service(&broker, &dir, "baton-ingest", true, env);
+        let projector = Self::service(&broker, &dir, "baton-projector", false, env);
+        let query = Self::service(&broker, &dir, "baton-query", true, env);
         Some(Self {
             broker,
             dir,
@@ -53,6 +61,7 @@ impl Backbone {
         dir: &tempfile::TempDir,
         name: &'static str,
         listens: bool,
+        env: &[(&str, &str)],
     ) -> Service {
         let mut args = vec![
             "--kafka".to_owned(),
@@ -66,7 +75,11 @@ impl Backbone {
         if let Some(address) = address {
             args.extend(["--listen".to_owned(), address.to_string()]);
         }
-        Service::start(name, args, address)
+        let env = env
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        Service::start_with_env(name, args, address, env)
     }
 
     fn ingest_url(&self) -> String {
@@ -359,4 +372,73 @@ fn the_trace_of_a_publish_continues_into_the_changelog() {
         "{ingest_trace} / {state_trace}"
     );
     assert_ne!(state_trace[36..52], ingest_trace[36..52]);
+}
+
+/// With OpenTelemetry export on, the spans of one `Publish` reach the
+/// collector from all three processes in one trace: `publish` at ingest,
+/// `apply_event` in the projector under it, `materialise_state` in the
+/// query replica under that.
+#[test]
+fn one_trace_runs_from_ingest_through_the_projector_into_the_query_replica() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let collector = collector::FakeCollector::default();
+    let (_stop_collector, stopped) = tokio::sync::oneshot::channel();
+    let endpoint = runtime
+        .block_on(collector.start(stopped))
+        .expect("fake collector");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let Some(mut backbone) = Backbone::start_with_env(&env) else {
+        return;
+    };
+    let token = backbone.publish(&example_events());
+    backbone.state(PATIENT, Some(&token));
+    // Stopping flushes every span still batched.
+    backbone.ingest.stop();
+    backbone._projector.stop();
+    backbone.query.stop();
+
+    let spans = collector.spans();
+    let named = |service: &str, name: &str| -> Vec<_> {
+        spans
+            .iter()
+            .filter(|(from, span)| from.as_deref() == Some(service) && span.name == name)
+            .map(|(_, span)| span.clone())
+            .collect()
+    };
+    let published = named("baton-ingest", "publish");
+    let applied = named("baton-projector", "apply_event");
+    let materialised = named("baton-query", "materialise_state");
+    assert_eq!(published.len(), 1, "one Publish call: {spans:#?}");
+    let publish = &published[0];
+    assert_eq!(
+        applied.len() as u64,
+        event_count(&example_events()),
+        "one apply_event per event"
+    );
+    for span in &applied {
+        assert_eq!(
+            span.trace_id, publish.trace_id,
+            "the projector continues the trace"
+        );
+        assert_eq!(span.parent_span_id, publish.span_id);
+    }
+    let continued: Vec<_> = materialised
+        .iter()
+        .filter(|span| span.trace_id == publish.trace_id)
+        .collect();
+    assert!(
+        !continued.is_empty(),
+        "the replica continues the trace: {materialised:#?}"
+    );
+    for span in continued {
+        assert!(
+            applied
+                .iter()
+                .any(|apply| apply.span_id == span.parent_span_id),
+            "a materialise_state span hangs under an apply_event span"
+        );
+    }
 }

@@ -58,6 +58,7 @@ pub fn free_address() -> SocketAddr {
 pub struct Service {
     name: &'static str,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Where it listens, if it serves gRPC.
     pub address: Option<SocketAddr>,
@@ -67,9 +68,20 @@ impl Service {
     /// Starts `binary` (e.g. `baton-projector`) with `args`; when `address`
     /// is given, waits until it accepts connections there.
     pub fn start(name: &'static str, args: Vec<String>, address: Option<SocketAddr>) -> Self {
+        Self::start_with_env(name, args, address, Vec::new())
+    }
+
+    /// As [`Service::start`], with extra environment variables.
+    pub fn start_with_env(
+        name: &'static str,
+        args: Vec<String>,
+        address: Option<SocketAddr>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let mut service = Self {
             name,
             args,
+            env,
             child: None,
             address,
         };
@@ -85,6 +97,9 @@ impl Service {
                 std::env::var("BATON_E2E_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .env_remove("BATON_CONFIG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

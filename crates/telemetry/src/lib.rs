@@ -17,8 +17,11 @@
 //!
 //! # Environment
 //!
-//! - `BATON_LOG` (or `RUST_LOG`) filters, e.g. `info`, `baton_projector=debug`;
-//!   the default is `info`. Spans filtered out here are not exported either.
+//! - `BATON_LOG` (or `RUST_LOG`) filters log lines, e.g. `info`,
+//!   `baton_projector=debug`; the default is `info`.
+//! - `BATON_TRACE` filters which spans are exported, in the same syntax;
+//!   the default is `info`, whatever `BATON_LOG` says, so quiet logs do not
+//!   cost the traces.
 //! - `BATON_LOG_FORMAT=json` writes one JSON object per line for a log
 //!   shipper; the default is human-readable text on standard error.
 //! - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -132,6 +135,9 @@ pub struct TelemetryConfig {
     /// Where the filter came from, so a bad one is reported against it.
     pub filter_variable: &'static str,
     pub filter: String,
+    /// Which spans are exported (`BATON_TRACE`), apart from which lines are
+    /// logged.
+    pub trace_filter: String,
     pub format: LogFormat,
     /// Collector to export spans to over OTLP/gRPC; `None` exports nothing
     /// and keeps the OpenTelemetry layer out of the subscriber altogether.
@@ -153,6 +159,8 @@ impl TelemetryConfig {
         let (filter_variable, filter) = set("BATON_LOG")
             .or_else(|| set("RUST_LOG"))
             .unwrap_or(("BATON_LOG", "info".to_owned()));
+        let trace_filter =
+            set("BATON_TRACE").map_or_else(|| "info".to_owned(), |(_, filter)| filter);
         let format = LogFormat::parse(&lookup("BATON_LOG_FORMAT").unwrap_or_default())?;
         let disabled = set("OTEL_SDK_DISABLED").is_some_and(|(_, value)| value == "true")
             || set("OTEL_TRACES_EXPORTER").is_some_and(|(_, value)| value == "none");
@@ -177,6 +185,7 @@ impl TelemetryConfig {
             service_name,
             filter_variable,
             filter,
+            trace_filter,
             format,
             otlp_endpoint,
         })
@@ -226,6 +235,7 @@ pub fn init_with(
         service_name: service.to_owned(),
         filter_variable: variable,
         filter: filter.to_owned(),
+        trace_filter: "info".to_owned(),
         format,
         otlp_endpoint: None,
     })?;
@@ -244,12 +254,19 @@ pub fn init_with_config(config: TelemetryConfig) -> Result<TelemetryGuard> {
             filter: config.filter.clone(),
             reason: error.to_string(),
         })?;
+    let trace_filter = EnvFilter::builder()
+        .parse(&config.trace_filter)
+        .map_err(|error| TelemetryError::InvalidFilter {
+            variable: "BATON_TRACE",
+            filter: config.trace_filter.clone(),
+            reason: error.to_string(),
+        })?;
     let export = config
         .otlp_endpoint
         .as_deref()
         .map(|endpoint| TraceExport::start(endpoint, &config.service_name))
         .transpose()?;
-    subscriber(env_filter, config.format, export.as_ref())
+    subscriber(env_filter, trace_filter, config.format, export.as_ref())
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     match &export {
@@ -267,9 +284,10 @@ pub fn init_with_config(config: TelemetryConfig) -> Result<TelemetryGuard> {
 }
 
 /// Log lines to standard error, filtered by `env_filter`, and spans to
-/// `export` when there is one.
+/// `export` when there is one, filtered by `trace_filter`.
 fn subscriber(
     env_filter: EnvFilter,
+    trace_filter: EnvFilter,
     format: LogFormat,
     export: Option<&TraceExport>,
 ) -> impl Subscriber + Send + Sync + 'static {
@@ -281,10 +299,9 @@ fn subscriber(
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     // `None` when not exporting: no OpenTelemetry layer, no per-span cost.
-    let otel = export.map(TraceExport::layer);
+    let otel = export.map(|export| export.layer().with_filter(trace_filter));
     tracing_subscriber::registry()
-        .with(env_filter)
-        .with(fmt)
+        .with(fmt.with_filter(env_filter))
         .with(otel)
 }
 
@@ -321,7 +338,8 @@ mod tests {
     #[test]
     fn without_export_the_filter_alone_decides_what_is_recorded() {
         let env_filter = EnvFilter::builder().parse("info").unwrap();
-        let subscriber = subscriber(env_filter, LogFormat::Json, None);
+        let trace_filter = EnvFilter::builder().parse("info").unwrap();
+        let subscriber = subscriber(env_filter, trace_filter, LogFormat::Json, None);
         tracing::subscriber::with_default(subscriber, || {
             assert!(tracing::enabled!(tracing::Level::INFO));
             assert!(!tracing::enabled!(tracing::Level::DEBUG));
@@ -339,9 +357,16 @@ mod tests {
                 service_name: "baton-test".to_owned(),
                 filter_variable: "BATON_LOG",
                 filter: "info".to_owned(),
+                trace_filter: "info".to_owned(),
                 format: LogFormat::Text,
                 otlp_endpoint: None,
             }
+        );
+        let config = config_from(&[("BATON_LOG", "warn"), ("BATON_TRACE", "debug")]).unwrap();
+        assert_eq!(
+            (config.filter.as_str(), config.trace_filter.as_str()),
+            ("warn", "debug"),
+            "quiet logs and detailed traces are set apart"
         );
         let config = config_from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).unwrap();
         assert_eq!(config.otlp_endpoint, None, "empty means unset");

@@ -18,6 +18,7 @@ fn config(otlp_endpoint: Option<String>) -> TelemetryConfig {
         filter_variable: "BATON_LOG",
         // This test's spans only, so the run stays quiet.
         filter: "warn,global_init=info".to_owned(),
+        trace_filter: "warn,global_init=info".to_owned(),
         format: LogFormat::Text,
         otlp_endpoint,
     }

@@ -12,6 +12,10 @@
 //! behind a newer one for a while, so each state is kept only if its
 //! `version` is above the stored one. A record that does not decode is
 //! logged and skipped; the replica never stops on it.
+//!
+//! When spans are exported, each state read opens a `materialise_state`
+//! span under the record's `traceparent`: the trace that began with the
+//! `Publish` at ingest ends in the replica.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -23,6 +27,7 @@ use baton_log::{EventLog, LogReader, Record};
 use baton_proto::state::v1::PatientCareState;
 use baton_store::changelog::ChangelogEntry;
 use baton_store::{Commit, Store, StoreError};
+use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 
 use crate::QueryError;
 
@@ -164,9 +169,26 @@ fn commit_batch(
 ) -> Result<(), StoreError> {
     let mut commit = Commit::new(topics.state.clone());
     let mut states: HashMap<String, PatientCareState> = HashMap::new();
+    let exporting = baton_telemetry::is_exporting();
     for record in records {
         stats.records += 1;
         commit.positions.insert(record.partition, record.offset + 1);
+        // The trace of the event behind the state ends here, when someone
+        // collects spans.
+        let _span = exporting.then(|| {
+            let span = tracing::info_span!(
+                "materialise_state",
+                partition = record.partition,
+                offset = record.offset
+            );
+            if let Some(parent) = record
+                .header(TRACEPARENT_HEADER)
+                .and_then(|header| TraceParent::parse(header).ok())
+            {
+                baton_telemetry::set_parent(&span, &parent);
+            }
+            span.entered()
+        });
         match ChangelogEntry::decode(record) {
             Ok(ChangelogEntry::State(state)) => {
                 let stored = match versions.get(&state.patient_key) {
