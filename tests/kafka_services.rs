@@ -442,3 +442,63 @@ fn one_trace_runs_from_ingest_through_the_projector_into_the_query_replica() {
         );
     }
 }
+
+/// `baton up --kafka` runs the three services in one process against the
+/// cluster, and a query replica started beside it serves the same states.
+#[test]
+fn baton_up_on_kafka_serves_and_feeds_a_replica_beside_it() {
+    let Some(broker) = TestBroker::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ingest, query) = (free_address(), free_address());
+    let _up = Service::start(
+        "baton",
+        vec![
+            "up".to_owned(),
+            "--kafka".to_owned(),
+            broker.bootstrap_servers(),
+            "--partitions".to_owned(),
+            PARTITIONS.to_string(),
+            "--data-dir".to_owned(),
+            dir.path().join("up").display().to_string(),
+            "--ingest-listen".to_owned(),
+            ingest.to_string(),
+            "--query-listen".to_owned(),
+            query.to_string(),
+        ],
+        Some(ingest),
+    );
+    let file = example_events().display().to_string();
+    let token = token_in(&baton(&["publish", &file, "--ingest", &format!("http://{ingest}")]));
+    let state = |query: &str| -> Value {
+        serde_json::from_str(&baton(&[
+            "state",
+            "get",
+            PATIENT,
+            "--json",
+            "--consistency-token",
+            &token,
+            "--query",
+            query,
+        ]))
+        .expect("JSON")
+    };
+    let from_up = state(&format!("http://{query}"));
+    assert_example_story(&from_up);
+
+    let replica_address = free_address();
+    let _replica = Service::start(
+        "baton-query",
+        vec![
+            "--kafka".to_owned(),
+            broker.bootstrap_servers(),
+            "--data-dir".to_owned(),
+            dir.path().join("replica").display().to_string(),
+            "--listen".to_owned(),
+            replica_address.to_string(),
+        ],
+        Some(replica_address),
+    );
+    assert_eq!(state(&format!("http://{replica_address}")), from_up);
+}
