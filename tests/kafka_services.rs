@@ -470,7 +470,12 @@ fn baton_up_on_kafka_serves_and_feeds_a_replica_beside_it() {
         Some(ingest),
     );
     let file = example_events().display().to_string();
-    let token = token_in(&baton(&["publish", &file, "--ingest", &format!("http://{ingest}")]));
+    let token = token_in(&baton(&[
+        "publish",
+        &file,
+        "--ingest",
+        &format!("http://{ingest}"),
+    ]));
     let state = |query: &str| -> Value {
         serde_json::from_str(&baton(&[
             "state",
