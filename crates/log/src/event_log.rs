@@ -43,6 +43,11 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// `OffsetOutOfRange` for an offset past the partition's end offset.
     async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>>;
 
+    /// Names this log — `embedded:<uuid>` or `kafka:<cluster id>` — so a
+    /// projection built from one log is never resumed against another,
+    /// whose offsets mean other records.
+    async fn identity(&self) -> Result<String>;
+
     /// Makes every append so far durable and delivered, e.g. before a
     /// planned shutdown. Appends are durable when they return, so this only
     /// matters for work still in flight.
@@ -85,6 +90,10 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
         (**self).reader(topic, from).await
     }
 
+    async fn identity(&self) -> Result<String> {
+        (**self).identity().await
+    }
+
     async fn flush(&self) -> Result<()> {
         (**self).flush().await
     }
@@ -110,6 +119,10 @@ impl<T: EventLog + ?Sized> EventLog for Box<T> {
 
     async fn reader(&self, topic: &str, from: BTreeMap<u32, u64>) -> Result<Box<dyn LogReader>> {
         (**self).reader(topic, from).await
+    }
+
+    async fn identity(&self) -> Result<String> {
+        (**self).identity().await
     }
 
     async fn flush(&self) -> Result<()> {

@@ -28,6 +28,19 @@ pub enum StoreError {
     #[error("corrupt record {key:?} in the projection store: {reason}")]
     Corrupt { key: String, reason: String },
 
+    /// The store was built from another log than the one this process
+    /// reads: its positions would name other records, so resuming would
+    /// skip or repeat events.
+    #[error(
+        "the projection store at {path} was built from topic {topic:?} of {recorded}, but this process reads it from {given}: use an empty --data-dir for this log, or point Baton at the log the store was built from"
+    )]
+    WrongSource {
+        path: String,
+        topic: String,
+        recorded: String,
+        given: String,
+    },
+
     /// The store was written by a newer Baton whose layout this build does
     /// not know; reading it could silently misread states or positions.
     #[error(

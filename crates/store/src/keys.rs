@@ -24,6 +24,9 @@ pub(crate) const POSITION_PREFIX: &str = "p/";
 /// like index entries, when the committer publishes states after each
 /// commit (see [`Commit::publish`](crate::Commit::publish)).
 pub(crate) const UNPUBLISHED_KEY: &[u8] = b"meta/unpublished";
+/// `meta/source/<topic>` → the identity of the log the topic's positions
+/// are in (see [`Store::bind_source`](crate::Store::bind_source)).
+pub(crate) const SOURCE_PREFIX: &str = "meta/source/";
 /// Ends the topic name in a position key. Kafka topic names are ASCII
 /// letters, digits, `.`, `_` and `-`, so it never occurs inside one, and no
 /// topic's positions are listed under another's prefix.

@@ -172,6 +172,30 @@ impl Store {
         Ok(())
     }
 
+    /// Ties the store's positions in `topic` to the log named `identity`
+    /// ([`baton_log::EventLog::identity`]): the first time, records it;
+    /// afterwards, refuses another log, whose offsets would name other
+    /// records.
+    pub fn bind_source(&self, topic: &str, identity: &str) -> Result<()> {
+        let key = format!("{}{topic}", keys::SOURCE_PREFIX);
+        match self.inner.db.get(&key)? {
+            Some(recorded) if recorded.as_ref() == identity.as_bytes() => Ok(()),
+            Some(recorded) => Err(StoreError::WrongSource {
+                path: self.path().map_or_else(
+                    || "(temporary)".to_owned(),
+                    |path| path.display().to_string(),
+                ),
+                topic: topic.to_owned(),
+                recorded: String::from_utf8_lossy(&recorded).into_owned(),
+                given: identity.to_owned(),
+            }),
+            None => {
+                self.inner.db.insert(key, identity.as_bytes())?;
+                Ok(())
+            }
+        }
+    }
+
     /// The patient keys of the latest commit marked
     /// [`to_publish`](Commit::to_publish): those whose publication a crash
     /// may have cut short. Empty when no such commit was made.

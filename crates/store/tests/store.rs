@@ -650,3 +650,24 @@ fn a_patient_keyed_by_nhs_number_is_found_by_their_hospital_number() {
     );
     assert!(store.find_by_local_id("RYY:H400123").unwrap().is_none());
 }
+
+#[test]
+fn a_store_is_bound_to_the_log_it_was_built_from() {
+    let dir = TempDir::new().unwrap();
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        store.bind_source(TOPIC, "embedded:1111").unwrap();
+        store.bind_source(TOPIC, "embedded:1111").unwrap();
+        store.bind_source("other-topic", "kafka:cluster-a").unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    store.bind_source(TOPIC, "embedded:1111").unwrap();
+    let error = store
+        .bind_source(TOPIC, "kafka:cluster-b")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("embedded:1111"), "{error}");
+    assert!(error.contains("kafka:cluster-b"), "{error}");
+    assert!(error.contains("empty --data-dir"), "{error}");
+}

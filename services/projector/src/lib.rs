@@ -143,6 +143,7 @@ impl Projector {
     ) -> Result<Self> {
         config.validate().map_err(ProjectorError::Config)?;
         let events_partitions = topics.ensure(&*log).await?;
+        store.bind_source(&topics.events, &log.identity().await?)?;
         let publisher = Publisher::new(
             Arc::clone(&log),
             store.clone(),

@@ -221,3 +221,24 @@ async fn evicting_the_state_cache_between_overlapping_commits_loses_nothing() {
     assert_eq!(tight.digest().unwrap(), roomy.digest().unwrap());
     assert_eq!(tight.get("RXX:H5").unwrap().unwrap().version, 4);
 }
+
+#[tokio::test]
+async fn a_store_built_from_one_log_is_never_resumed_against_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = log().await;
+    publish(&first, &journey("H1")).await;
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        project(&first, &store).await;
+        store.flush().unwrap();
+    }
+    // Another log, whose offsets name other records.
+    let second = log().await;
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let error = Projector::start(second.clone(), store, config(), topics())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("was built from topic"), "{error}");
+    assert!(error.contains("empty --data-dir"), "{error}");
+}

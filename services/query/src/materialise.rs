@@ -69,6 +69,7 @@ impl Materialiser {
         topics: Topics,
     ) -> Result<Self, QueryError> {
         topics.ensure(&*log).await?;
+        store.bind_source(&topics.state, &log.identity().await?)?;
         Ok(Self {
             log,
             store,

@@ -46,6 +46,8 @@ const META_TREE: &str = "meta";
 /// can use.
 pub const MAX_PARTITIONS: u32 = 1024;
 const TOPIC_KEY_PREFIX: &str = "topic/";
+/// `meta` key of the log's identity, a UUID made when the log is created.
+const IDENTITY_KEY: &str = "identity";
 
 /// Where and how the embedded log stores its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,7 @@ pub struct EmbeddedLog {
 struct Inner {
     db: sled::Db,
     meta: sled::Tree,
+    identity: String,
     durable: bool,
     /// Where the database lives, for log lines and `Debug`; `None` when
     /// temporary.
@@ -155,6 +158,14 @@ impl EmbeddedLog {
 
     fn from_db(db: sled::Db, durable: bool, path: Option<PathBuf>) -> Result<Self> {
         let meta = db.open_tree(META_TREE)?;
+        let identity = match meta.get(IDENTITY_KEY)? {
+            Some(stored) => String::from_utf8_lossy(&stored).into_owned(),
+            None => {
+                let identity = format!("embedded:{}", uuid::Uuid::new_v4());
+                meta.insert(IDENTITY_KEY, identity.as_bytes())?;
+                identity
+            }
+        };
         let mut topics = HashMap::new();
         for entry in meta.scan_prefix(TOPIC_KEY_PREFIX) {
             let (key, value) = entry?;
@@ -170,6 +181,7 @@ impl EmbeddedLog {
             inner: Arc::new(Inner {
                 db,
                 meta,
+                identity,
                 durable,
                 path,
                 topics: RwLock::new(topics),
@@ -505,6 +517,10 @@ impl EventLog for EmbeddedLog {
             state,
             from,
         )))
+    }
+
+    async fn identity(&self) -> Result<String> {
+        Ok(self.inner.identity.clone())
     }
 
     async fn flush(&self) -> Result<()> {

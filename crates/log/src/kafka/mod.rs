@@ -63,6 +63,8 @@ pub struct KafkaLog {
 
 struct Inner {
     config: KafkaConfig,
+    /// `kafka:<cluster id>`, learnt on connecting.
+    identity: RwLock<String>,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Reads the last record of partitions to confirm end offsets; see
@@ -97,6 +99,7 @@ impl KafkaLog {
         let probe: BaseConsumer = config.reader().create().map_err(create_error("reader"))?;
         let log = Self {
             inner: Arc::new(Inner {
+                identity: RwLock::new(String::new()),
                 config,
                 producer,
                 admin,
@@ -107,11 +110,15 @@ impl KafkaLog {
         };
         let inner = Arc::clone(&log.inner);
         let brokers = run_blocking(move || {
-            let metadata = inner
-                .producer
-                .client()
+            let client = inner.producer.client();
+            let metadata = client
                 .fetch_metadata(None, inner.config.operation_timeout())
                 .map_err(|source| kafka_error("connect", None, None, source))?;
+            // A broker that reports no cluster id is known by its address.
+            let cluster = client
+                .fetch_cluster_id(inner.config.operation_timeout())
+                .unwrap_or_else(|| inner.config.bootstrap_servers.clone());
+            *write_lock(&inner.identity) = format!("kafka:{cluster}");
             Ok(metadata.brokers().len())
         })
         .await?;
@@ -544,6 +551,10 @@ impl EventLog for KafkaLog {
             topic,
             from,
         )?))
+    }
+
+    async fn identity(&self) -> Result<String> {
+        Ok(read_lock(&self.inner.identity).clone())
     }
 
     /// Waits until every record handed to the producer is acknowledged.

@@ -116,6 +116,7 @@ const CHECKS: &[ContractCheck] = checks![
     unknown_topic_is_an_error,
     out_of_range_partition_is_an_error,
     reader_past_the_end_offset_is_an_error,
+    identity_is_named_and_stable,
 ];
 
 /// Every check of the contract, for backends that want one test per check.
@@ -721,6 +722,21 @@ async fn reader_past_the_end_offset_is_an_error(log: Arc<dyn EventLog>) {
         ),
         "reader from offset 3 of 2 gave {result:?}"
     );
+}
+
+async fn identity_is_named_and_stable(log: Arc<dyn EventLog>) {
+    let identity = log
+        .identity()
+        .await
+        .unwrap_or_else(|error| panic!("identity failed: {error}"));
+    let (kind, name) = identity
+        .split_once(':')
+        .unwrap_or_else(|| panic!("identity {identity:?} is not <kind>:<name>"));
+    assert!(
+        !kind.is_empty() && !name.is_empty(),
+        "identity {identity:?}"
+    );
+    assert_eq!(log.identity().await.ok(), Some(identity));
 }
 
 fn now_ms() -> i64 {
