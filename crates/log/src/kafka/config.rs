@@ -173,6 +173,10 @@ impl KafkaConfig {
         required: &[(&str, &str)],
     ) -> ClientConfig {
         let mut config = ClientConfig::new();
+        // Baton's requests are small and latency-bound (a Publish waits for
+        // its produce request, a consistency token for the next fetch):
+        // Nagle's algorithm would hold them back. Overridable.
+        config.set("socket.nagle.disable", "true");
         for (key, value) in defaults {
             config.set(*key, value);
         }
