@@ -32,7 +32,7 @@ use std::fmt;
 
 pub use fold::{Applied, Effect, Rejection, apply, new_state};
 pub use identity::{BATON_NAMESPACE, EventId, NhsNumber, PatientKey};
-pub use time::{Instant, compare_stamps, days_from_civil};
+pub use time::{Instant, civil_from_days, compare_stamps, days_from_civil};
 pub use validate::{ValidEvent, payload_name};
 
 /// One problem with one field of an event.

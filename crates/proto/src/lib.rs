@@ -108,4 +108,8 @@ named! {
     query::v1::GetCareStateRequest => "baton.query.v1.GetCareStateRequest",
     query::v1::ListCohortRequest => "baton.query.v1.ListCohortRequest",
     query::v1::ListCohortResponse => "baton.query.v1.ListCohortResponse",
+    query::v1::WatchCohortResponse => "baton.query.v1.WatchCohortResponse",
+    query::v1::GetTimelineResponse => "baton.query.v1.GetTimelineResponse",
+    query::v1::TimelineEntry => "baton.query.v1.TimelineEntry",
+    query::v1::GetCareStateAsOfResponse => "baton.query.v1.GetCareStateAsOfResponse",
 }

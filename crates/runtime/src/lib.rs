@@ -10,6 +10,9 @@
 //! - [`DataDir`]: the local folder holding the embedded log and the
 //!   projection store.
 //! - [`shutdown_signal`]: completes on Ctrl-C or SIGTERM.
+//! - [`Clock`]: wall-clock time, injected ([`SystemClock`] in a service,
+//!   [`FixedClock`] in a test), so nothing time-dependent reads the system
+//!   clock behind its caller's back.
 //!
 //! ```
 //! #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -282,6 +285,70 @@ impl DataDir {
         EmbeddedLog::open(EmbeddedConfig::new(&path))
             .map(Arc::new)
             .map_err(|source| RuntimeError::Log { path, source })
+    }
+}
+
+/// Where a service reads the time of day: injected, so tests and replays
+/// choose it.
+pub trait Clock: std::fmt::Debug + Send + Sync {
+    fn now(&self) -> std::time::SystemTime;
+
+    /// Seconds and nanoseconds since 1970-01-01T00:00:00Z.
+    fn unix_now(&self) -> (i64, i32) {
+        match self.now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => (since.as_secs() as i64, since.subsec_nanos() as i32),
+            Err(before) => {
+                let before = before.duration();
+                match before.subsec_nanos() {
+                    0 => (-(before.as_secs() as i64), 0),
+                    nanos => (
+                        -(before.as_secs() as i64) - 1,
+                        (1_000_000_000 - nanos) as i32,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+}
+
+/// A clock standing at a time its owner sets: for tests.
+#[derive(Debug, Default)]
+pub struct FixedClock(std::sync::Mutex<Option<std::time::SystemTime>>);
+
+impl FixedClock {
+    pub fn at(time: std::time::SystemTime) -> Self {
+        Self(std::sync::Mutex::new(Some(time)))
+    }
+
+    /// `seconds` after 1970-01-01T00:00:00Z.
+    pub fn at_unix(seconds: u64) -> Self {
+        Self::at(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+    }
+
+    pub fn set(&self, time: std::time::SystemTime) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(time);
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> std::time::SystemTime {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or(std::time::UNIX_EPOCH)
     }
 }
 

@@ -5,6 +5,20 @@ use std::sync::Arc;
 
 use baton_proto::state::v1::PatientCareState;
 
+/// One event on a patient's timeline: the log record's value, filed under
+/// the patient and the event's clinical time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineRecord {
+    pub patient_key: String,
+    /// The event's `occurred_at`, as seconds and nanos.
+    pub occurred_seconds: i64,
+    pub occurred_nanos: i32,
+    pub partition: u32,
+    pub offset: u64,
+    /// The encoded `baton.events.v1.CareEvent`.
+    pub event: Vec<u8>,
+}
+
 /// Everything one projector batch changed, written by
 /// [`Store::commit`](crate::Store::commit) in one atomic sled batch: the new
 /// states and the log positions up to which they include every event.
@@ -41,6 +55,10 @@ pub struct Commit {
     /// that crashed between commit and publication can publish them again
     /// on restart ([`Store::unpublished`](crate::Store::unpublished)).
     pub publish: bool,
+    /// Events to file on their patients' timelines (the query service's
+    /// timeline indexer); a record already filed is written again,
+    /// unchanged.
+    pub timeline: Vec<TimelineRecord>,
 }
 
 impl Commit {
@@ -88,9 +106,17 @@ impl Commit {
         self
     }
 
-    /// Neither states nor positions: committing it changes nothing.
+    /// Files `record` on its patient's timeline.
+    pub fn with_timeline(mut self, record: TimelineRecord) -> Self {
+        self.timeline.push(record);
+        self
+    }
+
+    /// Neither states, timeline records nor positions: committing it
+    /// changes nothing.
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
+            && self.timeline.is_empty()
             && self.positions.is_empty()
             && self.upstream.values().all(BTreeMap::is_empty)
     }

@@ -24,6 +24,14 @@ pub(crate) const POSITION_PREFIX: &str = "p/";
 /// like index entries, when the committer publishes states after each
 /// commit (see [`Commit::publish`](crate::Commit::publish)).
 pub(crate) const UNPUBLISHED_KEY: &[u8] = b"meta/unpublished";
+/// `meta/index` → [`baton_care::cohort::INDEX_VERSION`] of the stored
+/// cohort index entries, u32 big-endian; a store opened with another
+/// version rebuilds its index from the states.
+pub(crate) const INDEX_VERSION_KEY: &[u8] = b"meta/index";
+/// `t/<patient key>\x1f<occurred_at><partition><offset>` → the event, as
+/// its log record's value: the patient's timeline in clinical order, then
+/// log order. See [`timeline_key`].
+pub(crate) const TIMELINE_PREFIX: &str = "t/";
 /// `meta/source/<topic>` → the identity of the log the topic's positions
 /// are in (see [`Store::bind_source`](crate::Store::bind_source)).
 pub(crate) const SOURCE_PREFIX: &str = "meta/source/";
@@ -55,6 +63,58 @@ pub(crate) fn position_key(topic: &str, partition: u32) -> Vec<u8> {
     let mut key = positions_prefix(topic);
     key.extend_from_slice(&partition.to_be_bytes());
     key
+}
+
+/// The prefix of every timeline key of `patient_key`. Patient keys never
+/// hold the separator, so one patient's prefix never lists another's.
+pub(crate) fn timeline_prefix(patient_key: &str) -> Vec<u8> {
+    let mut key = prefixed(TIMELINE_PREFIX, patient_key);
+    key.push(TOPIC_END);
+    key
+}
+
+/// A timeline key: the patient's prefix, then the clinical time (seconds
+/// with the sign bit flipped, so they sort as unsigned bytes, then nanos),
+/// then the log position, all big-endian.
+pub(crate) fn timeline_key(
+    patient_key: &str,
+    seconds: i64,
+    nanos: i32,
+    partition: u32,
+    offset: u64,
+) -> Vec<u8> {
+    let mut key = timeline_time_bound(patient_key, seconds, nanos);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// The first possible timeline key of `patient_key` at a clinical time.
+pub(crate) fn timeline_time_bound(patient_key: &str, seconds: i64, nanos: i32) -> Vec<u8> {
+    let mut key = timeline_prefix(patient_key);
+    key.extend_from_slice(&((seconds as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(&(nanos.max(0) as u32).to_be_bytes());
+    key
+}
+
+/// The clinical time and log position at the end of a timeline key.
+pub(crate) fn decode_timeline_suffix(suffix: &[u8]) -> Result<(i64, i32, u32, u64), String> {
+    let bytes: [u8; 24] = suffix.try_into().map_err(|_| {
+        format!(
+            "timeline key ends with {} bytes; expected 24 (time, nanos, partition, offset)",
+            suffix.len()
+        )
+    })?;
+    let (seconds, rest) = bytes.split_at(8);
+    let (nanos, rest) = rest.split_at(4);
+    let (partition, offset) = rest.split_at(4);
+    let seconds = u64::from_be_bytes(seconds.try_into().expect("8 bytes")) ^ (1 << 63);
+    Ok((
+        seconds as i64,
+        u32::from_be_bytes(nanos.try_into().expect("4 bytes")) as i32,
+        u32::from_be_bytes(partition.try_into().expect("4 bytes")),
+        u64::from_be_bytes(offset.try_into().expect("8 bytes")),
+    ))
 }
 
 fn prefixed(prefix: &str, text: &str) -> Vec<u8> {
@@ -224,6 +284,25 @@ mod tests {
             describe_key(&low),
             "p/baton.care-events.v1\\u{1f}\\u{0}\\u{0}\\u{0}\\u{2}"
         );
+    }
+
+    #[test]
+    fn timeline_keys_sort_by_clinical_time_then_position_and_round_trip() {
+        let keys = [
+            timeline_key("9434765919", -5, 0, 9, 9),
+            timeline_key("9434765919", 0, 0, 0, 3),
+            timeline_key("9434765919", 0, 1, 0, 1),
+            timeline_key("9434765919", 1_700_000_000, 0, 0, 0),
+            timeline_key("9434765919", 1_700_000_000, 0, 1, 0),
+        ];
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        let prefix = timeline_prefix("9434765919");
+        assert_eq!(
+            decode_timeline_suffix(&keys[0][prefix.len()..]).unwrap(),
+            (-5, 0, 9, 9)
+        );
+        assert!(!timeline_key("94347659190", 0, 0, 0, 0).starts_with(&prefix));
+        assert!(decode_timeline_suffix(&keys[0][prefix.len() + 1..]).is_err());
     }
 
     #[test]

@@ -67,7 +67,7 @@
 //! assert_eq!(store.get("9434765919")?.unwrap().version, 1);
 //! assert_eq!(store.applied("baton.care-events.v1")?[&0], 1);
 //! let ward = Cohort { ward: Some("WARD-7".into()), ..Cohort::default() };
-//! assert_eq!(store.list_cohort(&ward, None, 50)?.states.len(), 1);
+//! assert_eq!(store.list_cohort(&ward, None, 50, baton_care::Instant::UNSET)?.states.len(), 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -78,6 +78,6 @@ mod error;
 mod keys;
 mod store;
 
-pub use commit::Commit;
+pub use commit::{Commit, TimelineRecord};
 pub use error::{Result, StoreError};
 pub use store::{CohortPage, Store, StoreConfig};

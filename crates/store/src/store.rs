@@ -6,14 +6,15 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use baton_care::Instant;
 use baton_care::cohort::{self, Cohort};
 use baton_proto::state::v1::PatientCareState;
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use crate::keys::{self, Fnv1a64};
-use crate::{Commit, Result, StoreError};
+use crate::{Commit, Result, StoreError, TimelineRecord};
 
 /// How the store uses memory and disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,14 +26,20 @@ pub struct StoreConfig {
     /// `None` flushes only on [`Store::flush`]. A crash loses at most the
     /// batches since the last flush, always whole and always the latest.
     pub flush_every_ms: Option<u64>,
+    /// States the [change feed](Store::changes) holds for its slowest
+    /// reader: one that falls further behind is told it lagged (a watch is
+    /// then dropped) rather than slowing commits down.
+    pub change_feed_capacity: usize,
 }
 
 impl Default for StoreConfig {
-    /// A 256 MiB cache, flushed every 500 ms.
+    /// A 256 MiB cache, flushed every 500 ms; a change feed of 16,384
+    /// states.
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 256 * 1024 * 1024,
             flush_every_ms: Some(500),
+            change_feed_capacity: 16_384,
         }
     }
 }
@@ -40,10 +47,11 @@ impl Default for StoreConfig {
 /// One page of a cohort, from [`Store::list_cohort`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CohortPage {
-    /// Members in patient-key order.
+    /// Members in the order of the index the cohort is listed from
+    /// (patient-key order for a place, date order for a date range, …).
     pub states: Vec<PatientCareState>,
-    /// Pass as `after_key` for the next page; `None` when this page is the
-    /// last.
+    /// Pass as `after` for the next page: the index entry the page ended
+    /// at. `None` when this page is the last.
     pub next_after: Option<String>,
 }
 
@@ -68,6 +76,9 @@ struct Inner {
     /// Per topic, the applied positions as of the latest commit; created by
     /// the first [`Store::watch`] of the topic.
     watchers: Mutex<HashMap<String, watch::Sender<BTreeMap<u32, u64>>>>,
+    /// Every committed state, for watches of cohorts; nothing is kept
+    /// while nobody listens.
+    changes: broadcast::Sender<Arc<PatientCareState>>,
 }
 
 impl Store {
@@ -95,7 +106,9 @@ impl Store {
             flush_every_ms = config.flush_every_ms,
             "projection store opened"
         );
-        Ok(Self::from_db(db, Some(path.to_owned())))
+        let store = Self::from_db(db, Some(path.to_owned()), config);
+        store.check_index_version()?;
+        Ok(store)
     }
 
     /// For tests and rebuilds that are thrown away: a store in a sled
@@ -104,18 +117,79 @@ impl Store {
     pub fn temporary() -> Result<Self> {
         let db = sled::Config::new().temporary(true).open()?;
         db.insert(keys::FORMAT_KEY, &keys::FORMAT_VERSION.to_be_bytes()[..])?;
-        Ok(Self::from_db(db, None))
+        db.insert(
+            keys::INDEX_VERSION_KEY,
+            &cohort::INDEX_VERSION.to_be_bytes()[..],
+        )?;
+        Ok(Self::from_db(db, None, &StoreConfig::default()))
     }
 
-    fn from_db(db: sled::Db, path: Option<PathBuf>) -> Self {
+    fn from_db(db: sled::Db, path: Option<PathBuf>, config: &StoreConfig) -> Self {
+        let (changes, _) = broadcast::channel(config.change_feed_capacity.max(1));
         Self {
             inner: Arc::new(Inner {
                 db,
                 path,
                 writer: Mutex::new(()),
                 watchers: Mutex::new(HashMap::new()),
+                changes,
             }),
         }
+    }
+
+    /// Rebuilds the cohort index from the states when it was built by
+    /// another version of [`cohort::index_entries`] (an upgrade), so every
+    /// cohort lists exactly its members. A new store is stamped with the
+    /// current version.
+    fn check_index_version(&self) -> Result<()> {
+        let stored = match self.inner.db.get(keys::INDEX_VERSION_KEY)? {
+            Some(value) => {
+                Some(
+                    keys::decode_u32(&value).map_err(|reason| StoreError::Corrupt {
+                        key: keys::describe_key(keys::INDEX_VERSION_KEY),
+                        reason,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        if stored == Some(cohort::INDEX_VERSION) {
+            return Ok(());
+        }
+        let _writer = self.lock_writer();
+        let mut rebuilt = 0usize;
+        let mut batch = sled::Batch::default();
+        for item in self.inner.db.scan_prefix(keys::STATE_PREFIX) {
+            let (key, value) = item?;
+            let state = decode_state(&key, &value)?;
+            self.stage_entries(&mut batch, &state.patient_key, &state)?;
+            rebuilt += 1;
+            if rebuilt.is_multiple_of(10_000) {
+                self.inner.db.apply_batch(std::mem::take(&mut batch))?;
+                info!(states = rebuilt, "rebuilding the cohort index");
+            }
+        }
+        batch.insert(
+            keys::INDEX_VERSION_KEY,
+            &cohort::INDEX_VERSION.to_be_bytes()[..],
+        );
+        self.inner.db.apply_batch(batch)?;
+        if rebuilt > 0 {
+            info!(
+                states = rebuilt,
+                from_version = stored,
+                to_version = cohort::INDEX_VERSION,
+                "cohort index rebuilt for this version of Baton"
+            );
+        }
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where the store lives; `None` when temporary.
@@ -124,8 +198,9 @@ impl Store {
     }
 
     /// Writes every state of `commit`, the index entries they gain and lose,
-    /// and the positions that move forward, in one atomic batch, then tells
-    /// [watchers](Store::watch) of the topic.
+    /// its timeline records and the positions that move forward, in one
+    /// atomic batch, then tells [watchers](Store::watch) of the topic and
+    /// the [change feed](Store::changes).
     ///
     /// The batch is in memory and visible to reads when this returns; it
     /// reaches disk with sled's next background flush, or [`Store::flush`].
@@ -133,11 +208,7 @@ impl Store {
         if commit.is_empty() {
             return Ok(());
         }
-        let _writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.lock_writer();
 
         let mut latest = BTreeMap::new();
         for state in &commit.states {
@@ -146,6 +217,18 @@ impl Store {
         let mut batch = sled::Batch::default();
         for (key, state) in &latest {
             self.stage_state(&mut batch, key, state)?;
+        }
+        for record in &commit.timeline {
+            batch.insert(
+                keys::timeline_key(
+                    &record.patient_key,
+                    record.occurred_seconds,
+                    record.occurred_nanos,
+                    record.partition,
+                    record.offset,
+                ),
+                record.event.as_slice(),
+            );
         }
         let mut advanced = vec![(
             commit.topic.as_str(),
@@ -162,6 +245,12 @@ impl Store {
 
         for (topic, positions) in &advanced {
             self.notify_watchers(topic, positions);
+        }
+        if self.inner.changes.receiver_count() > 0 {
+            for state in latest.values() {
+                // Fails only when the last receiver went meanwhile.
+                let _ = self.inner.changes.send(Arc::clone(state));
+            }
         }
         debug!(
             topic = %commit.topic,
@@ -217,6 +306,19 @@ impl Store {
         key: &str,
         state: &PatientCareState,
     ) -> Result<()> {
+        self.stage_entries(batch, key, state)?;
+        batch.insert(keys::state_key(key), state.encode_to_vec());
+        Ok(())
+    }
+
+    /// Adds the difference between the stored index entries of `key` and
+    /// those of `state` to `batch`.
+    fn stage_entries(
+        &self,
+        batch: &mut sled::Batch,
+        key: &str,
+        state: &PatientCareState,
+    ) -> Result<()> {
         let entries_key = keys::entries_key(key);
         let old = match self.inner.db.get(&entries_key)? {
             Some(value) => keys::decode_entries(&value).map_err(|reason| StoreError::Corrupt {
@@ -235,7 +337,6 @@ impl Store {
         if old != new {
             batch.insert(entries_key, keys::encode_entries(&new));
         }
-        batch.insert(keys::state_key(key), state.encode_to_vec());
         Ok(())
     }
 
@@ -359,13 +460,6 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Up to `limit` (at least one) members of `cohort` in patient-key
-    /// order, starting strictly after `after_key`: keyset paging, so a page
-    /// stays correct however the cohort changed since the previous one.
-    ///
-    /// Each state is checked against the cohort as it is read, so a patient
-    /// who left the cohort in a commit that raced with the listing is left
-    /// out rather than shown in a place they no longer are.
     /// The state of the patient known by the local identifier
     /// `AUTHORITY:VALUE` when it is not their key (e.g. a hospital number of
     /// a patient keyed by NHS number).
@@ -383,58 +477,123 @@ impl Store {
         self.get(patient_key)
     }
 
+    /// Up to `limit` (at least one) members of `cohort` at `now`, read from
+    /// the index ranges of [`Cohort::plan`] in order, starting strictly
+    /// after the index entry `after`: keyset paging, so a page stays correct
+    /// however the cohort changed since the previous one.
+    ///
+    /// Each candidate's state is checked against the whole cohort as it is
+    /// read, so a patient who left the cohort in a commit that raced with
+    /// the listing is left out rather than shown in a place they no longer
+    /// are, and is yielded only at its first entry in the plan, so a
+    /// patient with several matching entries is listed once.
     pub fn list_cohort(
         &self,
         cohort: &Cohort,
-        after_key: Option<&str>,
+        after: Option<&str>,
         limit: usize,
+        now: Instant,
     ) -> Result<CohortPage> {
         let limit = limit.max(1);
-        let prefix = keys::index_key(&cohort.index_prefix());
-        let start = match after_key {
-            Some(after) => {
-                let mut start = prefix.clone();
-                start.extend_from_slice(after.as_bytes());
-                Bound::Excluded(start)
-            }
-            None => Bound::Included(prefix.clone()),
-        };
-        let entries = self
-            .inner
-            .db
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .keys()
-            .take_while(|key| key.as_ref().map_or(true, |key| key.starts_with(&prefix)));
-
+        let plan = cohort.plan(now);
         let mut page = CohortPage::default();
-        let mut last_key = None;
-        for (read, key) in entries.enumerate() {
-            if read == limit {
-                page.next_after = last_key;
-                return Ok(page);
+        let mut last_entry: Option<String> = None;
+        let mut read = 0usize;
+        for range in &plan {
+            if after.is_some_and(|after| after >= range.end.as_str()) {
+                continue;
             }
-            let key = key?;
-            let entry = std::str::from_utf8(&key[keys::INDEX_PREFIX.len()..]).map_err(|e| {
-                StoreError::Corrupt {
-                    key: keys::describe_key(&key),
-                    reason: format!("index entry is not UTF-8: {e}"),
+            let start = match after {
+                Some(after) if after >= range.start.as_str() => {
+                    Bound::Excluded(keys::index_key(after))
                 }
-            })?;
-            let patient_key = Cohort::key_of_entry(entry);
-            let Some(state) = self.get(patient_key)? else {
-                return Err(StoreError::Corrupt {
-                    key: keys::describe_key(&key),
-                    reason: format!("index entry names patient {patient_key:?}, who has no state"),
-                });
+                _ => Bound::Included(keys::index_key(&range.start)),
             };
-            if cohort.matches(&state) {
-                page.states.push(state);
-            } else {
-                debug!(patient_key, "left the cohort while it was listed");
+            let end = Bound::Excluded(keys::index_key(&range.end));
+            for key in self.inner.db.range::<Vec<u8>, _>((start, end)).keys() {
+                if read == limit {
+                    page.next_after = last_entry;
+                    return Ok(page);
+                }
+                read += 1;
+                let key = key?;
+                let entry = std::str::from_utf8(&key[keys::INDEX_PREFIX.len()..]).map_err(|e| {
+                    StoreError::Corrupt {
+                        key: keys::describe_key(&key),
+                        reason: format!("index entry is not UTF-8: {e}"),
+                    }
+                })?;
+                let patient_key = Cohort::key_of_entry(entry);
+                let Some(state) = self.get(patient_key)? else {
+                    return Err(StoreError::Corrupt {
+                        key: keys::describe_key(&key),
+                        reason: format!(
+                            "index entry names patient {patient_key:?}, who has no state"
+                        ),
+                    });
+                };
+                let first_here = Cohort::listing_entry(&state, &plan).as_deref() == Some(entry);
+                if first_here && cohort.matches(&state, now) {
+                    page.states.push(state);
+                } else {
+                    debug!(patient_key, "not a member where the listing found them");
+                }
+                last_entry = Some(entry.to_owned());
             }
-            last_key = Some(patient_key.to_owned());
         }
         Ok(page)
+    }
+
+    /// Follows every state committed from now on, in commit order: for
+    /// watches of cohorts. A receiver that falls more than
+    /// [`StoreConfig::change_feed_capacity`] states behind gets
+    /// `RecvError::Lagged` instead of slowing commits down.
+    pub fn changes(&self) -> broadcast::Receiver<Arc<PatientCareState>> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The events filed on the timeline of `patient_key` whose clinical
+    /// time is within `from..=to` (unset bounds are open), in clinical
+    /// order then log order.
+    pub fn timeline(
+        &self,
+        patient_key: &str,
+        from: Instant,
+        to: Instant,
+    ) -> Result<Vec<TimelineRecord>> {
+        let prefix = keys::timeline_prefix(patient_key);
+        let start = match from.to_timestamp() {
+            Some(from) => keys::timeline_time_bound(patient_key, from.seconds, from.nanos),
+            None => prefix.clone(),
+        };
+        let mut records = Vec::new();
+        for item in self.inner.db.range(start..) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let (seconds, nanos, partition, offset) =
+                keys::decode_timeline_suffix(&key[prefix.len()..]).map_err(|reason| {
+                    StoreError::Corrupt {
+                        key: keys::describe_key(&key),
+                        reason,
+                    }
+                })?;
+            if let Some(to) = to.to_timestamp()
+                && (seconds, nanos) > (to.seconds, to.nanos)
+            {
+                break;
+            }
+            records.push(TimelineRecord {
+                patient_key: patient_key.to_owned(),
+                occurred_seconds: seconds,
+                occurred_nanos: nanos,
+                partition,
+                offset,
+                event: value.to_vec(),
+            });
+        }
+        Ok(records)
     }
 
     /// Every state in patient-key order, read lazily: commits made while

@@ -90,6 +90,7 @@ fn cohorts() -> Vec<Cohort> {
                     setting,
                     organisation: organisation.map(str::to_owned),
                     ward: ward.map(str::to_owned),
+                    ..Cohort::default()
                 });
             }
         }
@@ -102,7 +103,7 @@ fn members(store: &Store, cohort: &Cohort, limit: usize) -> Vec<String> {
     let mut after = None;
     loop {
         let page = store
-            .list_cohort(cohort, after.as_deref(), limit)
+            .list_cohort(cohort, after.as_deref(), limit, baton_care::Instant::UNSET)
             .expect("cohort lists");
         keys.extend(page.states.into_iter().map(|s| s.patient_key));
         match page.next_after {
@@ -146,7 +147,7 @@ proptest! {
         for cohort in cohorts() {
             let expected: Vec<String> = current
                 .values()
-                .filter(|state| cohort.matches(state))
+                .filter(|state| cohort.matches(state, baton_care::Instant::UNSET))
                 .map(|state| state.patient_key.clone())
                 .collect();
             prop_assert_eq!(members(&store, &cohort, limit), expected, "{:?}", cohort);

@@ -57,7 +57,7 @@ fn members(store: &Store, cohort: &Cohort, limit: usize) -> Vec<String> {
     let mut after = None;
     loop {
         let page = store
-            .list_cohort(cohort, after.as_deref(), limit)
+            .list_cohort(cohort, after.as_deref(), limit, baton_care::Instant::UNSET)
             .expect("cohort lists");
         assert!(page.states.len() <= limit.max(1));
         keys.extend(page.states.into_iter().map(|s| s.patient_key));
@@ -248,23 +248,44 @@ fn cohort_pages_list_every_member_once_and_nothing_else() {
     assert_eq!(members(&store, &everyone(), 7).len(), 24);
 
     let exact = store
-        .list_cohort(&ward("WARD-7"), None, on_ward_7.len())
+        .list_cohort(
+            &ward("WARD-7"),
+            None,
+            on_ward_7.len(),
+            baton_care::Instant::UNSET,
+        )
         .unwrap();
     assert_eq!(exact.states.len(), on_ward_7.len());
     assert_eq!(exact.next_after, None, "no page after the last member");
 
-    let first = store.list_cohort(&ward("WARD-7"), None, 5).unwrap();
-    assert_eq!(first.next_after.as_deref(), Some(on_ward_7[4].as_str()));
+    let first = store
+        .list_cohort(&ward("WARD-7"), None, 5, baton_care::Instant::UNSET)
+        .unwrap();
+    let after = first.next_after.expect("more members after the first page");
+    assert_eq!(
+        Cohort::key_of_entry(&after),
+        on_ward_7[4],
+        "the page ends at the entry of its last member"
+    );
     let rest = store
-        .list_cohort(&ward("WARD-7"), Some(&on_ward_7[4]), 100)
+        .list_cohort(
+            &ward("WARD-7"),
+            Some(&after),
+            100,
+            baton_care::Instant::UNSET,
+        )
         .unwrap();
     assert_eq!(rest.states[0].patient_key, on_ward_7[5]);
     assert_eq!(rest.next_after, None);
 
-    let zero = store.list_cohort(&ward("WARD-7"), None, 0).unwrap();
+    let zero = store
+        .list_cohort(&ward("WARD-7"), None, 0, baton_care::Instant::UNSET)
+        .unwrap();
     assert_eq!(zero.states.len(), 1, "a limit of 0 still makes progress");
 
-    let none = store.list_cohort(&ward("WARD-9"), None, 10).unwrap();
+    let none = store
+        .list_cohort(&ward("WARD-9"), None, 10, baton_care::Instant::UNSET)
+        .unwrap();
     assert_eq!(none, Default::default());
 }
 

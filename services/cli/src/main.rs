@@ -5,9 +5,11 @@
 //! - `up.rs`: `baton up`, all three services in one process.
 //! - `demo.rs`: the synthetic population `baton up --demo` publishes.
 //! - `publish.rs`: `baton publish`, JSON lines through the ingest API.
-//! - `read.rs`: `baton state get` and `baton cohort`.
+//! - `read.rs`: `baton state get` (now or as of a time) and `baton timeline`.
+//! - `cohort.rs`: `baton cohort` and `baton watch`, and their filters.
 //! - `render.rs`: care states as people read them.
 
+mod cohort;
 mod demo;
 mod publish;
 mod read;
@@ -30,7 +32,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Start here:
 ///   baton up --demo              run everything, with a synthetic population
 ///   baton cohort --setting virtual-ward
+///   baton watch --setting hospital --min-frailty 6
 ///   baton state get 9990000018
+///   baton timeline 9990000018
 ///   baton publish events.jsonl
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, propagate_version = true)]
@@ -45,7 +49,9 @@ enum Command {
     Publish(publish::PublishArgs),
     #[command(subcommand)]
     State(read::StateCommand),
-    Cohort(read::CohortArgs),
+    Timeline(read::TimelineArgs),
+    Cohort(cohort::CohortArgs),
+    Watch(cohort::WatchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,7 +65,9 @@ fn main() -> std::process::ExitCode {
             Command::Up(args) => up::up(args).await,
             Command::Publish(args) => publish::publish(args).await,
             Command::State(command) => read::state(command).await,
-            Command::Cohort(args) => read::cohort(args).await,
+            Command::Timeline(args) => read::timeline(args).await,
+            Command::Cohort(args) => cohort::cohort(args).await,
+            Command::Watch(args) => cohort::watch(args).await,
         }
     });
     match outcome {

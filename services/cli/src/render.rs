@@ -3,9 +3,14 @@
 
 use std::fmt::Write;
 
+use baton_care::Instant;
 use baton_care::cohort::setting_name;
-use baton_proto::events::v1::{Date, Demographics, Location};
-use baton_proto::state::v1::{Encounter, EpisodeStatus, PatientCareState, ReferralStatus};
+use baton_proto::events::v1::care_event::Payload;
+use baton_proto::events::v1::{CareEvent, Date, Demographics, Location};
+use baton_proto::query::v1::{CohortChange, TimelineEntry};
+use baton_proto::state::v1::{
+    CareSetting, Encounter, EpisodeStatus, PatientCareState, ReferralStatus,
+};
 use prost_types::Timestamp;
 
 /// `2026-01-05 09:30` (UTC), or `-` when unknown.
@@ -292,53 +297,258 @@ fn encounter_lines(encounter: &Encounter, line: &mut impl FnMut(&str, String)) {
     }
 }
 
-/// One row per patient: who, where, since when, and the flags a ward or
-/// discharge team looks for.
-pub(crate) fn cohort_table(states: &[PatientCareState]) -> String {
+/// What a cohort listing is about, beyond where each patient is: the
+/// column the team asking reads first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Focus {
+    Place,
+    /// Virtual-ward episodes: pathway, since when, care plan version.
+    VirtualWard,
+    /// Delayed discharges: days optimised, expected discharge date.
+    Discharge,
+    /// Recent discharges: when, and where to.
+    Discharged,
+    /// Referrals to this service.
+    Referral(String),
+}
+
+/// One row per patient: who, where, since when, the flags a ward or
+/// discharge team looks for, and what `focus` asks about.
+pub(crate) fn cohort_table(states: &[PatientCareState], focus: &Focus, now: Instant) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<24} {:<15} {:<17} {:<6} {:<18} {:>3} {:<3}",
+        "{:<14} {:<24} {:<15} {:<17} {:<6} {:<18} {:>3} {:<3} DETAIL",
         "PATIENT", "NAME", "SETTING", "SINCE", "ORG", "WARD", "CFS", "MO"
     );
     for state in states {
-        let ward = match &state.active_encounter {
-            Some(e)
-                if matches!(
-                    state.setting(),
-                    baton_proto::state::v1::CareSetting::Hospital
-                        | baton_proto::state::v1::CareSetting::HospitalLeave
-                ) =>
-            {
-                e.location
-                    .as_ref()
-                    .map_or(String::new(), |l| l.point_of_care.clone())
-            }
-            _ => state
-                .episodes
-                .iter()
-                .rev()
-                .find(|e| e.status() == EpisodeStatus::Active)
-                .and_then(|e| e.service.as_ref())
-                .map_or(String::new(), |s| s.code.clone()),
-        };
-        let _ = writeln!(
-            out,
-            "{:<14} {:<24} {:<15} {:<17} {:<6} {:<18} {:>3} {:<3}",
-            state.patient_key,
-            truncate(&name(state.demographics.as_ref()), 24),
-            setting_name(state.setting()),
-            when(state.setting_since.as_ref()),
-            state.setting_organisation,
-            truncate(&ward, 18),
-            state
-                .frailty
-                .as_ref()
-                .map_or(String::new(), |f| f.clinical_frailty_scale.to_string()),
-            if state.medically_optimised { "yes" } else { "" },
-        );
+        let _ = writeln!(out, "{}", cohort_row(state, focus, now));
     }
     out
+}
+
+/// One line of `baton watch`: what happened, then the patient's row.
+pub(crate) fn cohort_change(
+    change: CohortChange,
+    state: &PatientCareState,
+    focus: &Focus,
+    now: Instant,
+) -> String {
+    let what = match change {
+        CohortChange::Member => "member",
+        CohortChange::Joined => "JOINED",
+        CohortChange::Changed => "changed",
+        CohortChange::Left => "LEFT",
+        CohortChange::Synced | CohortChange::Unspecified => "",
+    };
+    format!("{what:<8} {}", cohort_row(state, focus, now))
+}
+
+fn cohort_row(state: &PatientCareState, focus: &Focus, now: Instant) -> String {
+    let ward = match &state.active_encounter {
+        Some(e)
+            if matches!(
+                state.setting(),
+                CareSetting::Hospital | CareSetting::HospitalLeave
+            ) =>
+        {
+            e.location
+                .as_ref()
+                .map_or(String::new(), |l| l.point_of_care.clone())
+        }
+        _ => active_episode(state)
+            .and_then(|e| e.service.as_ref())
+            .map_or(String::new(), |s| s.code.clone()),
+    };
+    format!(
+        "{:<14} {:<24} {:<15} {:<17} {:<6} {:<18} {:>3} {:<3} {}",
+        state.patient_key,
+        truncate(&name(state.demographics.as_ref()), 24),
+        setting_name(state.setting()),
+        when(state.setting_since.as_ref()),
+        state.setting_organisation,
+        truncate(&ward, 18),
+        state
+            .frailty
+            .as_ref()
+            .map_or(String::new(), |f| f.clinical_frailty_scale.to_string()),
+        if state.medically_optimised { "yes" } else { "" },
+        detail(state, focus, now),
+    )
+    .trim_end()
+    .to_owned()
+}
+
+fn active_episode(state: &PatientCareState) -> Option<&baton_proto::state::v1::Episode> {
+    state
+        .episodes
+        .iter()
+        .rev()
+        .find(|e| e.status() == EpisodeStatus::Active)
+}
+
+fn detail(state: &PatientCareState, focus: &Focus, now: Instant) -> String {
+    match focus {
+        Focus::Place => String::new(),
+        Focus::VirtualWard => {
+            let Some(episode) = active_episode(state) else {
+                return String::new();
+            };
+            let mut text = format!(
+                "{} since {}",
+                words(episode.pathway().as_str_name(), "PATHWAY_"),
+                when(episode.started_at.as_ref())
+            );
+            if let Some(plan) = &state.care_plan {
+                text.push_str(&format!(", care plan v{}", plan.version));
+            }
+            text
+        }
+        Focus::Discharge => {
+            let mut parts = Vec::new();
+            if state.medically_optimised
+                && let Some(since) = &state.medically_optimised_since
+            {
+                let days = (now.seconds() - since.seconds).div_euclid(86_400);
+                parts.push(format!(
+                    "optimised {days} {}",
+                    if days == 1 { "day" } else { "days" }
+                ));
+            }
+            if state.expected_discharge_date.is_some() {
+                parts.push(format!(
+                    "EDD {}",
+                    date(state.expected_discharge_date.as_ref())
+                ));
+            }
+            parts.join(", ")
+        }
+        Focus::Discharged => state.last_discharge.as_ref().map_or(String::new(), |d| {
+            let mut text = format!(
+                "discharged {} to {}",
+                when(d.discharged_at.as_ref()),
+                words(d.destination().as_str_name(), "DISCHARGE_DESTINATION_")
+            );
+            if !d.destination_organisation.is_empty() {
+                text.push_str(&format!(" ({})", d.destination_organisation));
+            }
+            text
+        }),
+        Focus::Referral(service) => state
+            .referrals
+            .iter()
+            .filter(|r| r.service.as_ref().is_some_and(|s| &s.code == service))
+            .map(|r| {
+                let mut text = format!(
+                    "{} {}",
+                    r.referral_id,
+                    words(r.status().as_str_name(), "REFERRAL_STATUS_")
+                );
+                if r.status() == ReferralStatus::Requested
+                    && let Some(by) = &r.respond_by
+                {
+                    let overdue = by.seconds < now.seconds();
+                    text.push_str(&format!(
+                        " (due {}{})",
+                        when(Some(by)),
+                        if overdue { ", OVERDUE" } else { "" }
+                    ));
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// A patient's timeline, one event a line, corrections marked.
+pub(crate) fn timeline(patient_key: &str, entries: &[TimelineEntry]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Timeline of {patient_key}: {} {}, in clinical order (times UTC)",
+        entries.len(),
+        if entries.len() == 1 {
+            "event"
+        } else {
+            "events"
+        }
+    );
+    for entry in entries {
+        let Some(event) = &entry.event else { continue };
+        let mut line = format!(
+            "{}  {:<44} recorded {}",
+            when(event.occurred_at.as_ref()),
+            truncate(&event_summary(event), 44),
+            when(event.recorded_at.as_ref()),
+        );
+        if entry.late {
+            line.push_str("  LATE");
+        }
+        if !entry.cancelled_by_event_id.is_empty() {
+            line.push_str(&format!(
+                "  CANCELLED by {}",
+                short_id(&entry.cancelled_by_event_id)
+            ));
+        }
+        if !entry.cancels_event_id.is_empty() {
+            line.push_str(&format!("  corrects {}", short_id(&entry.cancels_event_id)));
+        }
+        if !entry.merged_record_key.is_empty() {
+            line.push_str(&format!("  (merged record {})", entry.merged_record_key));
+        }
+        let _ = writeln!(out, "{line}  [{}]", short_id(&event.event_id));
+    }
+    out
+}
+
+/// The first group of an event id: enough to tell events of one patient
+/// apart on a screen.
+fn short_id(event_id: &str) -> &str {
+    event_id.split('-').next().unwrap_or(event_id)
+}
+
+/// `admitted to AMU (V1)`, `transferred to WARD-7`, `frailty assessed: CFS 6`.
+fn event_summary(event: &CareEvent) -> String {
+    let Some(payload) = &event.payload else {
+        return "(no payload)".to_owned();
+    };
+    let name = baton_care::payload_name(payload).replace('_', " ");
+    let visit = if event.encounter_id.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", event.encounter_id)
+    };
+    let detail = match payload {
+        Payload::Admitted(a) => format!(" to {}", place(a.location.as_ref())),
+        Payload::Transferred(t) => format!(" to {}", place(t.to.as_ref())),
+        Payload::PreAdmitted(p) => format!(" to {}", place(p.expected_location.as_ref())),
+        Payload::Discharged(d) => format!(
+            " to {}",
+            words(d.destination().as_str_name(), "DISCHARGE_DESTINATION_")
+        ),
+        Payload::FrailtyAssessed(f) => format!(": CFS {}", f.clinical_frailty_scale),
+        Payload::EpisodeStarted(e) => format!(
+            ": {} {}",
+            e.service.as_ref().map_or("", |s| s.code.as_str()),
+            words(e.pathway().as_str_name(), "PATHWAY_")
+        ),
+        Payload::ReferralRequested(r) => format!(
+            " {} to {}",
+            r.referral_id,
+            r.service.as_ref().map_or("", |s| s.code.as_str())
+        ),
+        Payload::CarePlanChanged(c) => format!(" to v{}", c.version),
+        Payload::ExpectedDischargeDateSet(e) => {
+            format!(": {}", date(e.expected_discharge_date.as_ref()))
+        }
+        Payload::PatientsMerged(m) => format!(
+            ": {} merged in",
+            m.retired.as_ref().map_or("", |r| r.nhs_number.as_str())
+        ),
+        _ => String::new(),
+    };
+    format!("{name}{detail}{visit}")
 }
 
 fn truncate(text: &str, width: usize) -> String {
@@ -370,7 +580,7 @@ mod tests {
         );
         assert!(text.contains("Location            WARD-7"), "{text}");
         assert!(text.contains("AMU → 2026-01-05 09:00 WARD-7"), "{text}");
-        let table = cohort_table(&[state]);
+        let table = cohort_table(&[state], &Focus::Place, Instant::UNSET);
         assert!(
             table.lines().nth(1).unwrap().starts_with("9434765919"),
             "{table}"

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use baton_ingest::{Ingest, IngestConfig};
 use baton_projector::{Projector, ProjectorConfig};
-use baton_query::{QueryConfig, QueryService};
+use baton_query::{QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::{Backbone, DataDir};
 use baton_store::{Store, StoreConfig};
 use clap::Args;
@@ -113,6 +113,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let config: UpConfig =
         baton_runtime::load_config::<UpConfig>(args.config.as_deref(), "up", &args)?
             .resolve(&backbone);
+    config
+        .query
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: up.query.{problem}"))?;
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
@@ -138,6 +142,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
+    let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
 
     let stop = CancellationToken::new();
     let mut services = tokio::task::JoinSet::new();
@@ -164,6 +169,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             baton_query::run(query, query_listener, stop.cancelled_owned())
                 .await
                 .context("query")
+        });
+    }
+    {
+        let stop = stop.clone();
+        services.spawn(async move {
+            timeline
+                .run(stop.cancelled_owned())
+                .await
+                .map(drop)
+                .context("timeline indexer")
         });
     }
 

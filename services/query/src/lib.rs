@@ -1,16 +1,23 @@
-//! baton-query: patients' current care state and cohorts over gRPC
-//! (`baton.query.v1.CareStateQuery`), read from the projection store.
+//! baton-query: patients' care states, cohorts, timelines and the past over
+//! gRPC (`baton.query.v1.CareStateQuery`), read from the projection store.
 //!
 //! - `GetCareState` finds a patient by NHS number, local identifier or
-//!   patient key. With a consistency token from `Publish` it first waits
-//!   (up to `max_consistency_wait_ms`) until the projection has applied the
-//!   positions the token names: read-your-writes across services.
-//! - `ListCohort` pages through a cohort (care setting, organisation, ward)
-//!   in patient-key order from the store's cohort index.
+//!   patient key. With a consistency token from `Publish` it first waits,
+//!   within the call's deadline and at most `max_consistency_wait_ms`, until
+//!   the projection has applied the positions the token names:
+//!   read-your-writes across services.
+//! - `ListCohort` pages through the patients matching a filter (where they
+//!   are, virtual ward, pathway, referrals, frailty, age, medically
+//!   optimised, discharge dates) from the store's cohort index.
+//! - `WatchCohort` streams a cohort's members, then every change.
+//! - `GetTimeline` and `GetCareStateAsOf` read the events filed by the
+//!   [`TimelineIndexer`], which follows the event log beside the projection.
 //!
 //! Bad requests get `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming
 //! the field; an unknown patient `NOT_FOUND`; a token not reached in time
-//! `UNAVAILABLE` (retry). Health checking and server reflection are on.
+//! `DEADLINE_EXCEEDED` (the call's deadline) or `FAILED_PRECONDITION` (the
+//! service's longest wait); a watch whose client reads too slowly
+//! `RESOURCE_EXHAUSTED`. Health checking and server reflection are on.
 //!
 //! The store is the projector's own (`baton up`, one process) or a replica
 //! of it that a [`Materialiser`] keeps in step with the state changelog
@@ -18,28 +25,48 @@
 //!
 //! # Layout
 //! - `lib.rs`: [`QueryConfig`], [`QueryService`] and [`run`].
-//! - `materialise.rs`: [`Materialiser`], the replica's changelog follower.
+//! - `consistency.rs`: waiting for consistency tokens within deadlines.
+//! - `watch.rs`: `WatchCohort` and its bounded outbox.
+//! - `history.rs`: timelines and states as of a time.
+//! - `follow.rs`: following a log topic into the store, shared by
+//!   `materialise.rs` ([`Materialiser`], the replica's changelog follower)
+//!   and `timeline.rs` ([`TimelineIndexer`]).
 
+mod consistency;
+mod follow;
+mod history;
 mod materialise;
+mod timeline;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_care::cohort::Cohort;
-use baton_care::{NhsNumber, PatientKey};
+use baton_care::{Instant, NhsNumber, PatientKey};
 use baton_log::ConsistencyToken;
 use baton_log::topics::Topics;
 use baton_proto::query::v1::care_state_query_server::{CareStateQuery, CareStateQueryServer};
 use baton_proto::query::v1::patient_ref::Ref;
 use baton_proto::query::v1::{
-    GetCareStateRequest, GetCareStateResponse, ListCohortRequest, ListCohortResponse, PatientRef,
+    GetCareStateAsOfRequest, GetCareStateAsOfResponse, GetCareStateRequest, GetCareStateResponse,
+    GetTimelineRequest, GetTimelineResponse, ListCohortRequest, ListCohortResponse, PatientRef,
+    TimeAxis, WatchCohortRequest,
 };
+use baton_proto::state::v1::PatientCareState;
+use baton_runtime::{Clock, SystemClock};
 use baton_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use consistency::WaitBudget;
+pub use materialise::{Materialiser, MaterialiserStats};
+pub use timeline::{TimelineIndexer, TimelineStats, timeline_positions_topic};
 
 /// The port the query API listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 50052;
@@ -47,7 +74,7 @@ pub const DEFAULT_PORT: u16 = 50052;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a request may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
-const PAGE_TOKEN_PREFIX: &str = "k1.";
+const PAGE_TOKEN_PREFIX: &str = "c2.";
 
 /// Settings of the query service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +82,15 @@ const PAGE_TOKEN_PREFIX: &str = "k1.";
 pub struct QueryConfig {
     /// Address the gRPC API listens on.
     pub listen: SocketAddr,
-    /// Longest a `GetCareState` waits for its consistency token.
+    /// Longest a call waits for its consistency token, whatever its
+    /// deadline.
     pub max_consistency_wait_ms: u64,
+    /// Messages a `WatchCohort` client may fall behind before it is
+    /// dropped with `RESOURCE_EXHAUSTED`.
+    pub watch_buffer_messages: usize,
+    /// How often a watched cohort that time alone can change (ages,
+    /// overdue referrals, days optimised) is listed again.
+    pub watch_recheck_ms: u64,
 }
 
 impl Default for QueryConfig {
@@ -64,15 +98,30 @@ impl Default for QueryConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_consistency_wait_ms: 5_000,
+            watch_buffer_messages: 4_096,
+            watch_recheck_ms: 60_000,
         }
     }
 }
 
-pub use materialise::{Materialiser, MaterialiserStats};
+impl QueryConfig {
+    /// Checks the settings, naming the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.watch_buffer_messages == 0 {
+            return Err("watch_buffer_messages: expected at least 1".into());
+        }
+        if self.watch_recheck_ms == 0 {
+            return Err("watch_recheck_ms: expected a positive number of milliseconds".into());
+        }
+        Ok(())
+    }
+}
 
 /// Errors starting, serving or materialising.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    #[error("invalid query configuration: {0}")]
+    Config(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("event log: {0}")]
@@ -90,6 +139,9 @@ pub struct QueryService {
     config: QueryConfig,
     /// The topic consistency tokens name positions in.
     events_topic: String,
+    /// Where the timeline indexer keeps its positions in that topic.
+    timeline_topic: String,
+    clock: Arc<dyn Clock>,
 }
 
 impl QueryService {
@@ -98,33 +150,47 @@ impl QueryService {
             store,
             config,
             events_topic: topics.events.clone(),
+            timeline_topic: timeline_positions_topic(&topics.events),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time of day (ages, overdue referrals, days optimised)
+    /// from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn into_server(self) -> CareStateQueryServer<Self> {
         CareStateQueryServer::new(self)
     }
 
-    /// Waits until the projection has applied everything `token` names.
-    async fn wait_for(&self, token: &ConsistencyToken) -> Result<(), Status> {
-        if token.is_empty() {
-            return Ok(());
-        }
-        let mut applied = self.store.watch(&self.events_topic);
-        let wait = Duration::from_millis(self.config.max_consistency_wait_ms);
-        match tokio::time::timeout(
-            wait,
-            applied.wait_for(|applied| token.is_satisfied_by(applied)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Status::unavailable("the projection store is closing")),
-            Err(_) => Err(Status::unavailable(format!(
-                "the projection has not yet applied consistency token {token} after {} ms; retry",
-                wait.as_millis()
-            ))),
-        }
+    fn now(&self) -> Instant {
+        let (seconds, nanos) = self.clock.unix_now();
+        Instant::of(Some(&prost_types::Timestamp { seconds, nanos }))
+    }
+
+    /// Waits until `token` is applied in every one of `topics`, within the
+    /// call's deadline.
+    async fn wait_for(
+        &self,
+        metadata: &MetadataMap,
+        token: &str,
+        topics: &[&str],
+    ) -> Result<(), Status> {
+        let token = if token.is_empty() {
+            ConsistencyToken::empty()
+        } else {
+            token
+                .parse::<ConsistencyToken>()
+                .map_err(|error| bad_request("consistency_token", error.to_string()))?
+        };
+        let budget = WaitBudget::of(
+            metadata,
+            Duration::from_millis(self.config.max_consistency_wait_ms),
+        );
+        consistency::wait_for(&self.store, topics, &token, budget).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -143,26 +209,11 @@ impl QueryService {
             Err(error) => Err(Status::internal(format!("store read task failed: {error}"))),
         }
     }
-}
 
-#[tonic::async_trait]
-impl CareStateQuery for QueryService {
-    async fn get_care_state(
-        &self,
-        request: Request<GetCareStateRequest>,
-    ) -> Result<Response<GetCareStateResponse>, Status> {
-        let request = request.into_inner();
-        let key = patient_key(request.patient.as_ref())
-            .map_err(|(field, problem)| bad_request(field, problem))?;
-        let token = if request.consistency_token.is_empty() {
-            ConsistencyToken::empty()
-        } else {
-            request
-                .consistency_token
-                .parse::<ConsistencyToken>()
-                .map_err(|error| bad_request("consistency_token", error.to_string()))?
-        };
-        self.wait_for(&token).await?;
+    /// The patient a request names, and their state; `NOT_FOUND` when no
+    /// event of theirs has been applied.
+    async fn find(&self, patient: Option<&PatientRef>) -> Result<PatientCareState, Status> {
+        let key = patient_key(patient).map_err(|(field, problem)| bad_request(field, problem))?;
         let lookup = key.to_string();
         let found = self
             .blocking(move |store| match store.get(&lookup)? {
@@ -172,12 +223,31 @@ impl CareStateQuery for QueryService {
                 None => Ok(None),
             })
             .await?;
-        match found {
-            Some(state) => Ok(Response::new(GetCareStateResponse { state: Some(state) })),
-            None => Err(Status::not_found(format!(
-                "no care state for patient {key}"
-            ))),
-        }
+        found.ok_or_else(|| Status::not_found(format!("no care state for patient {key}")))
+    }
+
+    fn cohort(
+        &self,
+        filter: Option<baton_proto::query::v1::CohortFilter>,
+    ) -> Result<Cohort, Status> {
+        Cohort::from_filter(&filter.unwrap_or_default(), "filter")
+            .map_err(|violation| bad_request(&violation.field, violation.problem))
+    }
+}
+
+#[tonic::async_trait]
+impl CareStateQuery for QueryService {
+    async fn get_care_state(
+        &self,
+        request: Request<GetCareStateRequest>,
+    ) -> Result<Response<GetCareStateResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        patient_key(request.patient.as_ref())
+            .map_err(|(field, problem)| bad_request(field, problem))?;
+        self.wait_for(&metadata, &request.consistency_token, &[&self.events_topic])
+            .await?;
+        let state = self.find(request.patient.as_ref()).await?;
+        Ok(Response::new(GetCareStateResponse { state: Some(state) }))
     }
 
     async fn list_cohort(
@@ -185,8 +255,7 @@ impl CareStateQuery for QueryService {
         request: Request<ListCohortRequest>,
     ) -> Result<Response<ListCohortResponse>, Status> {
         let request = request.into_inner();
-        let cohort = Cohort::from_filter(&request.filter.unwrap_or_default(), "filter")
-            .map_err(|violation| bad_request(&violation.field, violation.problem))?;
+        let cohort = self.cohort(request.filter)?;
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             size if size <= MAX_PAGE_SIZE => size,
@@ -199,17 +268,114 @@ impl CareStateQuery for QueryService {
                 ));
             }
         };
-        let after = parse_page_token(&request.page_token)
+        let fingerprint = cohort.fingerprint();
+        let after = parse_page_token(&request.page_token, &fingerprint)
             .map_err(|problem| bad_request("page_token", problem))?;
+        let now = self.now();
         let page = self
-            .blocking(move |store| store.list_cohort(&cohort, after.as_deref(), page_size as usize))
+            .blocking(move |store| {
+                store.list_cohort(&cohort, after.as_deref(), page_size as usize, now)
+            })
             .await?;
         Ok(Response::new(ListCohortResponse {
             states: page.states,
             next_page_token: page
                 .next_after
-                .map(|key| page_token(&key))
+                .map(|entry| page_token(&fingerprint, &entry))
                 .unwrap_or_default(),
+        }))
+    }
+
+    type WatchCohortStream = watch::WatchStream;
+
+    async fn watch_cohort(
+        &self,
+        request: Request<WatchCohortRequest>,
+    ) -> Result<Response<Self::WatchCohortStream>, Status> {
+        let cohort = self.cohort(request.into_inner().filter)?;
+        let limits = watch::WatchLimits {
+            buffer_messages: self.config.watch_buffer_messages,
+            recheck: Duration::from_millis(self.config.watch_recheck_ms.max(1)),
+        };
+        Ok(Response::new(watch::watch(
+            self.store.clone(),
+            cohort,
+            Arc::clone(&self.clock),
+            limits,
+        )))
+    }
+
+    async fn get_timeline(
+        &self,
+        request: Request<GetTimelineRequest>,
+    ) -> Result<Response<GetTimelineResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        patient_key(request.patient.as_ref())
+            .map_err(|(field, problem)| bad_request(field, problem))?;
+        let from = Instant::of(request.from.as_ref());
+        let to = Instant::of(request.to.as_ref());
+        if from.is_set() && to.is_set() && from > to {
+            return Err(bad_request(
+                "from",
+                "is after to: expected from on or before to (both inclusive)",
+            ));
+        }
+        self.wait_for(
+            &metadata,
+            &request.consistency_token,
+            &[&self.events_topic, &self.timeline_topic],
+        )
+        .await?;
+        let state = self.find(request.patient.as_ref()).await?;
+        let patient_key = state.patient_key.clone();
+        let entries = self
+            .blocking(move |store| history::timeline(&store, &state, from, to))
+            .await?;
+        Ok(Response::new(GetTimelineResponse {
+            patient_key,
+            entries,
+        }))
+    }
+
+    async fn get_care_state_as_of(
+        &self,
+        request: Request<GetCareStateAsOfRequest>,
+    ) -> Result<Response<GetCareStateAsOfResponse>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        patient_key(request.patient.as_ref())
+            .map_err(|(field, problem)| bad_request(field, problem))?;
+        let time = Instant::of(request.time.as_ref());
+        if !time.is_set() {
+            return Err(bad_request(
+                "time",
+                "required: the clinical or recorded time to show the state at",
+            ));
+        }
+        let axis = match TimeAxis::try_from(request.axis) {
+            Ok(TimeAxis::Unspecified) | Err(_) => {
+                return Err(bad_request(
+                    "axis",
+                    format!(
+                        "{} is not a time axis: expected TIME_AXIS_CLINICAL (what was true then) or TIME_AXIS_RECORDED (what was recorded by then)",
+                        request.axis
+                    ),
+                ));
+            }
+            Ok(axis) => axis,
+        };
+        self.wait_for(
+            &metadata,
+            &request.consistency_token,
+            &[&self.events_topic, &self.timeline_topic],
+        )
+        .await?;
+        let state = self.find(request.patient.as_ref()).await?;
+        let (state, events_applied) = self
+            .blocking(move |store| history::as_of(&store, &state, time, axis))
+            .await?;
+        Ok(Response::new(GetCareStateAsOfResponse {
+            state,
+            events_applied,
         }))
     }
 }
@@ -244,22 +410,29 @@ fn bad_request(field: &str, problem: impl Into<String>) -> Status {
     )
 }
 
-/// Page tokens are opaque to clients: the last key of the page, hex-encoded
-/// behind a version tag. A token is valid with the filter that produced it.
-fn page_token(last_key: &str) -> String {
-    let mut token = String::from(PAGE_TOKEN_PREFIX);
-    for byte in last_key.bytes() {
+/// Page tokens are opaque to clients: a version tag, the fingerprint of the
+/// filter, and the index entry the page ended at, hex-encoded. A token is
+/// valid with the filter that produced it only.
+fn page_token(fingerprint: &str, last_entry: &str) -> String {
+    let mut token = format!("{PAGE_TOKEN_PREFIX}{fingerprint}.");
+    for byte in last_entry.bytes() {
         token.push_str(&format!("{byte:02x}"));
     }
     token
 }
 
-fn parse_page_token(token: &str) -> Result<Option<String>, String> {
+fn parse_page_token(token: &str, fingerprint: &str) -> Result<Option<String>, String> {
     if token.is_empty() {
         return Ok(None);
     }
     let invalid = || format!("{token:?} is not a page token from a previous ListCohort response");
-    let hex = token.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(invalid)?;
+    let rest = token.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(invalid)?;
+    let (made_for, hex) = rest.split_once('.').ok_or_else(invalid)?;
+    if made_for != fingerprint {
+        return Err(format!(
+            "{token:?} comes from a ListCohort call with another filter: send the same filter with every page, or no page_token to start again"
+        ));
+    }
     if hex.len() % 2 != 0 {
         return Err(invalid());
     }
@@ -308,21 +481,26 @@ mod tests {
     use baton_proto::events::v1::LocalIdentifier;
 
     #[test]
-    fn page_tokens_round_trip_and_refuse_forgeries() {
-        for key in ["9434765919", "RXX:H/1é"] {
+    fn page_tokens_round_trip_and_refuse_forgeries_and_other_filters() {
+        for entry in ["\u{1f}9434765919", "l\u{1f}RXX:H/1é\u{1f}9434765919"] {
             assert_eq!(
-                parse_page_token(&page_token(key)).unwrap().as_deref(),
-                Some(key)
+                parse_page_token(&page_token("0badf00d", entry), "0badf00d")
+                    .unwrap()
+                    .as_deref(),
+                Some(entry)
             );
         }
-        assert_eq!(parse_page_token("").unwrap(), None);
-        for forged in ["abc", "k1.zz", "k1.123"] {
+        assert_eq!(parse_page_token("", "0badf00d").unwrap(), None);
+        for forged in ["abc", "c2.0badf00d.zz", "c2.0badf00d.123", "c2.nodot"] {
             assert!(
-                parse_page_token(forged)
+                parse_page_token(forged, "0badf00d")
                     .unwrap_err()
-                    .contains("not a page token")
+                    .contains("not a page token"),
+                "{forged}"
             );
         }
+        let other = parse_page_token(&page_token("0badf00d", "x"), "12345678").unwrap_err();
+        assert!(other.contains("another filter"), "{other}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use baton_query::{Materialiser, QueryConfig, QueryService};
+use baton_query::{Materialiser, QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::ServiceArgs;
 use baton_store::{Store, StoreConfig};
 use clap::Parser;
@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 ///
 /// It keeps its own copy of the projection in --data-dir, materialised from
 /// the state changelog topic (baton.care-state.v1), so several replicas can
-/// run beside one projector. On start it catches up with the changelog
-/// before it listens; a fresh data folder is filled from the compacted
-/// topic.
+/// run beside one projector, and files every event of the event log
+/// (baton.care-events.v1) on its patient's timeline for GetTimeline and
+/// GetCareStateAsOf. On start it catches up with both before it listens; a
+/// fresh data folder is filled from the compacted changelog and the log.
 ///
 /// Settings come from, in rising precedence: defaults, the [query], [kafka]
 /// and [topics] tables of --config, BATON_QUERY__<KEY>, BATON_KAFKA__<KEY>
@@ -40,6 +41,9 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = baton_telemetry::init("baton-query")?;
     let config: QueryConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "query", &args)?;
+    config
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?;
     let backbone = args.service.backbone()?;
     let data = args.service.data();
     let log = backbone.open_log(&data).await?;
@@ -48,14 +52,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
 
-    let mut materialiser = Materialiser::start(log, store.clone(), backbone.topics.clone()).await?;
-    tracing::info!(log = %backbone.describe(&data), store = %data.replica_store_path().display(), "catching up with the state changelog");
+    let mut materialiser =
+        Materialiser::start(log.clone(), store.clone(), backbone.topics.clone()).await?;
+    let mut timeline = TimelineIndexer::start(log, store.clone(), &backbone.topics).await?;
+    tracing::info!(log = %backbone.describe(&data), store = %data.replica_store_path().display(), "catching up with the state changelog and the event log");
     materialiser.catch_up().await?;
+    timeline.catch_up().await?;
 
     let stop = CancellationToken::new();
     let mut following = {
         let stop = stop.clone();
         tokio::spawn(async move { materialiser.run(stop.cancelled_owned()).await.map(drop) })
+    };
+    let mut filing = {
+        let stop = stop.clone();
+        tokio::spawn(async move { timeline.run(stop.cancelled_owned()).await.map(drop) })
     };
     let service = QueryService::new(store, config, &backbone.topics);
     let mut served = tokio::spawn(baton_query::run(
@@ -68,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         () = baton_runtime::shutdown_signal() => None,
         outcome = &mut served => Some(outcome.context("query server")?.context("query server")),
         outcome = &mut following => Some(outcome.context("changelog follower")?.context("changelog follower")),
+        outcome = &mut filing => Some(outcome.context("timeline indexer")?.context("timeline indexer")),
     };
     stop.cancel();
     if let Some(outcome) = first {
@@ -76,5 +88,6 @@ async fn main() -> anyhow::Result<()> {
     }
     served.await.context("query server")??;
     following.await.context("changelog follower")??;
+    filing.await.context("timeline indexer")??;
     Ok(())
 }

@@ -17,24 +17,19 @@
 //! span under the record's `traceparent`: the trace that began with the
 //! `Publish` at ingest ends in the replica.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use baton_log::topics::Topics;
-use baton_log::{EventLog, LogReader, Record};
+use baton_log::{EventLog, Record};
 use baton_proto::state::v1::PatientCareState;
 use baton_store::changelog::ChangelogEntry;
 use baton_store::{Commit, Store, StoreError};
 use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 
 use crate::QueryError;
-
-/// Records read and committed together.
-const BATCH_MAX_RECORDS: usize = 5_000;
-/// How long a read waits at the tail of the changelog.
-const POLL_WAIT: Duration = Duration::from_millis(50);
+use crate::follow::{self, Follow};
 
 /// Counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,30 +78,11 @@ impl Materialiser {
         self.stats
     }
 
-    async fn reader(&self) -> Result<Box<dyn LogReader>, QueryError> {
-        let partitions = self.log.partition_count(&self.topics.state).await?;
-        let applied = self.store.applied(&self.topics.state)?;
-        let from = (0..partitions)
-            .map(|partition| (partition, applied.get(&partition).copied().unwrap_or(0)))
-            .collect();
-        Ok(self.log.reader(&self.topics.state, from).await?)
-    }
-
     /// Reads the changelog up to its end as it is when called: a replica
     /// does this before it serves, so it never answers from a store far
     /// behind.
     pub async fn catch_up(&mut self) -> Result<MaterialiserStats, QueryError> {
-        let end = self.log.end_offsets(&self.topics.state).await?;
-        let mut reader = self.reader().await?;
-        let caught_up = |positions: &BTreeMap<u32, u64>| {
-            end.iter().enumerate().all(|(partition, &end)| {
-                positions.get(&(partition as u32)).copied().unwrap_or(0) >= end
-            })
-        };
-        while !caught_up(&reader.positions()) {
-            let records = reader.next_batch(BATCH_MAX_RECORDS, POLL_WAIT).await?;
-            self.materialise(records).await?;
-        }
+        follow::catch_up(self).await?;
         tracing::info!(stats = ?self.stats, "changelog caught up");
         Ok(self.stats)
     }
@@ -116,23 +92,11 @@ impl Materialiser {
         &mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<MaterialiserStats, QueryError> {
-        let mut reader = self.reader().await?;
-        tokio::pin!(shutdown);
-        loop {
-            let records = tokio::select! {
-                () = &mut shutdown => break,
-                records = reader.next_batch(BATCH_MAX_RECORDS, POLL_WAIT) => records?,
-            };
-            self.materialise(records).await?;
-        }
-        self.store.flush_async().await?;
+        follow::follow(self, shutdown).await?;
         Ok(self.stats)
     }
 
     async fn materialise(&mut self, records: Vec<Record>) -> Result<(), QueryError> {
-        if records.is_empty() {
-            return Ok(());
-        }
         let store = self.store.clone();
         let topics = self.topics.clone();
         let mut versions = std::mem::take(&mut self.versions);
@@ -156,6 +120,28 @@ impl Materialiser {
                 Err(error.into())
             }
         }
+    }
+}
+
+impl Follow for Materialiser {
+    fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn topic(&self) -> &str {
+        &self.topics.state
+    }
+
+    fn positions_topic(&self) -> &str {
+        &self.topics.state
+    }
+
+    async fn apply(&mut self, records: Vec<Record>) -> Result<(), QueryError> {
+        self.materialise(records).await
     }
 }
 

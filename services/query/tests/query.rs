@@ -110,9 +110,23 @@ async fn a_consistency_token_waits_for_the_projection() {
 
     // Offset 4 is applied (next offset 5): answered at once.
     client.get_care_state(request("v1:0=4")).await.unwrap();
-    // Offset 9 is not: refused as retryable after the configured wait.
+    // Offset 9 is not: refused after the service's longest wait, naming
+    // what is missing.
     let status = client.get_care_state(request("v1:0=9")).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("partition 0 applied below offset 5, the token needs offset 9"),
+        "{status:?}"
+    );
+    // With a call deadline shorter than that wait: DEADLINE_EXCEEDED from
+    // the service, in time for the client to read it.
+    let mut short = tonic::Request::new(request("v1:0=9"));
+    short.set_timeout(Duration::from_millis(100));
+    let status = client.get_care_state(short).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("deadline"), "{status:?}");
     // Applied while the query waits: answered as soon as it is.
     let later = store.clone();
     tokio::spawn(async move {
@@ -161,6 +175,7 @@ async fn cohorts_page_through_every_member_once() {
                     setting: CareSetting::VirtualWard as i32,
                     organisation: "rxx".into(),
                     ward: "VW-FRAIL".into(),
+                    ..Default::default()
                 }),
                 page_size: 4,
                 page_token,

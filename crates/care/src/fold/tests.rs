@@ -189,8 +189,8 @@ fn stamp_of(event: &CareEvent) -> FactStamp {
 fn cohort(setting: CareSetting, ward: Option<&str>) -> Cohort {
     Cohort {
         setting: Some(setting),
-        organisation: None,
         ward: ward.map(str::to_owned),
+        ..Cohort::default()
     }
 }
 
@@ -756,7 +756,7 @@ fn a_merge_retires_one_record_and_the_survivor_absorbs_it() {
     assert_eq!(retired_state.merged_into.as_ref(), Some(&link_to_survivor));
     // The retired record keeps what it knew, but is listed in no cohort.
     assert_eq!(active(&retired).encounter_id, "V9");
-    assert!(!Cohort::default().matches(&retired));
+    assert!(!Cohort::default().matches(&retired, crate::Instant::UNSET));
     assert!(index_entries(&retired).is_empty());
 
     // The survivor's side: the merge links the records...
@@ -785,7 +785,7 @@ fn a_merge_retires_one_record_and_the_survivor_absorbs_it() {
             .applied_event_ids
             .contains(&retired_admission.event_id)
     );
-    assert!(Cohort::default().matches(&survivor));
+    assert!(Cohort::default().matches(&survivor, crate::Instant::UNSET));
 
     // The hand-over is written again after a crash: a duplicate.
     let before = survivor.clone();
@@ -912,7 +912,10 @@ fn a_virtual_ward_episode_sets_the_setting_and_its_end_returns_home() {
     assert_eq!(on_virtual_ward.setting(), CareSetting::VirtualWard);
     assert_eq!(on_virtual_ward.setting_since, ts(at(48)));
     assert_eq!(on_virtual_ward.setting_organisation, ORGANISATION);
-    assert!(cohort(CareSetting::VirtualWard, Some("VW-FRAIL")).matches(&on_virtual_ward));
+    assert!(
+        cohort(CareSetting::VirtualWard, Some("VW-FRAIL"))
+            .matches(&on_virtual_ward, crate::Instant::UNSET)
+    );
 
     let ended = fold_onto(
         on_virtual_ward,
@@ -1804,21 +1807,24 @@ fn a_reused_message_control_id_is_not_a_duplicate() {
 #[test]
 fn cohorts_follow_the_patient_through_a_journey() {
     let in_bed = fold(&[admitted(NHS, "V1", at(0), "WARD-1")]);
-    assert!(cohort(CareSetting::Hospital, Some("WARD-1")).matches(&in_bed));
-    assert!(!cohort(CareSetting::Hospital, Some("WARD-2")).matches(&in_bed));
+    assert!(cohort(CareSetting::Hospital, Some("WARD-1")).matches(&in_bed, crate::Instant::UNSET));
+    assert!(!cohort(CareSetting::Hospital, Some("WARD-2")).matches(&in_bed, crate::Instant::UNSET));
     let by_organisation = Cohort {
         organisation: Some(ORGANISATION.into()),
         ..Cohort::default()
     };
-    assert!(by_organisation.matches(&in_bed));
+    assert!(by_organisation.matches(&in_bed, crate::Instant::UNSET));
 
     let moved = fold_onto(in_bed, &[transferred(NHS, "V1", at(2), "WARD-2")]);
-    assert!(cohort(CareSetting::Hospital, Some("WARD-2")).matches(&moved));
-    assert!(!cohort(CareSetting::Hospital, Some("WARD-1")).matches(&moved));
+    assert!(cohort(CareSetting::Hospital, Some("WARD-2")).matches(&moved, crate::Instant::UNSET));
+    assert!(!cohort(CareSetting::Hospital, Some("WARD-1")).matches(&moved, crate::Instant::UNSET));
 
     let on_leave = fold_onto(moved, &[leave_started("V1", at(3), at(9))]);
-    assert!(cohort(CareSetting::HospitalLeave, Some("WARD-2")).matches(&on_leave));
-    assert!(!cohort(CareSetting::Hospital, None).matches(&on_leave));
+    assert!(
+        cohort(CareSetting::HospitalLeave, Some("WARD-2"))
+            .matches(&on_leave, crate::Instant::UNSET)
+    );
+    assert!(!cohort(CareSetting::Hospital, None).matches(&on_leave, crate::Instant::UNSET));
 
     let home = fold_onto(
         on_leave,
@@ -1827,24 +1833,23 @@ fn cohorts_follow_the_patient_through_a_journey() {
             discharged(NHS, "V1", at(10), DischargeDestination::Home),
         ],
     );
-    assert!(cohort(CareSetting::Community, None).matches(&home));
-    assert!(!cohort(CareSetting::Hospital, None).matches(&home));
+    assert!(cohort(CareSetting::Community, None).matches(&home, crate::Instant::UNSET));
+    assert!(!cohort(CareSetting::Hospital, None).matches(&home, crate::Instant::UNSET));
 
     let virtual_ward = fold_onto(
         home,
         &[virtual_ward_started(NHS, "VW-1", at(20), "VW-RESP")],
     );
-    assert!(cohort(CareSetting::VirtualWard, Some("VW-RESP")).matches(&virtual_ward));
-    let prefix = cohort(CareSetting::VirtualWard, Some("VW-RESP")).index_prefix();
     assert!(
-        index_entries(&virtual_ward)
-            .iter()
-            .any(|entry| entry.starts_with(&prefix))
+        cohort(CareSetting::VirtualWard, Some("VW-RESP"))
+            .matches(&virtual_ward, crate::Instant::UNSET)
     );
+    let plan = cohort(CareSetting::VirtualWard, Some("VW-RESP")).plan(crate::Instant::UNSET);
+    assert!(Cohort::listing_entry(&virtual_ward, &plan).is_some());
 
     let deceased = fold_onto(virtual_ward, &[died(at(30), None)]);
-    assert!(cohort(CareSetting::Deceased, None).matches(&deceased));
-    assert!(!cohort(CareSetting::VirtualWard, None).matches(&deceased));
+    assert!(cohort(CareSetting::Deceased, None).matches(&deceased, crate::Instant::UNSET));
+    assert!(!cohort(CareSetting::VirtualWard, None).matches(&deceased, crate::Instant::UNSET));
 }
 
 // ---------------------------------------------------------------------------

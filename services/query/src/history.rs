@@ -1,0 +1,224 @@
+//! A patient's past: the timeline of the events applied to their state, and
+//! their state as it was at a clinical or recorded time, folded again from
+//! that timeline with the same pure fold the projector runs.
+
+use std::collections::{HashMap, HashSet};
+
+use baton_care::{Instant, PatientKey, ValidEvent, apply, new_state};
+use baton_proto::events::v1::CareEvent;
+use baton_proto::events::v1::care_event::Payload;
+use baton_proto::query::v1::{TimeAxis, TimelineEntry};
+use baton_proto::state::v1::{AppliedPosition, PatientCareState};
+use baton_store::{Store, StoreError, TimelineRecord};
+use prost::Message;
+
+/// The most merged records followed from one patient: merges chain (A into
+/// B into C), but never this deep in a real register.
+const MAX_MERGED_RECORDS: usize = 64;
+
+/// One event of the patient's (or a merged record's) timeline that was
+/// applied to its state.
+struct Applied {
+    event: ValidEvent,
+    position: AppliedPosition,
+    /// The record it was filed under, when not the requested patient's own.
+    merged_record_key: Option<String>,
+}
+
+/// The events applied to `state` — and to every record merged into it — in
+/// clinical order within `from..=to`, with corrections marked.
+pub(crate) fn timeline(
+    store: &Store,
+    state: &PatientCareState,
+    from: Instant,
+    to: Instant,
+) -> Result<Vec<TimelineEntry>, StoreError> {
+    let records = merged_records(store, state)?;
+    let mut seen = HashSet::new();
+    let mut events = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        for applied in applied_events(store, record, from, to)? {
+            if seen.insert(applied.event.event().event_id.clone()) {
+                events.push(Applied {
+                    merged_record_key: (index > 0).then(|| record.patient_key.clone()),
+                    ..applied
+                });
+            }
+        }
+    }
+    events.sort_by_key(|applied| {
+        (
+            applied.event.occurred(),
+            applied.event.recorded(),
+            applied.position.partition,
+            applied.position.offset,
+        )
+    });
+
+    let mut cancelled_by = HashMap::new();
+    for record in &records {
+        for encounter in record
+            .active_encounter
+            .iter()
+            .chain(&record.past_encounters)
+        {
+            for movement in &encounter.movements {
+                if !movement.cancelled_by_event_id.is_empty() {
+                    cancelled_by.insert(
+                        movement.event_id.clone(),
+                        movement.cancelled_by_event_id.clone(),
+                    );
+                }
+            }
+        }
+    }
+    let cancels: HashMap<&String, &String> = cancelled_by
+        .iter()
+        .map(|(cancelled, by)| (by, cancelled))
+        .collect();
+
+    // Late: recorded after something of the patient that happened later.
+    let mut late = vec![false; events.len()];
+    let mut earliest_recorded_after = Instant::UNSET;
+    for (index, applied) in events.iter().enumerate().rev() {
+        let recorded = applied.event.recorded();
+        late[index] = earliest_recorded_after.is_set() && recorded > earliest_recorded_after;
+        if !earliest_recorded_after.is_set() || recorded < earliest_recorded_after {
+            earliest_recorded_after = recorded;
+        }
+    }
+
+    Ok(events
+        .into_iter()
+        .zip(late)
+        .map(|(applied, late)| {
+            let id = &applied.event.event().event_id;
+            TimelineEntry {
+                cancelled_by_event_id: cancelled_by.get(id).cloned().unwrap_or_default(),
+                cancels_event_id: cancels.get(id).map(|c| (*c).clone()).unwrap_or_default(),
+                merged_record_key: applied.merged_record_key.unwrap_or_default(),
+                late,
+                position: Some(applied.position),
+                event: Some(applied.event.into_event()),
+            }
+        })
+        .collect())
+}
+
+/// `state` as it was at `time` on `axis`, folded from the events applied to
+/// it, and how many were folded; `None` when none had happened (or been
+/// recorded) by then.
+pub(crate) fn as_of(
+    store: &Store,
+    state: &PatientCareState,
+    time: Instant,
+    axis: TimeAxis,
+) -> Result<(Option<PatientCareState>, u32), StoreError> {
+    let mut events = applied_events(store, state, Instant::UNSET, Instant::UNSET)?;
+    // The projector's order: the log's, within the patient's partition.
+    events.sort_by_key(|applied| (applied.position.partition, applied.position.offset));
+    let cancelled: HashSet<&str> = state
+        .active_encounter
+        .iter()
+        .chain(&state.past_encounters)
+        .flat_map(|encounter| &encounter.movements)
+        .filter(|movement| !movement.cancelled_by_event_id.is_empty())
+        .map(|movement| movement.event_id.as_str())
+        .collect();
+    let included = |event: &ValidEvent| match axis {
+        // What was true then, as known now: corrections take back what
+        // they voided, whenever they were made.
+        TimeAxis::Clinical => {
+            event.occurred() <= time
+                && !cancelled.contains(event.event().event_id.as_str())
+                && !is_correction(event.event())
+        }
+        TimeAxis::Recorded | TimeAxis::Unspecified => event.recorded() <= time,
+    };
+
+    let Ok(key) = PatientKey::parse(&state.patient_key) else {
+        return Ok((None, 0));
+    };
+    let mut then = new_state(&key);
+    let mut folded = 0u32;
+    for applied in events.iter().filter(|applied| included(&applied.event)) {
+        // An event that needs something left out (a move within an
+        // admission that came later) is left out too.
+        if let Ok(baton_care::Applied::Changed { .. }) = apply(&mut then, &applied.event) {
+            then.applied = Some(applied.position);
+            folded += 1;
+        }
+    }
+    Ok(((folded > 0).then_some(then), folded))
+}
+
+fn is_correction(event: &CareEvent) -> bool {
+    matches!(
+        event.payload,
+        Some(
+            Payload::AdmissionCancelled(_)
+                | Payload::TransferCancelled(_)
+                | Payload::DischargeCancelled(_)
+        )
+    )
+}
+
+/// `state` first, then every record merged into it, directly or through
+/// another merged record.
+fn merged_records(
+    store: &Store,
+    state: &PatientCareState,
+) -> Result<Vec<PatientCareState>, StoreError> {
+    let mut records = vec![state.clone()];
+    let mut keys: HashSet<String> = HashSet::from([state.patient_key.clone()]);
+    let mut next = 0;
+    while next < records.len() && records.len() < MAX_MERGED_RECORDS {
+        let retired: Vec<String> = records[next]
+            .merged_from
+            .iter()
+            .map(|link| link.patient_key.clone())
+            .filter(|key| keys.insert(key.clone()))
+            .collect();
+        for key in retired {
+            if let Some(record) = store.get(&key)? {
+                records.push(record);
+            }
+        }
+        next += 1;
+    }
+    Ok(records)
+}
+
+/// The events filed on `state`'s timeline within `from..=to` that were
+/// applied to it, in the timeline's order.
+fn applied_events(
+    store: &Store,
+    state: &PatientCareState,
+    from: Instant,
+    to: Instant,
+) -> Result<Vec<Applied>, StoreError> {
+    let applied: HashSet<&str> = state.applied_event_ids.iter().map(String::as_str).collect();
+    Ok(store
+        .timeline(&state.patient_key, from, to)?
+        .into_iter()
+        .filter_map(|record| {
+            let event = decode(&record)?;
+            let is_applied = applied.contains(event.event().event_id.as_str());
+            is_applied.then_some(Applied {
+                event,
+                position: AppliedPosition {
+                    partition: record.partition,
+                    offset: record.offset,
+                },
+                merged_record_key: None,
+            })
+        })
+        .collect())
+}
+
+/// A filed event as the fold saw it (canonical event id); `None` for one
+/// that is not valid, which the projector never applied.
+fn decode(record: &TimelineRecord) -> Option<ValidEvent> {
+    let event = CareEvent::decode(record.event.as_slice()).ok()?;
+    ValidEvent::new(event).ok()
+}
