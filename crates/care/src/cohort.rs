@@ -859,14 +859,10 @@ impl std::fmt::Display for IndexRange {
 mod tests {
     use super::*;
     use crate::fixtures::{
-        admitted, discharged, encounter_event, event, frailty_assessed, state_of, timestamp,
-        virtual_ward_started,
+        self, admitted, discharged, expected_discharge_date_set, frailty_assessed,
+        medically_optimised, state_of, timestamp, virtual_ward_started,
     };
-    use baton_proto::events::v1::care_event::Payload;
-    use baton_proto::events::v1::{
-        DischargeDestination, ExpectedDischargeDateSet, MedicallyOptimised, ReferralAccepted,
-        ReferralRequested, Service,
-    };
+    use baton_proto::events::v1::{CareEvent, DischargeDestination};
 
     const NHS: &str = "9434765919";
     const DAY: i64 = SECONDS_PER_DAY;
@@ -906,33 +902,12 @@ mod tests {
     }
 
     fn referral_requested(id: &str, service: &str, day: i64, respond_by_day: i64) -> CareEvent {
-        event(
-            NHS,
-            T0 + day * DAY,
-            Some(Payload::ReferralRequested(ReferralRequested {
-                referral_id: id.into(),
-                service: Some(Service {
-                    code: service.into(),
-                    name: String::new(),
-                    organisation: "RXX".into(),
-                }),
-                respond_by: Some(timestamp(T0 + respond_by_day * DAY)),
-                ..Default::default()
-            })),
-        )
+        fixtures::referral_requested(NHS, id, service, T0 + day * DAY, T0 + respond_by_day * DAY)
     }
 
     fn referral_accepted(id: &str, day: i64) -> CareEvent {
-        event(
-            NHS,
-            T0 + day * DAY,
-            Some(Payload::ReferralAccepted(ReferralAccepted {
-                referral_id: id.into(),
-            })),
-        )
+        fixtures::referral_accepted(NHS, id, T0 + day * DAY)
     }
-
-    use baton_proto::events::v1::CareEvent;
 
     #[test]
     fn an_inpatient_is_in_the_hospital_ward_cohorts() {
@@ -1111,20 +1086,8 @@ mod tests {
     fn medically_optimised_patients_are_listed_by_days_waiting_and_expected_discharge() {
         let state = state_of(vec![
             admitted(NHS, "V1", T0, "WARD-7"),
-            encounter_event(
-                NHS,
-                "V1",
-                T0 + DAY,
-                Payload::MedicallyOptimised(MedicallyOptimised {}),
-            ),
-            encounter_event(
-                NHS,
-                "V1",
-                T0 + DAY,
-                Payload::ExpectedDischargeDateSet(ExpectedDischargeDateSet {
-                    expected_discharge_date: Some(date_after(at(4), 0)),
-                }),
-            ),
+            medically_optimised(NHS, "V1", T0 + DAY),
+            expected_discharge_date_set(NHS, "V1", T0 + DAY, date_after(at(4), 0)),
         ]);
         let waiting = |days| Cohort {
             setting: Some(CareSetting::Hospital),
@@ -1147,12 +1110,7 @@ mod tests {
 
         let home = state_of(vec![
             admitted(NHS, "V1", T0, "WARD-7"),
-            encounter_event(
-                NHS,
-                "V1",
-                T0 + DAY,
-                Payload::MedicallyOptimised(MedicallyOptimised {}),
-            ),
+            medically_optimised(NHS, "V1", T0 + DAY),
             discharged(NHS, "V1", T0 + 2 * DAY, DischargeDestination::Home),
         ]);
         assert!(

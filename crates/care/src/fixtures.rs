@@ -4,10 +4,12 @@
 //! different events.
 
 use baton_proto::events::v1::{
-    AdmissionCancelled, Admitted, CareEvent, DischargeCancelled, DischargeDestination,
-    DischargeMethod, Discharged, EpisodeEndReason, EpisodeEnded, EpisodeStarted, EpisodeType,
-    FrailtyAssessed, LocalIdentifier, Location, Pathway, PatientClass, PatientIdentity,
-    PatientsMerged, Service, Source, TransferCancelled, Transferred, care_event::Payload,
+    AdmissionCancelled, Admitted, CareEvent, CarePlanChanged, CarePlanStatus, Date, Demographics,
+    DischargeCancelled, DischargeDestination, DischargeMethod, Discharged, EpisodeEndReason,
+    EpisodeEnded, EpisodeStarted, EpisodeType, ExpectedDischargeDateSet, FrailtyAssessed,
+    LocalIdentifier, Location, MedicallyOptimised, Pathway, PatientClass, PatientIdentity,
+    PatientsMerged, ReferralAccepted, ReferralRequested, Registered, Service, Source,
+    TransferCancelled, Transferred, care_event::Payload,
 };
 use prost_types::Timestamp;
 use uuid::Uuid;
@@ -217,6 +219,102 @@ pub fn frailty_assessed(nhs: &str, seconds: i64, clinical_frailty_scale: u32) ->
             clinical_frailty_scale,
             assessor: "Frailty team".to_owned(),
         })),
+    )
+}
+
+/// Registered with a name and date of birth (HL7 A04/A28).
+pub fn registered(
+    nhs: &str,
+    seconds: i64,
+    family_name: &str,
+    birth_date: Option<Date>,
+) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::Registered(Registered {
+            demographics: Some(Demographics {
+                family_name: family_name.to_owned(),
+                given_name: "Pat".to_owned(),
+                birth_date,
+                ..Default::default()
+            }),
+        })),
+    )
+}
+
+/// Referral `referral_id` to the service coded `service`, to be answered
+/// by `respond_by` (HL7 REF^I12).
+pub fn referral_requested(
+    nhs: &str,
+    referral_id: &str,
+    service: &str,
+    seconds: i64,
+    respond_by: i64,
+) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::ReferralRequested(ReferralRequested {
+            referral_id: referral_id.to_owned(),
+            service: Some(Service {
+                code: service.to_owned(),
+                name: String::new(),
+                organisation: ORGANISATION.to_owned(),
+            }),
+            respond_by: Some(timestamp(respond_by)),
+            ..Default::default()
+        })),
+    )
+}
+
+pub fn referral_accepted(nhs: &str, referral_id: &str, seconds: i64) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::ReferralAccepted(ReferralAccepted {
+            referral_id: referral_id.to_owned(),
+        })),
+    )
+}
+
+/// Version `version` of care plan `care_plan_id`, active.
+pub fn care_plan_changed(nhs: &str, care_plan_id: &str, version: u32, seconds: i64) -> CareEvent {
+    event(
+        nhs,
+        seconds,
+        Some(Payload::CarePlanChanged(CarePlanChanged {
+            care_plan_id: care_plan_id.to_owned(),
+            version,
+            status: CarePlanStatus::Active as i32,
+            ..Default::default()
+        })),
+    )
+}
+
+/// No longer meets the criteria to reside, during `encounter_id`.
+pub fn medically_optimised(nhs: &str, encounter_id: &str, seconds: i64) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::MedicallyOptimised(MedicallyOptimised {}),
+    )
+}
+
+pub fn expected_discharge_date_set(
+    nhs: &str,
+    encounter_id: &str,
+    seconds: i64,
+    date: Date,
+) -> CareEvent {
+    encounter_event(
+        nhs,
+        encounter_id,
+        seconds,
+        Payload::ExpectedDischargeDateSet(ExpectedDischargeDateSet {
+            expected_discharge_date: Some(date),
+        }),
     )
 }
 

@@ -1,6 +1,7 @@
 //! Baton's projection store: each patient's current care state, the cohort
 //! index beside it and the log positions the states include, in one sled
-//! database the projector writes and the query service reads.
+//! database the projector writes and the query service reads; and each
+//! patient's timeline of events, which the query side files.
 //!
 //! # Main types
 //!
@@ -9,9 +10,10 @@
 //!   at a time ([`list_cohort`](Store::list_cohort)), the applied positions
 //!   ([`applied`](Store::applied), [`watch`](Store::watch)), every state
 //!   ([`states`](Store::states)) and a [`digest`](Store::digest) to compare a
-//!   rebuild with;
-//! - [`Commit`]: what one batch writes: states and next offsets per
-//!   partition;
+//!   rebuild with; follow every committed state ([`changes`](Store::changes));
+//!   read a patient's [`timeline`](Store::timeline);
+//! - [`Commit`]: what one batch writes: states, timeline records
+//!   ([`TimelineRecord`]) and next offsets per partition;
 //! - [`StoreConfig`]: cache size and background flush interval;
 //! - [`StoreError`]: everything that can fail, naming the path or key;
 //! - [`changelog`]: the records that publish committed states to
@@ -27,8 +29,10 @@
 //! | `meta/format` | layout version, u32 big-endian; a newer one is refused on open |
 //! | `s/<patient key>` | the `PatientCareState`, protobuf-encoded |
 //! | `e/<patient key>` | the state's cohort index entries (length-prefixed strings), so a commit diffs old and new entries without decoding the old state |
-//! | `i/<index entry>` | empty; entries come from [`baton_care::cohort::index_entries`] and end with the patient key, so a cohort is one ordered prefix scan |
-//! | `p/<topic>\x1f<partition, u32 BE>` | next offset to read, u64 big-endian |
+//! | `i/<index entry>` | empty; entries come from [`baton_care::cohort::index_entries`] and end with the patient key, so a cohort is one or a few ordered range scans |
+//! | `t/<patient key>\x1f<occurred_at><partition><offset>` | the event, as logged: the patient's timeline in clinical order |
+//! | `meta/index` | the version of the index entries; another version is rebuilt from the states on open |
+//! | `p/<topic>\x1f<partition, u32 BE>` | next offset to read, u64 big-endian (the timeline's under `<topic>#timeline`) |
 //!
 //! # Atomicity and recovery
 //!

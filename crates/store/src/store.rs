@@ -157,12 +157,29 @@ impl Store {
             return Ok(());
         }
         let _writer = self.lock_writer();
-        let mut rebuilt = 0usize;
+        // Whatever the old entries were, none is kept: every entry is
+        // written again from the states.
         let mut batch = sled::Batch::default();
+        let mut staged = 0usize;
+        for key in self.inner.db.scan_prefix(keys::INDEX_PREFIX).keys() {
+            batch.remove(key?);
+            staged += 1;
+            if staged.is_multiple_of(10_000) {
+                self.inner.db.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        let mut rebuilt = 0usize;
         for item in self.inner.db.scan_prefix(keys::STATE_PREFIX) {
             let (key, value) = item?;
             let state = decode_state(&key, &value)?;
-            self.stage_entries(&mut batch, &state.patient_key, &state)?;
+            let entries = cohort::index_entries(&state);
+            for entry in &entries {
+                batch.insert(keys::index_key(entry), &[][..]);
+            }
+            batch.insert(
+                keys::entries_key(&state.patient_key),
+                keys::encode_entries(&entries),
+            );
             rebuilt += 1;
             if rebuilt.is_multiple_of(10_000) {
                 self.inner.db.apply_batch(std::mem::take(&mut batch))?;

@@ -692,3 +692,142 @@ fn a_store_is_bound_to_the_log_it_was_built_from() {
     assert!(error.contains("kafka:cluster-b"), "{error}");
     assert!(error.contains("empty --data-dir"), "{error}");
 }
+
+#[test]
+fn an_index_built_by_an_older_baton_is_rebuilt_from_the_states_on_open() {
+    let dir = TempDir::new().unwrap();
+    let states = [inpatient("H1", "WARD-7"), inpatient("H2", "WARD-8")];
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        store
+            .commit(&Commit::new(TOPIC).with_states(states.clone()))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    // As an older version left it: other entries, an older index version.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        for key in db.scan_prefix("i/").keys() {
+            db.remove(key.unwrap()).unwrap();
+        }
+        db.insert("i/stale\u{1f}RXX:H1", &[][..]).unwrap();
+        db.insert("meta/index", &1u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    assert_eq!(
+        stored_entries(&store),
+        expected_entries(&states.iter().collect::<Vec<_>>())
+    );
+    assert_eq!(members(&store, &ward("WARD-7"), 10), vec!["RXX:H1"]);
+}
+
+#[test]
+fn a_timeline_lists_a_patient_s_events_by_clinical_time_within_bounds() {
+    use baton_care::Instant;
+    use baton_store::TimelineRecord;
+
+    let store = Store::temporary().unwrap();
+    let record = |key: &str, seconds: i64, offset: u64| TimelineRecord {
+        patient_key: key.to_owned(),
+        occurred_seconds: seconds,
+        occurred_nanos: 0,
+        partition: 1,
+        offset,
+        event: format!("{key}@{seconds}").into_bytes(),
+    };
+    let mut commit = Commit::new("events#timeline").with_position(1, 9);
+    for filed in [
+        record("9434765919", 300, 5),
+        record("9434765919", -100, 8),
+        record("9434765919", 300, 2),
+        record("94347659190", 200, 3),
+        record("943476591", 200, 4),
+    ] {
+        commit = commit.with_timeline(filed);
+    }
+    store.commit(&commit).unwrap();
+    let at = |seconds: i64| Instant::of(Some(&fixtures::timestamp(seconds)));
+    let listed = |from: Instant, to: Instant| -> Vec<(i64, u64)> {
+        store
+            .timeline("9434765919", from, to)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.occurred_seconds, r.offset))
+            .collect()
+    };
+    assert_eq!(
+        listed(Instant::UNSET, Instant::UNSET),
+        vec![(-100, 8), (300, 2), (300, 5)],
+        "clinical order, then log order; no other patient's"
+    );
+    assert_eq!(listed(at(0), Instant::UNSET), vec![(300, 2), (300, 5)]);
+    assert_eq!(listed(Instant::UNSET, at(299)), vec![(-100, 8)]);
+    assert_eq!(listed(at(300), at(300)), vec![(300, 2), (300, 5)]);
+    assert_eq!(
+        store.timeline("9434765919", at(0), at(300)).unwrap()[0].event,
+        b"9434765919@300".to_vec()
+    );
+    assert_eq!(store.applied("events#timeline").unwrap()[&1], 9);
+}
+
+#[test]
+fn the_change_feed_carries_every_committed_state_and_tells_a_lagging_reader() {
+    let store = Store::open(
+        TempDir::new().unwrap().path(),
+        &StoreConfig {
+            change_feed_capacity: 2,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let mut changes = store.changes();
+    store
+        .commit(&Commit::new(TOPIC).with_state(inpatient("H1", "WARD-7")))
+        .unwrap();
+    assert_eq!(changes.try_recv().unwrap().patient_key, "RXX:H1");
+    for n in 0..5 {
+        store
+            .commit(&Commit::new(TOPIC).with_state(inpatient(&format!("H{n}"), "A")))
+            .unwrap();
+    }
+    assert!(matches!(
+        changes.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(3))
+    ));
+}
+
+#[test]
+fn a_cohort_listed_from_several_ranges_shows_each_patient_once() {
+    use baton_proto::state::v1::ReferralStatus;
+
+    let store = Store::temporary().unwrap();
+    let referred = |id: &str, accept: bool| {
+        let nhs = id;
+        let mut events = vec![
+            fixtures::referral_requested(nhs, "R1", "FRAILTY", 1_000, 9_000),
+            fixtures::referral_requested(nhs, "R2", "FRAILTY", 1_000, 9_000),
+        ];
+        if accept {
+            events.push(fixtures::referral_accepted(nhs, "R2", 2_000));
+        }
+        fold(None, events)
+    };
+    let states = [referred("9434765919", true), referred("4010232137", false)];
+    store
+        .commit(&Commit::new(TOPIC).with_states(states))
+        .unwrap();
+    let open = Cohort {
+        referral: Some(cohort::ReferralCriterion {
+            service: "FRAILTY".into(),
+            statuses: vec![ReferralStatus::Requested, ReferralStatus::Accepted],
+            overdue: false,
+        }),
+        ..Cohort::default()
+    };
+    for limit in [1, 2, 10] {
+        let mut listed = members(&store, &open, limit);
+        listed.sort();
+        assert_eq!(listed, vec!["4010232137", "9434765919"], "limit {limit}");
+    }
+}
