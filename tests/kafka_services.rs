@@ -15,7 +15,10 @@ use std::time::Duration;
 use baton_log::partition_for_key;
 use baton_log::testkit::TestBroker;
 use serde_json::Value;
-use support::{Service, baton, eventually, free_address, kafka_client, token_in, workspace};
+use support::{
+    EVERY_RPC, Service, baton, eventually, free_address, grpc_client, kafka_client, rpcs_called,
+    token_in, workspace,
+};
 
 const PARTITIONS: u32 = 4;
 const EVENTS_TOPIC: &str = "baton.care-events.v1";
@@ -327,6 +330,17 @@ fn events_from_an_independent_client_are_projected_and_it_reads_the_changelog() 
         read["state"], state,
         "the changelog holds what the query API serves"
     );
+}
+
+#[test]
+fn an_independent_grpc_client_calls_every_query_rpc_of_a_replica() {
+    let Some(backbone) = Backbone::start() else {
+        return;
+    };
+    let ingest = backbone.ingest.address.expect("ingest listens").to_string();
+    let query = backbone.query.address.expect("query listens").to_string();
+    let lines = grpc_client(&["exercise", "--ingest", &ingest, "--query", &query]);
+    assert_eq!(rpcs_called(&lines), EVERY_RPC, "{lines:#?}");
 }
 
 #[test]

@@ -25,136 +25,33 @@ generate the message classes).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PROTO_DIR = REPO_ROOT / "proto"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baton_protos import DEFAULT_PROTO_DIR, ClientError, generate, load  # noqa: E402
 CARE_EVENT = "baton.events.v1.CareEvent"
 CARE_STATE = "baton.state.v1.PatientCareState"
 CONTENT_TYPE_PREFIX = "application/x-protobuf; messageType="
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class ClientError(Exception):
-    """A failure to report on stderr as one concise message, exit status 1."""
-
-
-# --- message classes generated from proto/ ----------------------------------
-
-
-def proto_files(proto_dir: Path) -> list[Path]:
-    files = sorted(p for p in proto_dir.rglob("*.proto") if p.is_file())
-    if not files:
-        raise ClientError(f"no .proto files under {proto_dir}")
-    return files
-
-
-def generate(proto_dir: Path, out: Path) -> list[str]:
-    """Generates the *_pb2.py modules of every .proto under proto_dir into out.
-
-    Returns the module names (e.g. baton.events.v1.events_pb2).
-    """
-    try:
-        from grpc_tools import protoc
-    except ImportError as err:
-        raise ClientError(
-            f"grpcio-tools is needed to generate the message classes ({err}); "
-            "run scripts/setup.sh and use .tools/venv/bin/python"
-        ) from None
-    import importlib.resources
-
-    files = proto_files(proto_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    well_known = importlib.resources.files("grpc_tools") / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{proto_dir}",
-        f"-I{well_known}",
-        f"--python_out={out}",
-        *(str(f) for f in files),
-    ]
-    if protoc.main(args) != 0:
-        raise ClientError(f"protoc could not compile {proto_dir} (its message is above)")
-    return [
-        ".".join(f.relative_to(proto_dir).with_suffix("").parts) + "_pb2" for f in files
-    ]
-
-
-def proto_digest(proto_dir: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        import importlib.metadata
-
-        from google.protobuf import __version__ as protobuf_version
-
-        tools_version = importlib.metadata.version("grpcio-tools")
-    except Exception:  # the digest only has to change when they do
-        protobuf_version, tools_version = "?", "?"
-    digest.update(f"protobuf {protobuf_version} grpcio-tools {tools_version}\n".encode())
-    for f in proto_files(proto_dir):
-        digest.update(str(f.relative_to(proto_dir)).encode() + b"\0")
-        digest.update(f.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    tools = REPO_ROOT / ".tools"
-    if tools.is_dir():
-        return tools / "pb2"
-    return Path(tempfile.gettempdir()) / f"baton-pb2-{os.getuid()}"
-
-
-def ensure_generated(proto_dir: Path, pb2_dir: Path | None) -> Path:
-    """The directory holding generated modules for proto_dir, made if needed.
-
-    Parallel test processes may race here: each generates into its own
-    temporary directory and renames it into place; the loser drops its copy.
-    """
-    if pb2_dir is not None:
-        if not (pb2_dir / "baton").is_dir():
-            raise ClientError(f"{pb2_dir} holds no generated modules (run `gen --out {pb2_dir}`)")
-        return pb2_dir
-    if not proto_dir.is_dir():
-        raise ClientError(f"proto directory not found: {proto_dir} (pass --proto-dir)")
-    final = cache_root() / proto_digest(proto_dir)
-    if (final / ".complete").exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".gen-", dir=final.parent))
-    try:
-        generate(proto_dir, scratch)
-        (scratch / ".complete").write_text("")
-        try:
-            os.rename(scratch, final)
-        except OSError:
-            if not (final / ".complete").exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return final
-
-
 class Messages:
     """The generated classes this client needs."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        pb2_dir = ensure_generated(Path(args.proto_dir), args.pb2_dir and Path(args.pb2_dir))
-        sys.path.insert(0, str(pb2_dir))
-        try:
-            events = importlib.import_module("baton.events.v1.events_pb2")
-            state = importlib.import_module("baton.state.v1.state_pb2")
-        except ImportError as err:
-            raise ClientError(f"the modules generated in {pb2_dir} do not import: {err}") from None
+        events, state = load(
+            Path(args.proto_dir),
+            args.pb2_dir and Path(args.pb2_dir),
+            "baton.events.v1.events_pb2",
+            "baton.state.v1.state_pb2",
+        )
         from google.protobuf import json_format
 
         self.json_format = json_format

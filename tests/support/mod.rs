@@ -1,6 +1,6 @@
 //! What the end-to-end scenarios share: the real service binaries, started
 //! as separate processes against a real Kafka-protocol broker, and the
-//! independent Python Kafka client.
+//! independent Python clients (Kafka and gRPC).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -234,16 +234,27 @@ pub fn python() -> PathBuf {
 /// Runs `tests/python/baton_kafka_client.py` with `args` and returns the
 /// JSON lines it printed.
 pub fn kafka_client(args: &[&str]) -> Vec<serde_json::Value> {
+    python_client("baton_kafka_client.py", args)
+}
+
+/// Runs `tests/python/baton_grpc_client.py` with `args` and returns the
+/// JSON lines it printed.
+pub fn grpc_client(args: &[&str]) -> Vec<serde_json::Value> {
+    python_client("baton_grpc_client.py", args)
+}
+
+fn python_client(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let output = Command::new(python())
-        .arg(workspace().join("tests/python/baton_kafka_client.py"))
+        .arg(workspace().join("tests/python").join(script))
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("python runs");
     assert!(
         output.status.success(),
-        "baton_kafka_client.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "{script} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
     );
     BufReader::new(output.stdout.as_slice())
         .lines()
@@ -262,3 +273,25 @@ pub fn eventually<T>(what: &str, within: Duration, mut attempt: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The RPCs an independent gRPC client's `exercise` reported calling, each
+/// once however often it called it.
+pub fn rpcs_called(lines: &[serde_json::Value]) -> Vec<String> {
+    let mut rpcs: Vec<String> = lines
+        .iter()
+        .filter_map(|line| line["rpc"].as_str().map(str::to_owned))
+        .collect();
+    rpcs.sort();
+    rpcs.dedup();
+    rpcs
+}
+
+/// Every RPC of `baton.query.v1.CareStateQuery`, and ingest's Publish.
+pub const EVERY_RPC: [&str; 6] = [
+    "GetCareState",
+    "GetCareStateAsOf",
+    "GetTimeline",
+    "ListCohort",
+    "Publish",
+    "WatchCohort",
+];
