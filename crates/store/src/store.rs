@@ -414,6 +414,17 @@ impl Store {
         Ok(())
     }
 
+    /// The state of `patient_key` as stored: an encoded
+    /// `PatientCareState`, for a reader that passes it on without looking
+    /// inside (the query API's `GetCareState`).
+    pub fn get_encoded(&self, patient_key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .inner
+            .db
+            .get(keys::state_key(patient_key))?
+            .map(|value| value.to_vec()))
+    }
+
     /// The state of `patient_key`, if any event for it was committed.
     /// A state merged into another is returned as it is: its `merged_into`
     /// names the survivor.

@@ -9,6 +9,8 @@
 //! - `kafka-ingest`: sustained ingest throughput through Kafka.
 //! - `kafka-catch-up`: a fresh projector folding a prepared events topic
 //!   from offset 0.
+//! - `query`: the query API under load on loopback (GetCareState beside a
+//!   bare tonic service, ListCohort, WatchCohort lag).
 //!
 //! The Kafka benchmarks start a private Tansu broker unless `--kafka` names
 //! a cluster, and use fresh topics on every run.
@@ -19,6 +21,7 @@
 //! - `kafka.rs`: the broker, fresh topics and in-process services shared by
 //!   the Kafka benchmarks.
 //! - `latency.rs`, `ingest.rs`, `catch_up.rs`: the Kafka benchmarks.
+//! - `query.rs`: `query`, with the bare echo service of `proto/echo.proto`.
 //! - `figures.rs`: rates, latency percentiles, sizes, peak memory.
 
 mod catch_up;
@@ -26,6 +29,7 @@ mod figures;
 mod ingest;
 mod kafka;
 mod latency;
+mod query;
 mod rebuild;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +56,7 @@ enum Command {
     KafkaLatency(latency::LatencyArgs),
     KafkaIngest(ingest::IngestArgs),
     KafkaCatchUp(catch_up::CatchUpArgs),
+    Query(query::QueryArgs),
 }
 
 #[tokio::main]
@@ -61,5 +66,6 @@ async fn main() -> anyhow::Result<()> {
         Command::KafkaLatency(args) => latency::kafka_latency(args).await,
         Command::KafkaIngest(args) => ingest::kafka_ingest(args).await,
         Command::KafkaCatchUp(args) => catch_up::kafka_catch_up(args).await,
+        Command::Query(args) => query::query(args).await,
     }
 }

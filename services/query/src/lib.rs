@@ -26,6 +26,8 @@
 //! # Layout
 //! - `lib.rs`: [`QueryConfig`], [`QueryService`] and [`run`].
 //! - `consistency.rs`: waiting for consistency tokens within deadlines.
+//! - `raw.rs`: [`QueryServer`], answering `GetCareState` with the stored
+//!   bytes, without decoding the state.
 //! - `watch.rs`: `WatchCohort` and its bounded outbox.
 //! - `history.rs`: timelines and states as of a time.
 //! - `follow.rs`: following a log topic into the store, shared by
@@ -36,6 +38,7 @@ mod consistency;
 mod follow;
 mod history;
 mod materialise;
+mod raw;
 mod timeline;
 mod watch;
 
@@ -58,6 +61,7 @@ use baton_proto::query::v1::{
 use baton_proto::state::v1::PatientCareState;
 use baton_runtime::{Clock, SystemClock};
 use baton_store::{Store, StoreError};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
@@ -66,6 +70,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use consistency::WaitBudget;
 pub use materialise::{Materialiser, MaterialiserStats};
+use raw::EncodedResponse;
+pub use raw::QueryServer;
 pub use timeline::{TimelineIndexer, TimelineStats, timeline_positions_topic};
 
 /// The port the query API listens on unless configured otherwise.
@@ -162,8 +168,49 @@ impl QueryService {
         self
     }
 
-    pub fn into_server(self) -> CareStateQueryServer<Self> {
-        CareStateQueryServer::new(self)
+    /// The gRPC service, `GetCareState` served from the stored bytes.
+    pub fn into_server(self) -> QueryServer {
+        QueryServer::new(self)
+    }
+
+    /// `GetCareState`, answered with the stored encoding of the state.
+    ///
+    /// The state is read on the calling task, not in `spawn_blocking`: a
+    /// point read is a lookup in sled's page cache (a page-cache miss costs
+    /// one read of a local file), far cheaper than the hand-over to a
+    /// blocking thread, which cost more than the read itself.
+    pub(crate) async fn care_state_response(
+        &self,
+        metadata: &MetadataMap,
+        request: GetCareStateRequest,
+    ) -> Result<EncodedResponse, Status> {
+        let key = patient_key(request.patient.as_ref())
+            .map_err(|(field, problem)| bad_request(field, problem))?;
+        self.wait_for(metadata, &request.consistency_token, &[&self.events_topic])
+            .await?;
+        let lookup = key.to_string();
+        let read = match self.store.get_encoded(&lookup) {
+            Ok(Some(encoded)) => Ok(Some(EncodedResponse::of_state(&encoded))),
+            // A local identifier may belong to a patient keyed by NHS number.
+            Ok(None) if lookup.contains(':') => self
+                .store
+                .find_by_local_id(&lookup)
+                .map(|found| found.map(|state| EncodedResponse::of_state(&state.encode_to_vec()))),
+            Ok(None) => Ok(None),
+            Err(error) => Err(error),
+        };
+        match read {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(Status::not_found(format!(
+                "no care state for patient {key}"
+            ))),
+            Err(error) => {
+                tracing::error!(%error, "projection store read failed");
+                Err(Status::unavailable(format!(
+                    "projection store read failed: {error}"
+                )))
+            }
+        }
     }
 
     fn now(&self) -> Instant {
@@ -237,17 +284,17 @@ impl QueryService {
 
 #[tonic::async_trait]
 impl CareStateQuery for QueryService {
+    /// Served by [`QueryServer`] from the stored bytes; this decoding path
+    /// is for callers of the generated server alone.
     async fn get_care_state(
         &self,
         request: Request<GetCareStateRequest>,
     ) -> Result<Response<GetCareStateResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
-        patient_key(request.patient.as_ref())
-            .map_err(|(field, problem)| bad_request(field, problem))?;
-        self.wait_for(&metadata, &request.consistency_token, &[&self.events_topic])
-            .await?;
-        let state = self.find(request.patient.as_ref()).await?;
-        Ok(Response::new(GetCareStateResponse { state: Some(state) }))
+        let encoded = self.care_state_response(&metadata, request).await?;
+        GetCareStateResponse::decode(encoded.0)
+            .map(Response::new)
+            .map_err(|error| Status::internal(format!("a stored state does not decode: {error}")))
     }
 
     async fn list_cohort(

@@ -1,0 +1,546 @@
+//! `query`: the query API under load on loopback, beside a bare tonic
+//! service in the same run.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use baton_care::cohort::{Cohort, setting_name};
+use baton_care::{ValidEvent, apply, new_state};
+use baton_log::topics::Topics;
+use baton_proto::query::v1::care_state_query_client::CareStateQueryClient;
+use baton_proto::query::v1::patient_ref::Ref;
+use baton_proto::query::v1::{
+    CohortChange, CohortFilter, GetCareStateRequest, ListCohortRequest, PatientRef,
+    WatchCohortRequest,
+};
+use baton_proto::state::v1::{CareSetting, PatientCareState};
+use baton_query::{QueryConfig, QueryService};
+use baton_store::{Commit, Store, StoreConfig};
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use prost::Message;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::figures::{Failures, check_warm_up, latency_histogram, percentiles, record, size};
+use crate::kafka::{bind_loopback, channel};
+
+/// Generated code, whose items are `pub` as generated.
+#[allow(unreachable_pub, missing_debug_implementations, clippy::all)]
+mod echo {
+    tonic::include_proto!("baton.bench.v1");
+}
+
+use echo::echo_client::EchoClient;
+use echo::echo_server::{Echo, EchoServer};
+use echo::{EchoReply, EchoRequest};
+
+/// States committed together while the store is filled.
+const FILL_CHUNK: usize = 10_000;
+
+/// The query API under load, on loopback, with a bare tonic service beside
+/// it for comparison.
+///
+/// Fills a fresh sled store with the care states of --patients synthetic
+/// patients (folded from their events), serves it with the real query
+/// service, and measures, with client and server in this process:
+///
+/// (1) GetCareState of random patients: requests/s and latency, from
+/// --concurrency calls in flight over --connections HTTP/2 connections
+/// (closed loop), then the same load against a bare tonic echo service
+/// answering as many bytes as an average state, and the ratio;
+/// (2) ListCohort listing --cohort-members members of a cohort, a page of
+/// 1000 at a time: latency per page and per whole listing;
+/// (3) WatchCohort: delivery lag (commit to client) while --watch-rate
+/// state changes per second are committed to the store.
+///
+/// Budget: GetCareState ≥ 30k requests/s with p99 ≤ 2 ms on loopback
+/// (2-core machine).
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// Patients whose states fill the store
+    #[arg(long, default_value_t = 100_000)]
+    patients: usize,
+    /// How long each load runs, warm-up included
+    #[arg(long, default_value_t = 12)]
+    seconds: u64,
+    /// First seconds of each load left out of the figures
+    #[arg(long, default_value_t = 2)]
+    warm_up: u64,
+    /// Calls in flight (closed loop: latency is about this ÷ throughput)
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections the calls share
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Members listed per ListCohort listing
+    #[arg(long, default_value_t = 5_000)]
+    cohort_members: usize,
+    /// State changes per second committed while a watch follows them
+    #[arg(long, default_value_t = 2_000)]
+    watch_rate: u32,
+    /// How long the watch is measured
+    #[arg(long, default_value_t = 10)]
+    watch_seconds: u64,
+    /// Seed of the synthetic population
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// sled page cache of the store, in MiB [default: the store's default]
+    #[arg(long, value_name = "MIB")]
+    cache_mib: Option<u64>,
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    check_warm_up(args.warm_up, args.seconds)?;
+    anyhow::ensure!(args.concurrency > 0, "--concurrency 0: expected at least 1");
+    anyhow::ensure!(args.connections > 0, "--connections 0: expected at least 1");
+    anyhow::ensure!(args.watch_rate > 0, "--watch-rate 0: expected at least 1");
+    println!(
+        "baton-bench query: {} patients, {} calls in flight over {} connections for {} s (first {} s left out); client and server in this process on loopback",
+        args.patients, args.concurrency, args.connections, args.seconds, args.warm_up
+    );
+    let work = tempfile::tempdir()?;
+    let mut config = StoreConfig::default();
+    if let Some(mib) = args.cache_mib {
+        config.cache_capacity_bytes = mib * 1024 * 1024;
+    }
+    let store = Store::open(work.path().join("store"), &config).context("opening the store")?;
+    println!(
+        "cache       {} MiB of sled page cache",
+        config.cache_capacity_bytes / 1024 / 1024
+    );
+    let started = Instant::now();
+    let states = fill(&store, args.patients, args.seed).await?;
+    let average_bytes = states.iter().map(|s| s.encoded_len()).sum::<usize>() / states.len().max(1);
+    println!(
+        "store       {} states in {:.2?}, {} on disk, {average_bytes} bytes per state on average",
+        states.len(),
+        started.elapsed(),
+        size(&work.path().join("store"))
+    );
+
+    let stop = CancellationToken::new();
+    let (listener, query_address) = bind_loopback("query").await?;
+    let service = QueryService::new(store.clone(), QueryConfig::default(), &Topics::default());
+    tokio::spawn(baton_query::run(
+        service,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let (listener, echo_address) = bind_loopback("echo").await?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+
+    let keys: Arc<Vec<String>> = Arc::new(
+        states
+            .iter()
+            .filter(|s| s.merged_into.is_none())
+            .map(|s| s.patient_key.clone())
+            .collect(),
+    );
+    let baton = load(&args, query_address, Arc::clone(&keys), |channel, key| {
+        let mut client =
+            CareStateQueryClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        async move {
+            client
+                .get_care_state(GetCareStateRequest {
+                    patient: Some(PatientRef {
+                        r#ref: Some(Ref::PatientKey(key)),
+                    }),
+                    consistency_token: String::new(),
+                })
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    println!(
+        "GetCareState  {:.0} requests/s  {} ({} errors{})",
+        baton.rate,
+        percentiles(&baton.latency),
+        baton.failures.total(),
+        if baton.failures.total() > 0 {
+            format!(": {}", baton.failures)
+        } else {
+            String::new()
+        }
+    );
+    let reply_bytes = u32::try_from(average_bytes).unwrap_or(u32::MAX);
+    let bare = load(&args, echo_address, keys, move |channel, key| {
+        let mut client = EchoClient::new(channel);
+        async move {
+            client
+                .echo(EchoRequest { key, reply_bytes })
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    println!(
+        "bare tonic    {:.0} requests/s  {} (echoing {reply_bytes} bytes)",
+        bare.rate,
+        percentiles(&bare.latency)
+    );
+    println!(
+        "ratio         GetCareState does {:.0}% of the bare service's requests/s; p99 {:.2}× the bare service's",
+        100.0 * baton.rate / bare.rate.max(1.0),
+        baton.latency.value_at_quantile(0.99) as f64
+            / bare.latency.value_at_quantile(0.99).max(1) as f64
+    );
+
+    list_cohorts(&args, query_address, &states).await?;
+    watch_lag(&args, query_address, &store, &states).await?;
+    stop.cancel();
+    println!("budget: GetCareState ≥ 30k requests/s with p99 ≤ 2 ms (2-core machine)");
+    Ok(())
+}
+
+/// Folds each synthetic patient's events in memory and commits the states.
+async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<PatientCareState>> {
+    let config = baton_synth::PopulationConfig {
+        patients,
+        seed,
+        ..baton_synth::PopulationConfig::default()
+    };
+    let progress = ProgressBar::new(patients as u64);
+    let folded = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PatientCareState>> {
+        let mut states: HashMap<String, PatientCareState> = HashMap::new();
+        for event in baton_synth::Population::new(config) {
+            let event = ValidEvent::new(event)?;
+            let state = states
+                .entry(event.key().to_string())
+                .or_insert_with(|| new_state(event.key()));
+            // The feed never meets a rejection; a merge's retired side is
+            // the other patient's and handed over by the projector, so left
+            // out here.
+            let _ = apply(state, &event);
+            progress.set_position(states.len() as u64);
+        }
+        progress.finish_and_clear();
+        let mut states: Vec<PatientCareState> = states.into_values().collect();
+        states.sort_by(|a, b| a.patient_key.cmp(&b.patient_key));
+        Ok(states)
+    })
+    .await??;
+    let committing = store.clone();
+    let states = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PatientCareState>> {
+        for chunk in folded.chunks(FILL_CHUNK) {
+            committing.commit(&Commit::new("bench").with_states(chunk.iter().cloned()))?;
+        }
+        committing.flush()?;
+        Ok(folded)
+    })
+    .await??;
+    Ok(states)
+}
+
+/// What one load measured after its warm-up.
+#[derive(Debug)]
+struct Measured {
+    rate: f64,
+    latency: Histogram<u64>,
+    failures: Failures,
+}
+
+/// `--concurrency` closed-loop callers of `call` with random keys.
+async fn load<F, Fut>(
+    args: &QueryArgs,
+    address: SocketAddr,
+    keys: Arc<Vec<String>>,
+    call: F,
+) -> anyhow::Result<Measured>
+where
+    F: Fn(Channel, String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(channel(address).await?);
+    }
+    let begin = Instant::now();
+    let warm_up = begin + Duration::from_secs(args.warm_up);
+    let end = begin + Duration::from_secs(args.seconds);
+    let mut callers = tokio::task::JoinSet::new();
+    for index in 0..args.concurrency {
+        let channel = channels[index % channels.len()].clone();
+        let keys = Arc::clone(&keys);
+        let call = call.clone();
+        callers.spawn(async move {
+            let mut latency = latency_histogram();
+            let mut failures = Failures::default();
+            let mut random = XorShift(0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1));
+            loop {
+                let started = Instant::now();
+                if started >= end {
+                    break;
+                }
+                let key = keys[random.below(keys.len())].clone();
+                let answer = call(channel.clone(), key).await;
+                let finished = Instant::now();
+                if started >= warm_up && finished <= end {
+                    match answer {
+                        Ok(()) => record(&mut latency, finished - started),
+                        Err(status) => failures.add("call", &status),
+                    }
+                }
+            }
+            (latency, failures)
+        });
+    }
+    let mut measured = Measured {
+        rate: 0.0,
+        latency: latency_histogram(),
+        failures: Failures::default(),
+    };
+    while let Some(caller) = callers.join_next().await {
+        let (latency, failures) = caller.context("a caller panicked")?;
+        measured.latency.add(&latency)?;
+        measured.failures.merge(failures);
+    }
+    measured.rate = measured.latency.len() as f64 / (end - warm_up).as_secs_f64();
+    Ok(measured)
+}
+
+/// Lists the smallest place cohort with at least `--cohort-members`
+/// members (its first that many), again and again.
+#[allow(clippy::print_stdout)]
+async fn list_cohorts(
+    args: &QueryArgs,
+    address: SocketAddr,
+    states: &[PatientCareState],
+) -> anyhow::Result<()> {
+    let mut sizes: HashMap<(CareSetting, String), usize> = HashMap::new();
+    for state in states.iter().filter(|s| s.merged_into.is_none()) {
+        *sizes
+            .entry((state.setting(), state.setting_organisation.clone()))
+            .or_default() += 1;
+        *sizes.entry((state.setting(), String::new())).or_default() += 1;
+    }
+    let Some(((setting, organisation), members)) = sizes
+        .into_iter()
+        .filter(|(_, size)| *size >= args.cohort_members)
+        .min_by_key(|(_, size)| *size)
+    else {
+        println!(
+            "ListCohort    skipped: no cohort has {} members among {} patients (raise --patients)",
+            args.cohort_members,
+            states.len()
+        );
+        return Ok(());
+    };
+    let filter = CohortFilter {
+        setting: setting as i32,
+        organisation: organisation.clone(),
+        ..Default::default()
+    };
+    debug_assert!(Cohort::from_filter(&filter, "filter").is_ok());
+    let mut client = CareStateQueryClient::new(channel(address).await?)
+        .max_decoding_message_size(256 * 1024 * 1024);
+    let mut pages = latency_histogram();
+    let mut listings = latency_histogram();
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    while Instant::now() < until {
+        let listing = Instant::now();
+        let (mut listed, mut page_token) = (0, String::new());
+        while listed < args.cohort_members {
+            let page = Instant::now();
+            let answer = client
+                .list_cohort(ListCohortRequest {
+                    filter: Some(filter.clone()),
+                    page_size: (args.cohort_members - listed).min(1000) as u32,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            record(&mut pages, page.elapsed());
+            listed += answer.states.len();
+            page_token = answer.next_page_token;
+            if page_token.is_empty() {
+                break;
+            }
+        }
+        record(&mut listings, listing.elapsed());
+    }
+    println!(
+        "ListCohort    {} members of {} ({members} in all), pages of 1000: per page {}",
+        args.cohort_members,
+        describe(setting, &organisation),
+        percentiles(&pages)
+    );
+    println!(
+        "              per listing of {}: {} ({} listings)",
+        args.cohort_members,
+        percentiles(&listings),
+        listings.len()
+    );
+    Ok(())
+}
+
+fn describe(setting: CareSetting, organisation: &str) -> String {
+    if organisation.is_empty() {
+        format!("--setting {}", setting_name(setting))
+    } else {
+        format!(
+            "--setting {} --organisation {organisation}",
+            setting_name(setting)
+        )
+    }
+}
+
+/// Commits `--watch-rate` changes per second of hospital patients' states,
+/// each stamped with its commit time, while a watch of the hospital cohort
+/// measures how late each reaches it.
+#[allow(clippy::print_stdout)]
+async fn watch_lag(
+    args: &QueryArgs,
+    address: SocketAddr,
+    store: &Store,
+    states: &[PatientCareState],
+) -> anyhow::Result<()> {
+    let mut members: Vec<PatientCareState> = states
+        .iter()
+        .filter(|s| s.merged_into.is_none() && s.setting() == CareSetting::Hospital)
+        .cloned()
+        .collect();
+    if members.is_empty() {
+        println!("WatchCohort   skipped: no patient is in hospital");
+        return Ok(());
+    }
+    let mut client = CareStateQueryClient::new(channel(address).await?)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let syncing = Instant::now();
+    let mut stream = client
+        .watch_cohort(WatchCohortRequest {
+            filter: Some(CohortFilter {
+                setting: CareSetting::Hospital as i32,
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner();
+    let mut synced_members = 0;
+    loop {
+        let message = stream
+            .message()
+            .await?
+            .context("the watch ended before it synced")?;
+        match message.change() {
+            CohortChange::Member => synced_members += 1,
+            CohortChange::Synced => break,
+            _ => {}
+        }
+    }
+    let synced = syncing.elapsed();
+
+    let done = CancellationToken::new();
+    let finished = done.clone();
+    let receiver = tokio::spawn(async move {
+        let mut lag = latency_histogram();
+        loop {
+            let message = tokio::select! {
+                () = finished.cancelled() => break,
+                message = stream.message() => match message {
+                    Ok(Some(message)) => message,
+                    _ => break,
+                },
+            };
+            if message.change() != CohortChange::Changed {
+                continue;
+            }
+            if let Some(committed) = message.state.and_then(|s| s.last_recorded_at) {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let committed = Duration::new(
+                    u64::try_from(committed.seconds).unwrap_or(0),
+                    u32::try_from(committed.nanos).unwrap_or(0),
+                );
+                record(&mut lag, now.saturating_sub(committed));
+            }
+        }
+        lag
+    });
+
+    // Every 10 ms, a commit of rate/100 changed states.
+    let per_tick = (args.watch_rate as usize / 100).max(1);
+    let ticks = args.watch_seconds * 100;
+    let mut interval = tokio::time::interval(Duration::from_millis(10));
+    let mut next = 0;
+    let mut sent = 0;
+    for _ in 0..ticks {
+        interval.tick().await;
+        let mut commit = Commit::new("bench-watch");
+        for _ in 0..per_tick {
+            let index = next % members.len();
+            let state = &mut members[index];
+            next += 1;
+            state.version += 1;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            state.last_recorded_at = Some(prost_types::Timestamp {
+                seconds: now.as_secs() as i64,
+                nanos: now.subsec_nanos() as i32,
+            });
+            commit = commit.with_state(state.clone());
+            sent += 1;
+        }
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&commit)).await??;
+    }
+    // Let the last changes arrive, then end the watch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.cancel();
+    let lag = receiver.await.context("the watch receiver panicked")?;
+    println!(
+        "WatchCohort   synced {synced_members} members in {synced:.2?}; {sent} changes at {} changes/s for {} s, {} delivered: lag {}",
+        args.watch_rate,
+        args.watch_seconds,
+        lag.len(),
+        percentiles(&lag)
+    );
+    Ok(())
+}
+
+/// A tiny deterministic generator for picking keys: the benchmark needs
+/// spread, not statistics.
+#[derive(Debug, Clone, Copy)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound.max(1) as u64) as usize
+    }
+}
+
+/// The bare service: answers `reply_bytes` bytes, nothing else.
+#[derive(Debug, Clone, Copy)]
+struct EchoService;
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn echo(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
+        let request = request.into_inner();
+        Ok(tonic::Response::new(EchoReply {
+            payload: vec![b'x'; request.reply_bytes as usize],
+        }))
+    }
+}
