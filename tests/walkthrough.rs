@@ -157,6 +157,62 @@ fn the_readme_walk_through_works_and_survives_a_restart() {
     );
     assert!(cohort.trim_end().ends_with("1 patient"), "{cohort}");
 
+    // The questions of the teams downstream, as the README asks them.
+    let (ok, on_ward, err) = up.run(&["cohort", "--virtual-ward", "VW-FRAIL-RXX"]);
+    assert!(ok, "{err}");
+    assert!(on_ward.contains("9434765919"), "{on_ward}");
+    assert!(on_ward.contains("frailty since 2026-11-05 12:30"), "{on_ward}");
+    let (ok, referred, err) = up.run(&[
+        "cohort",
+        "--referred-to",
+        "FRAILTY-CT",
+        "--referral-status",
+        "accepted",
+    ]);
+    assert!(ok, "{err}");
+    assert!(referred.contains("REF-400001 accepted"), "{referred}");
+    let (ok, frail, err) = up.run(&["cohort", "--setting", "hospital", "--min-frailty", "6"]);
+    assert!(ok, "{err}");
+    assert!(frail.trim_end().ends_with("0 patients"), "discharged: {frail}");
+    let (ok, _, err) = up.run(&["cohort", "--min-frailty", "12"]);
+    assert!(!ok);
+    assert!(err.contains("filter.min_frailty_score"), "{err}");
+
+    // The past: the correction shows as one, and the state as it was.
+    let (ok, timeline, err) = up.run(&["timeline", "9434765919"]);
+    assert!(ok, "{err}");
+    assert!(timeline.contains("12 events"), "{timeline}");
+    let ward_7 = timeline
+        .lines()
+        .find(|line| line.contains("transferred to WARD-7"))
+        .expect("the move to WARD-7");
+    assert!(ward_7.contains("CANCELLED by"), "{timeline}");
+    let elderly = timeline
+        .lines()
+        .find(|line| line.contains("transferred to ELDERLY-CARE"))
+        .expect("the real move");
+    assert!(elderly.contains("LATE"), "{timeline}");
+    let (ok, then, err) = up.run(&[
+        "state",
+        "get",
+        "9434765919",
+        "--as-of",
+        "2026-11-03T12:00:00Z",
+    ]);
+    assert!(ok, "{err}");
+    assert!(then.contains("Location            ELDERLY-CARE"), "{then}");
+    let (ok, known, err) = up.run(&[
+        "state",
+        "get",
+        "9434765919",
+        "--as-of",
+        "2026-11-03T12:00:00Z",
+        "--axis",
+        "recorded",
+    ]);
+    assert!(ok, "{err}");
+    assert!(known.contains("Location            WARD-7"), "{known}");
+
     // Bad input: refused with the line and field, nothing written.
     let bad = data.path().join("bad.jsonl");
     let text = std::fs::read_to_string(&example).unwrap();
