@@ -11,13 +11,16 @@
 //! because events are deduplicated by id. See `docs/ingest.md`.
 //!
 //! [`run`] serves it as the gRPC `baton.ingest.v1.CareEventIngest` with
-//! health checking and server reflection.
+//! health checking and server reflection; [`mllp::serve`] serves it as HL7
+//! v2 over MLLP (port 2575), so an ADT feed can point at Baton as it is.
 //!
 //! # Layout
 //! - `lib.rs`: [`Ingest`], the transport-free publish path, and [`run`].
 //! - `grpc.rs`: the tonic service mapping [`PublishError`] to gRPC statuses.
+//! - `mllp.rs`: the MLLP listener: HL7 in, events published, ACKs out.
 
 mod grpc;
+pub mod mllp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 pub use grpc::IngestService;
+pub use mllp::{Mllp, MllpListen};
 
 /// The port the ingest API listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -52,6 +56,15 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     /// Largest batch one Publish call may carry.
     pub max_batch_events: usize,
+    /// Address of the HL7 v2 MLLP listener, or `"off"`.
+    pub mllp_listen: MllpListen,
+    /// Largest HL7 message accepted; a larger frame is answered `AR`
+    /// without being buffered.
+    pub mllp_max_message_bytes: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub mllp_idle_timeout_ms: u64,
+    /// IANA zone of HL7 timestamps sent without an offset.
+    pub hl7_time_zone: String,
 }
 
 impl Default for IngestConfig {
@@ -59,6 +72,10 @@ impl Default for IngestConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_batch_events: 10_000,
+            mllp_listen: MllpListen::default(),
+            mllp_max_message_bytes: 1024 * 1024,
+            mllp_idle_timeout_ms: 300_000,
+            hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
         }
     }
 }
@@ -69,6 +86,17 @@ impl IngestConfig {
         if self.max_batch_events == 0 {
             return Err("max_batch_events: expected at least 1".into());
         }
+        if self.mllp_max_message_bytes < 1024 {
+            return Err(format!(
+                "mllp_max_message_bytes: expected at least 1024, got {}",
+                self.mllp_max_message_bytes
+            ));
+        }
+        if self.mllp_idle_timeout_ms == 0 {
+            return Err("mllp_idle_timeout_ms: expected at least 1".into());
+        }
+        baton_hl7::Zone::named(&self.hl7_time_zone)
+            .map_err(|error| format!("hl7_time_zone: {error}"))?;
         Ok(())
     }
 }
@@ -101,6 +129,8 @@ pub enum IngestError {
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
 
 /// What a successful publish wrote.
 #[derive(Debug, Clone, PartialEq)]
