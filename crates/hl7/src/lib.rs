@@ -54,7 +54,7 @@ mod time;
 
 pub use ack::{AckCode, BATON_APPLICATION, ReadAck, acknowledgement};
 pub use map::{Header, MapConfig, Mapped, Refused, SUPPORTED, map};
-pub use parse::{Delimiters, Message, Segment, Value, unescape};
+pub use parse::{Delimiters, Message, Segment, Value, split_messages, unescape};
 pub use problem::{ErrorCode, Location, Problem, Severity};
 pub use time::Zone;
 

@@ -300,6 +300,49 @@ impl Message {
     }
 }
 
+/// Splits a file holding one or more messages (as interface engines dump
+/// them: one after another, with or without blank lines or MLLP framing
+/// bytes) into its messages: each segment line that starts with `MSH`
+/// begins one.
+pub fn split_messages(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    let clean: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b == 0x0b || b == 0x1c { b'\r' } else { b })
+        .collect();
+    let mut at_line_start = true;
+    let mut start = None;
+    let mut i = 0;
+    while i < clean.len() {
+        let b = clean[i];
+        if at_line_start {
+            let rest = &clean[i..];
+            let rest = rest.strip_prefix("\u{feff}".as_bytes()).unwrap_or(rest);
+            if rest.starts_with(b"MSH") {
+                if let Some(from) = start {
+                    messages.push(clean[from..i].to_vec());
+                }
+                start = Some(i);
+            }
+        }
+        at_line_start = b == b'\r' || b == b'\n';
+        i += 1;
+    }
+    if let Some(from) = start {
+        messages.push(clean[from..].to_vec());
+    }
+    messages
+        .into_iter()
+        .map(|mut m| {
+            while m.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                m.pop();
+            }
+            m.push(b'\r');
+            m
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
     Field,
@@ -568,6 +611,25 @@ mod tests {
         let mut bytes = vec![0xef, 0xbb, 0xbf];
         bytes.extend_from_slice(ADMIT.as_bytes());
         assert_eq!(Message::parse(&bytes).unwrap(), cr);
+    }
+
+    #[test]
+    fn files_of_several_messages_split_at_each_msh() {
+        let two = format!(
+            "\u{feff}{ADMIT}\n\n\x0b{}\x1c\r",
+            ADMIT.replace("MSG1", "MSG2")
+        );
+        let messages = split_messages(two.as_bytes());
+        assert_eq!(messages.len(), 2);
+        assert_eq!(
+            Message::parse(&messages[0]).unwrap().get("MSH", 10).text(),
+            "MSG1"
+        );
+        assert_eq!(
+            Message::parse(&messages[1]).unwrap().get("MSH", 10).text(),
+            "MSG2"
+        );
+        assert!(split_messages(b"no message here").is_empty());
     }
 
     #[test]

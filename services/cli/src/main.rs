@@ -4,11 +4,13 @@
 //! # Layout
 //! - `up.rs`: `baton up`, all three services in one process.
 //! - `demo.rs`: the synthetic population `baton up --demo` publishes.
+//! - `hl7.rs`: `baton hl7 map` and `baton hl7 send`, for HL7 v2 feeds.
 //! - `publish.rs`: `baton publish`, JSON lines through the ingest API.
 //! - `read.rs`: `baton state get` and `baton cohort`.
 //! - `render.rs`: care states as people read them.
 
 mod demo;
+mod hl7;
 mod publish;
 mod read;
 mod render;
@@ -32,6 +34,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   baton cohort --setting virtual-ward
 ///   baton state get 9990000018
 ///   baton publish events.jsonl
+///   baton hl7 map adt.hl7        what HL7 v2 messages map to
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, propagate_version = true)]
 struct Cli {
@@ -46,6 +49,8 @@ enum Command {
     #[command(subcommand)]
     State(read::StateCommand),
     Cohort(read::CohortArgs),
+    #[command(subcommand)]
+    Hl7(hl7::Hl7Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Command::Publish(args) => publish::publish(args).await,
             Command::State(command) => read::state(command).await,
             Command::Cohort(args) => read::cohort(args).await,
+            Command::Hl7(command) => hl7::hl7(command).await,
         }
     });
     match outcome {

@@ -437,3 +437,63 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
         "mllp stopped"
     );
 }
+
+/// The sending side of MLLP, for tools (`baton hl7 send`), the benchmark
+/// and tests: one message out, its acknowledgement back.
+#[derive(Debug)]
+pub struct MllpClient {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    received: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl MllpClient {
+    pub async fn connect(address: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            // An acknowledgement is small; a larger answer is not one.
+            decoder: FrameDecoder::new(1024 * 1024),
+            received: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Sends one message and waits for the next frame back, its
+    /// acknowledgement.
+    pub async fn send(&mut self, message: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.stream
+            .write_all(&baton_hl7::mllp::frame(message))
+            .await?;
+        self.receive().await
+    }
+
+    async fn receive(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buffer = [0_u8; 8192];
+        loop {
+            if let Some(frame) = self.received.pop_front() {
+                return Ok(frame);
+            }
+            let count = self.stream.read(&mut buffer).await?;
+            if count == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the receiver closed the connection without acknowledging",
+                ));
+            }
+            for frame in self.decoder.push(&buffer[..count]) {
+                match frame {
+                    Frame::Message(bytes) => self.received.push_back(bytes),
+                    Frame::TooLarge { limit, .. } => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "an answer larger than {limit} bytes is not an acknowledgement"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
