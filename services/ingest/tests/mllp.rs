@@ -195,6 +195,13 @@ impl Sender {
         let (ack, text) = self.send(message).await;
         assert_eq!(ack.code, AckCode::Accept, "{message}\n=> {text}");
     }
+
+    /// Sends each in turn, expecting `AA` for every one.
+    async fn accept_all(&mut self, messages: &[String]) {
+        for message in messages {
+            self.accept(message).await;
+        }
+    }
 }
 
 const NHS_A: &str = "9434765919";
@@ -240,22 +247,18 @@ async fn transfers_and_discharges_with_their_cancellations_end_where_they_should
     let feed = Feed::start(IngestConfig::default()).await;
     let mut pas = feed.connect().await;
     let v1 = |ward: &str| at(ward);
-    pas.accept(&adt("A01", "1", "202607150900", NHS_A, &v1("AMU")))
-        .await;
-    pas.accept(&adt("A02", "2", "202607151000", NHS_A, &v1("WARD-7")))
-        .await;
-    pas.accept(&adt("A02", "3", "202607151100", NHS_A, &v1("WARD-9")))
-        .await;
-    // The move to WARD-9 was entered in error.
-    pas.accept(&adt("A12", "4", "202607151130", NHS_A, &v1("WARD-7")))
-        .await;
-    pas.accept(&adt("A03", "5", "202607151400", NHS_A, &v1("WARD-7")))
-        .await;
-    // So was the discharge; it happens later, reusing control id 5 as real feeds do.
-    pas.accept(&adt("A13", "5", "202607151430", NHS_A, &v1("WARD-7")))
-        .await;
-    pas.accept(&adt("A03", "7", "202607151600", NHS_A, &v1("WARD-7")))
-        .await;
+    pas.accept_all(&[
+        adt("A01", "1", "202607150900", NHS_A, &v1("AMU")),
+        adt("A02", "2", "202607151000", NHS_A, &v1("WARD-7")),
+        adt("A02", "3", "202607151100", NHS_A, &v1("WARD-9")),
+        // The move to WARD-9 was entered in error.
+        adt("A12", "4", "202607151130", NHS_A, &v1("WARD-7")),
+        adt("A03", "5", "202607151400", NHS_A, &v1("WARD-7")),
+        // So was the discharge; it happens later, reusing control id 5 as real feeds do.
+        adt("A13", "5", "202607151430", NHS_A, &v1("WARD-7")),
+        adt("A03", "7", "202607151600", NHS_A, &v1("WARD-7")),
+    ])
+    .await;
 
     let store = feed.project().await;
     let state = store.get(NHS_A).unwrap().expect("the patient's state");
@@ -284,12 +287,12 @@ async fn transfers_and_discharges_with_their_cancellations_end_where_they_should
 async fn a_cancelled_admission_then_a_new_one_leaves_the_patient_admitted() {
     let feed = Feed::start(IngestConfig::default()).await;
     let mut pas = feed.connect().await;
-    pas.accept(&adt("A01", "1", "202601150900", NHS_A, &at("AMU")))
-        .await;
-    pas.accept(&adt("A11", "2", "202601150930", NHS_A, &at("AMU")))
-        .await;
-    pas.accept(&adt("A01", "3", "202601151000", NHS_A, &at("WARD-3")))
-        .await;
+    pas.accept_all(&[
+        adt("A01", "1", "202601150900", NHS_A, &at("AMU")),
+        adt("A11", "2", "202601150930", NHS_A, &at("AMU")),
+        adt("A01", "3", "202601151000", NHS_A, &at("WARD-3")),
+    ])
+    .await;
 
     let state = feed.project().await.get(NHS_A).unwrap().unwrap();
     let encounter = state.active_encounter.as_ref().expect("admitted");
@@ -305,10 +308,11 @@ async fn a_cancelled_admission_then_a_new_one_leaves_the_patient_admitted() {
 async fn two_patients_merged_leave_one_record() {
     let feed = Feed::start(IngestConfig::default()).await;
     let mut pas = feed.connect().await;
-    pas.accept(&adt("A01", "1", "202607150900", NHS_A, &at("AMU")))
-        .await;
-    pas.accept(&adt("A01", "2", "202607150905", NHS_B, &at("WARD-5")))
-        .await;
+    pas.accept_all(&[
+        adt("A01", "1", "202607150900", NHS_A, &at("AMU")),
+        adt("A01", "2", "202607150905", NHS_B, &at("WARD-5")),
+    ])
+    .await;
     let merge = format!(
         "MSH|^~\\&|PAS|RXX|BATON|RXX|202607151000||ADT^A40^ADT_A39|3|P|2.5\r\
          EVN|A40|202607151000\r\
