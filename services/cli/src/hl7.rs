@@ -45,9 +45,9 @@ pub(crate) struct SendArgs {
     /// Files of HL7 v2 messages
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Address of the MLLP listener
+    /// Address (HOST:PORT) of the MLLP listener
     #[arg(long, env = "BATON_MLLP", default_value = "127.0.0.1:2575")]
-    to: SocketAddr,
+    to: String,
     /// How long to wait for each acknowledgement
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
@@ -138,6 +138,14 @@ fn map(args: MapArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(address)
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .with_context(|| format!("--to {address:?}: expected HOST:PORT, e.g. 127.0.0.1:2575"))
+}
+
 fn json(event: &CareEvent) -> anyhow::Result<String> {
     let value = baton_proto::json::to_json_value(event).context("printing an event as JSON")?;
     Ok(serde_json::to_string(&value)?)
@@ -146,7 +154,8 @@ fn json(event: &CareEvent) -> anyhow::Result<String> {
 #[allow(clippy::print_stdout)]
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let messages = messages(&args.files)?;
-    let mut client = MllpClient::connect(args.to).await.with_context(|| {
+    let address = resolve(&args.to).await?;
+    let mut client = MllpClient::connect(address).await.with_context(|| {
         format!(
             "cannot reach the MLLP listener at {}: is `baton up` running?",
             args.to

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Run the whole backbone in one process.
 ///
-/// Starts the ingest API, the projector and the query API over an event log
-/// and a projection store kept in --data-dir (created if missing;
+/// Starts the ingest API (gRPC, and HL7 v2 over MLLP on --mllp-listen),
+/// the projector and the query API over an event log and a projection store kept in --data-dir (created if missing;
 /// restarting shows the same states). The log is embedded in --data-dir
 /// too, unless --kafka names a Kafka cluster: then the events, the state
 /// changelog and the dead letters are Kafka topics, created if missing, and

@@ -516,3 +516,53 @@ async fn several_connections_at_once_and_shutdown_acknowledges_what_was_received
         "no longer accepting"
     );
 }
+
+#[test]
+fn settings_are_checked_naming_the_bad_one() {
+    let zone = IngestConfig {
+        hl7_time_zone: "Europe/Lundon".into(),
+        ..IngestConfig::default()
+    };
+    let error = zone.validate().unwrap_err();
+    assert!(
+        error.starts_with("hl7_time_zone: unknown time zone \"Europe/Lundon\""),
+        "{error}"
+    );
+    let small = IngestConfig {
+        mllp_max_message_bytes: 10,
+        ..IngestConfig::default()
+    };
+    assert!(
+        small
+            .validate()
+            .unwrap_err()
+            .contains("mllp_max_message_bytes")
+    );
+    use baton_ingest::MllpListen;
+    assert_eq!("off".parse::<MllpListen>().unwrap(), MllpListen::Off);
+    assert_eq!(
+        "127.0.0.1:2575".parse::<MllpListen>().unwrap(),
+        MllpListen::default()
+    );
+    assert!(
+        "2575"
+            .parse::<MllpListen>()
+            .unwrap_err()
+            .contains("\"off\"")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("baton.toml");
+    std::fs::write(&file, "[ingest]\nmllp_listen = \"off\"\n").unwrap();
+    let no_flags = BTreeMap::<String, String>::new();
+    let config: IngestConfig =
+        baton_runtime::load_config(Some(&file), "ingest", &no_flags).unwrap();
+    assert_eq!(config.mllp_listen, MllpListen::Off);
+    std::fs::write(&file, "[ingest]\nmllp_listen = \"2575\"\n").unwrap();
+    let error = baton_runtime::load_config::<IngestConfig>(Some(&file), "ingest", &no_flags)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("mllp_listen") && error.contains("host:port"),
+        "{error}"
+    );
+}
