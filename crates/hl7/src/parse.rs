@@ -235,6 +235,12 @@ impl Message {
                     ),
                 ));
             }
+            if name == "MSH" {
+                return Err(Error::parse(
+                    format!("segment {}", index + 2),
+                    "a second MSH segment: send one message per MLLP frame (baton hl7 map and send split files at each MSH)",
+                ));
+            }
             segments.push(Segment {
                 name: name.to_owned(),
                 fields,
@@ -664,6 +670,7 @@ mod tests {
             ("MSH|^^~|", "declared twice"),
             ("MSH|^~\\&|A\rpid|1", "segment 2"),
             ("MSH|^~\\&|A\rPI|1", "three capital letters"),
+            ("MSH|^~\\&|A\rMSH|^~\\&|B", "a second MSH"),
         ] {
             let error = Message::parse_str(input).unwrap_err().to_string();
             assert!(error.contains(expected), "{input:?}: {error}");
@@ -695,7 +702,8 @@ mod tests {
                         }
                     }
                 }
-                let _ = Message::parse_str(&message.to_text()).unwrap();
+                let again = Message::parse_str(&message.to_text()).unwrap();
+                proptest::prop_assert_eq!(again, message);
             }
             let _ = Message::parse(&bytes);
         }
