@@ -67,6 +67,9 @@ enum Command {
         /// Connection counts to run with, one run each
         #[arg(long, value_delimiter = ',', default_value = "1,8")]
         connections: Vec<usize>,
+        /// Append without fsync (not durable), to see what the fsync costs
+        #[arg(long)]
+        no_fsync: bool,
     },
 }
 
@@ -82,7 +85,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Mllp {
             messages,
             connections,
-        } => mllp::mllp(messages, &connections).await,
+            no_fsync,
+        } => mllp::mllp(messages, &connections, !no_fsync).await,
     }
 }
 

@@ -21,12 +21,21 @@ use tokio_util::sync::CancellationToken;
 /// Sends `messages` over each of `connection_counts` connection counts in
 /// turn, each against a fresh durable embedded log, and prints the rates.
 #[allow(clippy::print_stdout)]
-pub(crate) async fn mllp(messages: usize, connection_counts: &[usize]) -> anyhow::Result<()> {
+pub(crate) async fn mllp(
+    messages: usize,
+    connection_counts: &[usize],
+    fsync: bool,
+) -> anyhow::Result<()> {
     println!(
-        "baton-bench mllp: {messages} ADT messages per run, acknowledged AA only once durable in the embedded log (fsync)"
+        "baton-bench mllp: {messages} ADT messages per run, acknowledged AA only once appended to the embedded log ({})",
+        if fsync {
+            "fsynced: durable"
+        } else {
+            "NOT fsynced: to see what the fsync costs"
+        }
     );
     for &connections in connection_counts {
-        let run = run(messages, connections.max(1)).await?;
+        let run = run(messages, connections.max(1), fsync).await?;
         println!(
             "{connections:>2} connection{} {:>7} messages in {:>8.2?}: {:>6.0} messages/s acknowledged, latency p50 {:.2?} p99 {:.2?} max {:.2?}",
             if connections == 1 { " " } else { "s" },
@@ -47,11 +56,12 @@ struct Run {
     latency: Histogram<u64>,
 }
 
-async fn run(messages: usize, connections: usize) -> anyhow::Result<Run> {
+async fn run(messages: usize, connections: usize, fsync: bool) -> anyhow::Result<Run> {
     let work = tempfile::tempdir()?;
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(EmbeddedConfig::new(
-        work.path().join("log"),
-    ))?);
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(EmbeddedConfig {
+        durable: fsync,
+        ..EmbeddedConfig::new(work.path().join("log"))
+    })?);
     let config = IngestConfig::default();
     let ingest = Ingest::start(log.clone(), config.clone(), &topics::Topics::default()).await?;
     let mllp = Mllp::new(ingest, &config, Arc::new(SystemClock))?;
