@@ -11,30 +11,58 @@ use baton_proto::events::v1::{
 use super::{Envelope, Mapper, codes, person, visit_id};
 use crate::problem::{ErrorCode, Location};
 
+/// The ADT triggers about a hospital encounter: they need PID and PV1,
+/// and carry the visit number PV1-19.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    Admit,
+    Transfer,
+    Discharge,
+    PreAdmit,
+    ClassChange,
+    CancelAdmit,
+    CancelTransfer,
+    CancelDischarge,
+    LeaveStart,
+    LeaveEnd,
+}
+
 /// Maps an ADT message; false when Baton does not take `trigger`.
 pub(super) fn map(mapper: &mut Mapper<'_>, trigger: &str) -> bool {
-    match trigger {
-        "A01" | "A02" | "A03" | "A05" | "A06" | "A07" | "A11" | "A12" | "A13" | "A21" | "A22" => {
-            encounter(mapper, trigger);
+    let visit = match trigger {
+        "A01" => Visit::Admit,
+        "A02" => Visit::Transfer,
+        "A03" => Visit::Discharge,
+        "A05" => Visit::PreAdmit,
+        "A06" | "A07" => Visit::ClassChange,
+        "A11" => Visit::CancelAdmit,
+        "A12" => Visit::CancelTransfer,
+        "A13" => Visit::CancelDischarge,
+        "A21" => Visit::LeaveStart,
+        "A22" => Visit::LeaveEnd,
+        "A04" | "A28" | "A08" | "A31" => {
+            person_details(mapper, trigger);
+            return true;
         }
-        "A04" | "A28" | "A08" | "A31" => person_details(mapper, trigger),
-        "A40" => merges(mapper),
+        "A40" => {
+            merges(mapper);
+            return true;
+        }
         _ => return false,
-    }
+    };
+    encounter(mapper, visit);
     true
 }
 
-/// Triggers about a hospital encounter: they need PID and PV1, and carry
-/// the visit number PV1-19.
-fn encounter(mapper: &mut Mapper<'_>, trigger: &str) {
+fn encounter(mapper: &mut Mapper<'_>, trigger: Visit) {
     let pid = mapper.require("PID", "the patient");
     let pv1 = mapper.require("PV1", "the visit: PV1-19 visit number, PV1-3 location");
     let (Some(pid), Some(pv1)) = (pid, pv1) else {
         return;
     };
     let clinical = match trigger {
-        "A01" => Some(("PV1", 44)),
-        "A03" => Some(("PV1", 45)),
+        Visit::Admit => Some(("PV1", 44)),
+        Visit::Discharge => Some(("PV1", 45)),
         _ => None,
     };
     let envelope = mapper.envelope(pid, 1, clinical);
@@ -43,7 +71,7 @@ fn encounter(mapper: &mut Mapper<'_>, trigger: &str) {
     let (class, _) = mapper.coded(pv1, 2, codes::patient_class, "patient class (PV1-2)");
     let class = class as i32;
     match trigger {
-        "A01" => {
+        Visit::Admit => {
             let (method, _) =
                 mapper.coded(pv1, 4, codes::admission_method, "admission type (PV1-4)");
             let payload = Payload::Admitted(Admitted {
@@ -59,7 +87,7 @@ fn encounter(mapper: &mut Mapper<'_>, trigger: &str) {
                 vec![("admitted.location".into(), location)],
             );
         }
-        "A02" => {
+        Visit::Transfer => {
             let payload = Payload::Transferred(Transferred {
                 to: mapper.place(pv1, 3),
                 from: mapper.place(pv1, 6),
@@ -70,8 +98,8 @@ fn encounter(mapper: &mut Mapper<'_>, trigger: &str) {
             ];
             mapper.push(&envelope, visit, payload, sources);
         }
-        "A03" => discharge(mapper, pid, pv1, &envelope, visit),
-        "A05" => {
+        Visit::Discharge => discharge(mapper, pid, pv1, &envelope, visit),
+        Visit::PreAdmit => {
             let (method, _) =
                 mapper.coded(pv1, 4, codes::admission_method, "admission type (PV1-4)");
             let pv2 = mapper.first("PV2");
@@ -93,26 +121,26 @@ fn encounter(mapper: &mut Mapper<'_>, trigger: &str) {
             });
             mapper.push(&envelope, visit, payload, sources);
         }
-        "A06" | "A07" => {
+        Visit::ClassChange => {
             let payload = Payload::PatientClassChanged(PatientClassChanged {
                 patient_class: class,
             });
             let sources = vec![("patient_class_changed".into(), Location::field("PV1", 2))];
             mapper.push(&envelope, visit, payload, sources);
         }
-        "A11" => {
+        Visit::CancelAdmit => {
             let payload = Payload::AdmissionCancelled(AdmissionCancelled::default());
             mapper.push(&envelope, visit, payload, Vec::new());
         }
-        "A12" => {
+        Visit::CancelTransfer => {
             let payload = Payload::TransferCancelled(TransferCancelled::default());
             mapper.push(&envelope, visit, payload, Vec::new());
         }
-        "A13" => {
+        Visit::CancelDischarge => {
             let payload = Payload::DischargeCancelled(DischargeCancelled::default());
             mapper.push(&envelope, visit, payload, Vec::new());
         }
-        "A21" => {
+        Visit::LeaveStart => {
             let pv2 = mapper.first("PV2");
             let payload = Payload::LeaveStarted(LeaveStarted {
                 expected_return_at: mapper.time(pv2, 47),
@@ -123,13 +151,12 @@ fn encounter(mapper: &mut Mapper<'_>, trigger: &str) {
             )];
             mapper.push(&envelope, visit, payload, sources);
         }
-        "A22" => mapper.push(
+        Visit::LeaveEnd => mapper.push(
             &envelope,
             visit,
             Payload::LeaveEnded(LeaveEnded {}),
             Vec::new(),
         ),
-        _ => unreachable!("only encounter triggers reach here"),
     }
 }
 
