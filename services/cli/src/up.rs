@@ -153,6 +153,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         &config.ingest,
         std::sync::Arc::new(SystemClock),
     )?;
+    let mllp = mllp_listener.map(|listener| (mllp, listener));
     let projector = Projector::start(
         log.clone(),
         store.clone(),
@@ -167,16 +168,9 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            baton_ingest::run(ingest, ingest_listener, stop.cancelled_owned())
+            baton_ingest::run_with_mllp(ingest, ingest_listener, mllp, stop.cancelled_owned())
                 .await
                 .context("ingest")
-        });
-    }
-    if let Some(listener) = mllp_listener {
-        let stop = stop.clone();
-        services.spawn(async move {
-            baton_ingest::mllp::serve(mllp, listener, stop.cancelled_owned()).await;
-            Ok(())
         });
     }
     {

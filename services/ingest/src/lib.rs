@@ -15,7 +15,8 @@
 //! v2 over MLLP (port 2575), so an ADT feed can point at Baton as it is.
 //!
 //! # Layout
-//! - `lib.rs`: [`Ingest`], the transport-free publish path, and [`run`].
+//! - `lib.rs`: [`Ingest`], the transport-free publish path, [`run`] and
+//!   [`run_with_mllp`].
 //! - `grpc.rs`: the tonic service mapping [`PublishError`] to gRPC statuses.
 //! - `mllp.rs`: the MLLP listener: HL7 in, events published, ACKs out.
 
@@ -128,6 +129,8 @@ pub enum IngestError {
     Topics(LogError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the MLLP listener stopped abnormally: {0}")]
+    Mllp(#[from] tokio::task::JoinError),
 }
 
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;
@@ -279,4 +282,29 @@ pub async fn run(
         .await?;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Serves the gRPC API on `listener` and, when given, HL7 v2 over MLLP,
+/// until `shutdown` completes; then both finish what they received and
+/// stop together.
+pub async fn run_with_mllp(
+    ingest: Ingest,
+    listener: TcpListener,
+    mllp: Option<(Mllp, TcpListener)>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), IngestError> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mllp = mllp.map(|(mllp, listener)| {
+        tokio::spawn(mllp::serve(mllp, listener, stop.clone().cancelled_owned()))
+    });
+    let served = run(ingest, listener, async {
+        shutdown.await;
+        stop.cancel();
+    })
+    .await;
+    stop.cancel();
+    if let Some(mllp) = mllp {
+        mllp.await?;
+    }
+    served
 }

@@ -57,24 +57,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let ingest = Ingest::start(log.clone(), config.clone(), &backbone.topics).await?;
     let mllp = Mllp::new(ingest.clone(), &config, Arc::new(SystemClock))?;
+    let mllp = mllp_listener.map(|listener| (mllp, listener));
     tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, "ingest starting");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mllp_task = mllp_listener.map(|listener| {
-        tokio::spawn(baton_ingest::mllp::serve(
-            mllp,
-            listener,
-            stop.clone().cancelled_owned(),
-        ))
-    });
-    let shutdown = async {
-        baton_runtime::shutdown_signal().await;
-        stop.cancel();
-    };
-    baton_ingest::run(ingest, listener, shutdown).await?;
-    stop.cancel();
-    if let Some(task) = mllp_task {
-        task.await.context("the MLLP listener panicked")?;
-    }
+    baton_ingest::run_with_mllp(ingest, listener, mllp, baton_runtime::shutdown_signal()).await?;
     log.flush().await?;
     Ok(())
 }
