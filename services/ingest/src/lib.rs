@@ -64,6 +64,8 @@ pub struct IngestConfig {
     pub mllp_max_message_bytes: usize,
     /// A connection that sends nothing for this long is closed.
     pub mllp_idle_timeout_ms: u64,
+    /// Connections served at once; one more is closed as it arrives.
+    pub mllp_max_connections: usize,
     /// IANA zone of HL7 timestamps sent without an offset.
     pub hl7_time_zone: String,
 }
@@ -76,6 +78,7 @@ impl Default for IngestConfig {
             mllp_listen: MllpListen::default(),
             mllp_max_message_bytes: 1024 * 1024,
             mllp_idle_timeout_ms: 300_000,
+            mllp_max_connections: 64,
             hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
         }
     }
@@ -95,6 +98,9 @@ impl IngestConfig {
         }
         if self.mllp_idle_timeout_ms == 0 {
             return Err("mllp_idle_timeout_ms: expected at least 1".into());
+        }
+        if self.mllp_max_connections == 0 {
+            return Err("mllp_max_connections: expected at least 1".into());
         }
         baton_hl7::Zone::named(&self.hl7_time_zone)
             .map_err(|error| format!("hl7_time_zone: {error}"))?;

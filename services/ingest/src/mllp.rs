@@ -12,7 +12,8 @@
 //! Messages of one connection are handled in order, one at a time, as MLLP
 //! senders expect; connections run concurrently. A frame past
 //! `mllp_max_message_bytes` is answered `AR` without being buffered; a
-//! connection silent for `mllp_idle_timeout_ms` is closed. On shutdown the
+//! connection silent for `mllp_idle_timeout_ms` is closed, and one past
+//! `mllp_max_connections` is closed as it arrives. On shutdown the
 //! listener stops accepting, each connection finishes and acknowledges
 //! the messages it has received, then closes.
 
@@ -131,6 +132,7 @@ pub struct TypeCounts {
 #[derive(Debug, Default)]
 pub struct MllpStats {
     connections: AtomicU64,
+    connections_refused: AtomicU64,
     accepted: AtomicU64,
     errored: AtomicU64,
     rejected: AtomicU64,
@@ -143,6 +145,8 @@ pub struct MllpStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MllpSnapshot {
     pub connections: u64,
+    /// Closed on arrival: `mllp_max_connections` were open.
+    pub connections_refused: u64,
     pub accepted: u64,
     pub errored: u64,
     pub rejected: u64,
@@ -159,6 +163,7 @@ impl MllpStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         MllpSnapshot {
             connections: load(&self.connections),
+            connections_refused: load(&self.connections_refused),
             accepted: load(&self.accepted),
             errored: load(&self.errored),
             rejected: load(&self.rejected),
@@ -197,6 +202,7 @@ pub struct Mllp {
     map: Arc<MapConfig>,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    max_connections: usize,
     clock: Arc<dyn Clock>,
     stats: Arc<MllpStats>,
     /// For the acknowledgements' own control ids.
@@ -224,6 +230,7 @@ impl Mllp {
             map: Arc::new(MapConfig { zone }),
             max_message_bytes: config.mllp_max_message_bytes,
             idle_timeout: Duration::from_millis(config.mllp_idle_timeout_ms),
+            max_connections: config.mllp_max_connections,
             clock,
             stats: Arc::default(),
             acks: Arc::default(),
@@ -402,16 +409,27 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
     );
     let stop = CancellationToken::new();
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(mllp.max_connections));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        mllp.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, max = mllp.max_connections, "closed a connection: mllp_max_connections are open");
+                        drop(stream);
+                        continue;
+                    };
                     mllp.stats.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let span = tracing::info_span!("mllp_connection", %peer);
-                    connections.spawn(mllp.clone().connection(stream, stop.clone()).instrument(span));
+                    let connection = mllp.clone().connection(stream, stop.clone());
+                    connections.spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    }.instrument(span));
                 }
                 Err(error) => {
                     // e.g. out of file descriptors: wait, do not spin.
@@ -428,6 +446,7 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
     let stats = mllp.stats.snapshot();
     tracing::info!(
         connections = stats.connections,
+        connections_refused = stats.connections_refused,
         accepted = stats.accepted,
         errored = stats.errored,
         rejected = stats.rejected,

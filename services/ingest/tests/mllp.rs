@@ -566,3 +566,46 @@ fn settings_are_checked_naming_the_bad_one() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_as_they_arrive() {
+    let feed = Feed::start(IngestConfig {
+        mllp_max_connections: 1,
+        ..IngestConfig::default()
+    })
+    .await;
+    let mut first = feed.connect().await;
+    first
+        .accept(&adt("A01", "1", "202607150900", NHS_A, &at("AMU")))
+        .await;
+    let mut second = feed.connect().await;
+    let mut buffer = [0_u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), second.stream.read(&mut buffer))
+        .await
+        .expect("closed at once");
+    assert_eq!(closed.unwrap_or(0), 0);
+    first
+        .accept(&adt("A02", "2", "202607151000", NHS_A, &at("WARD-7")))
+        .await;
+    let stats = feed.stats.snapshot();
+    assert_eq!((stats.connections, stats.connections_refused), (1, 1));
+    drop(first);
+    // Its slot is free again once it has gone: a new connection stays open.
+    let mut again = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut sender = feed.connect().await;
+            let mut probe = [0_u8; 1];
+            let read =
+                tokio::time::timeout(Duration::from_millis(200), sender.stream.read(&mut probe));
+            if read.await.is_err() {
+                return sender;
+            }
+        }
+    })
+    .await
+    .expect("a slot frees up");
+    again
+        .accept(&adt("A02", "3", "202607151100", NHS_A, &at("WARD-9")))
+        .await;
+    feed.stop().await;
+}
