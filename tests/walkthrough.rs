@@ -52,6 +52,7 @@ impl Up {
             ])
             .arg(data_dir)
             .env("BATON_LOG", "warn")
+            .env("BATON_UP__MLLP_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -161,7 +162,10 @@ fn the_readme_walk_through_works_and_survives_a_restart() {
     let (ok, on_ward, err) = up.run(&["cohort", "--virtual-ward", "VW-FRAIL-RXX"]);
     assert!(ok, "{err}");
     assert!(on_ward.contains("9434765919"), "{on_ward}");
-    assert!(on_ward.contains("frailty since 2026-11-05 12:30"), "{on_ward}");
+    assert!(
+        on_ward.contains("frailty since 2026-11-05 12:30"),
+        "{on_ward}"
+    );
     let (ok, referred, err) = up.run(&[
         "cohort",
         "--referred-to",
@@ -173,7 +177,10 @@ fn the_readme_walk_through_works_and_survives_a_restart() {
     assert!(referred.contains("REF-400001 accepted"), "{referred}");
     let (ok, frail, err) = up.run(&["cohort", "--setting", "hospital", "--min-frailty", "6"]);
     assert!(ok, "{err}");
-    assert!(frail.trim_end().ends_with("0 patients"), "discharged: {frail}");
+    assert!(
+        frail.trim_end().ends_with("0 patients"),
+        "discharged: {frail}"
+    );
     let (ok, _, err) = up.run(&["cohort", "--min-frailty", "12"]);
     assert!(!ok);
     assert!(err.contains("filter.min_frailty_score"), "{err}");

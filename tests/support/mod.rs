@@ -99,6 +99,10 @@ impl Service {
             .env_remove("BATON_CONFIG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            // Any free port for HL7 over MLLP, so services started side by
+            // side do not fight over 2575; a flag or `env` overrides it.
+            .env("BATON_INGEST__MLLP_LISTEN", "127.0.0.1:0")
+            .env("BATON_UP__MLLP_LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -195,19 +199,25 @@ fn wait_for_port(name: &str, address: SocketAddr, child: &mut Child) {
 /// Runs the `baton` command, returning its standard output; fails the
 /// test with its standard error if it fails.
 pub fn baton(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = try_baton(args);
+    assert!(ok, "baton {args:?} failed: {stderr}\n{stdout}");
+    stdout
+}
+
+/// Runs the `baton` command: whether it succeeded, its standard output
+/// and its standard error.
+pub fn try_baton(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(binaries().join("baton"))
         .args(args)
         .env("BATON_LOG", "warn")
         .stdin(Stdio::null())
         .output()
         .expect("baton runs");
-    assert!(
+    (
         output.status.success(),
-        "baton {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 output")
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The token `baton publish` printed.

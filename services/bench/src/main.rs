@@ -11,6 +11,8 @@
 //!   from offset 0.
 //! - `query`: the query API under load on loopback (GetCareState beside a
 //!   bare tonic service, ListCohort, WatchCohort lag).
+//! - `mllp`: HL7 v2 messages per second acknowledged end to end over MLLP
+//!   against the durable embedded log, on one connection and on several.
 //!
 //! The Kafka benchmarks start a private Tansu broker unless `--kafka` names
 //! a cluster, and use fresh topics on every run.
@@ -22,6 +24,7 @@
 //!   the Kafka benchmarks.
 //! - `latency.rs`, `ingest.rs`, `catch_up.rs`: the Kafka benchmarks.
 //! - `query.rs`: `query`, with the bare echo service of `proto/echo.proto`.
+//! - `mllp.rs`: `mllp`.
 //! - `figures.rs`: rates, latency percentiles, sizes, peak memory.
 
 mod catch_up;
@@ -29,6 +32,7 @@ mod figures;
 mod ingest;
 mod kafka;
 mod latency;
+mod mllp;
 mod query;
 mod rebuild;
 
@@ -57,6 +61,7 @@ enum Command {
     KafkaIngest(ingest::IngestArgs),
     KafkaCatchUp(catch_up::CatchUpArgs),
     Query(query::QueryArgs),
+    Mllp(mllp::MllpArgs),
 }
 
 #[tokio::main]
@@ -67,5 +72,6 @@ async fn main() -> anyhow::Result<()> {
         Command::KafkaIngest(args) => ingest::kafka_ingest(args).await,
         Command::KafkaCatchUp(args) => catch_up::kafka_catch_up(args).await,
         Command::Query(args) => query::query(args).await,
+        Command::Mllp(args) => mllp::mllp(args).await,
     }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - `up.rs`: `baton up`, all three services in one process.
 //! - `demo.rs`: the synthetic population `baton up --demo` publishes.
+//! - `hl7.rs`: `baton hl7 map` and `baton hl7 send`, for HL7 v2 feeds.
 //! - `publish.rs`: `baton publish`, JSON lines through the ingest API.
 //! - `read.rs`: `baton state get` (now or as of a time) and `baton timeline`.
 //! - `cohort.rs`: `baton cohort` and `baton watch`, and their filters.
@@ -11,6 +12,7 @@
 
 mod cohort;
 mod demo;
+mod hl7;
 mod publish;
 mod read;
 mod render;
@@ -36,6 +38,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   baton state get 9990000018
 ///   baton timeline 9990000018
 ///   baton publish events.jsonl
+///   baton hl7 map adt.hl7        what HL7 v2 messages map to
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, propagate_version = true)]
 struct Cli {
@@ -52,6 +55,8 @@ enum Command {
     Timeline(read::TimelineArgs),
     Cohort(cohort::CohortArgs),
     Watch(cohort::WatchArgs),
+    #[command(subcommand)]
+    Hl7(hl7::Hl7Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Timeline(args) => read::timeline(args).await,
             Command::Cohort(args) => cohort::cohort(args).await,
             Command::Watch(args) => cohort::watch(args).await,
+            Command::Hl7(command) => hl7::hl7(command).await,
         }
     });
     match outcome {

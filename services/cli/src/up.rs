@@ -1,12 +1,13 @@
-//! `baton up`: the ingest API, the projector and the query API in one
-//! process, over the embedded log in a local data folder, or over Kafka
-//! with `--kafka`.
+//! `baton up`: the ingest API (gRPC, and HL7 v2 over MLLP), the projector
+//! and the query API in one process, over the embedded log in a local data
+//! folder, or over Kafka with `--kafka`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use baton_ingest::{Ingest, IngestConfig};
+use baton_ingest::mllp::SystemClock;
+use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
 use baton_projector::{Projector, ProjectorConfig};
 use baton_query::{QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::{Backbone, DataDir};
@@ -18,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Run the whole backbone in one process.
 ///
-/// Starts the ingest API, the projector and the query API over an event log
-/// and a projection store kept in --data-dir (created if missing;
+/// Starts the ingest API (gRPC, and HL7 v2 over MLLP on --mllp-listen),
+/// the projector and the query API over an event log and a projection store kept in --data-dir (created if missing;
 /// restarting shows the same states). The log is embedded in --data-dir
 /// too, unless --kafka names a Kafka cluster: then the events, the state
 /// changelog and the dead letters are Kafka topics, created if missing, and
@@ -48,6 +49,10 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     query_listen: Option<SocketAddr>,
+    /// Address of the HL7 v2 MLLP listener, or "off" [default: 127.0.0.1:2575]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mllp_listen: Option<MllpListen>,
     #[command(flatten)]
     #[serde(skip)]
     log: baton_runtime::LogFlags,
@@ -72,6 +77,7 @@ pub(crate) struct UpConfig {
     data_dir: PathBuf,
     ingest_listen: SocketAddr,
     query_listen: SocketAddr,
+    mllp_listen: MllpListen,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -85,6 +91,7 @@ impl Default for UpConfig {
             data_dir: PathBuf::from("baton-data"),
             ingest_listen: ingest.listen,
             query_listen: query.listen,
+            mllp_listen: ingest.mllp_listen,
             projector: ProjectorConfig::default(),
             query,
             ingest,
@@ -98,6 +105,7 @@ impl UpConfig {
     /// reads its store, and nothing else could read the log.
     fn resolve(mut self, backbone: &Backbone) -> Self {
         self.ingest.listen = self.ingest_listen;
+        self.ingest.mllp_listen = self.mllp_listen;
         self.query.listen = self.query_listen;
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
@@ -130,10 +138,26 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let ingest_listener = bind(config.ingest_listen, "ingest").await?;
     let query_listener = bind(config.query_listen, "query").await?;
+    let mllp_listener = match config.mllp_listen.address() {
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} for HL7 v2 over MLLP: is another Baton running? (choose another address with --mllp-listen, or --mllp-listen off)")
+        })?),
+        None => None,
+    };
+    let mllp_address = mllp_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let ingest_address = ingest_listener.local_addr()?;
     let query_address = query_listener.local_addr()?;
 
     let ingest = Ingest::start(log.clone(), config.ingest.clone(), &backbone.topics).await?;
+    let mllp = Mllp::new(
+        ingest.clone(),
+        &config.ingest,
+        std::sync::Arc::new(SystemClock),
+    )?;
+    let mllp = mllp_listener.map(|listener| (mllp, listener));
     let projector = Projector::start(
         log.clone(),
         store.clone(),
@@ -149,7 +173,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            baton_ingest::run(ingest, ingest_listener, stop.cancelled_owned())
+            baton_ingest::run_with_mllp(ingest, ingest_listener, mllp, stop.cancelled_owned())
                 .await
                 .context("ingest")
         });
@@ -185,6 +209,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("Baton is up, on {}", backbone.describe(&data));
     println!("  ingest  http://{ingest_address}  (gRPC baton.ingest.v1.CareEventIngest)");
     println!("  query   http://{query_address}  (gRPC baton.query.v1.CareStateQuery)");
+    match mllp_address {
+        Some(address) => println!(
+            "  mllp    {address}  (HL7 v2 ADT/REF over MLLP, times in {})",
+            config.ingest.hl7_time_zone
+        ),
+        None => println!("  mllp    off"),
+    }
     println!(
         "Health checking and server reflection are on (grpcurl -plaintext {query_address} list)."
     );

@@ -11,13 +11,17 @@
 //! because events are deduplicated by id. See `docs/ingest.md`.
 //!
 //! [`run`] serves it as the gRPC `baton.ingest.v1.CareEventIngest` with
-//! health checking and server reflection.
+//! health checking and server reflection; [`mllp::serve`] serves it as HL7
+//! v2 over MLLP (port 2575), so an ADT feed can point at Baton as it is.
 //!
 //! # Layout
-//! - `lib.rs`: [`Ingest`], the transport-free publish path, and [`run`].
+//! - `lib.rs`: [`Ingest`], the transport-free publish path, [`run`] and
+//!   [`run_with_mllp`].
 //! - `grpc.rs`: the tonic service mapping [`PublishError`] to gRPC statuses.
+//! - `mllp.rs`: the MLLP listener: HL7 in, events published, ACKs out.
 
 mod grpc;
+pub mod mllp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 pub use grpc::IngestService;
+pub use mllp::{Mllp, MllpListen};
 
 /// The port the ingest API listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 50051;
@@ -52,6 +57,17 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     /// Largest batch one Publish call may carry.
     pub max_batch_events: usize,
+    /// Address of the HL7 v2 MLLP listener, or `"off"`.
+    pub mllp_listen: MllpListen,
+    /// Largest HL7 message accepted; a larger frame is answered `AR`
+    /// without being buffered.
+    pub mllp_max_message_bytes: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub mllp_idle_timeout_ms: u64,
+    /// Connections served at once; one more is closed as it arrives.
+    pub mllp_max_connections: usize,
+    /// IANA zone of HL7 timestamps sent without an offset.
+    pub hl7_time_zone: String,
 }
 
 impl Default for IngestConfig {
@@ -59,6 +75,11 @@ impl Default for IngestConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_batch_events: 10_000,
+            mllp_listen: MllpListen::default(),
+            mllp_max_message_bytes: 1024 * 1024,
+            mllp_idle_timeout_ms: 300_000,
+            mllp_max_connections: 64,
+            hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
         }
     }
 }
@@ -69,6 +90,20 @@ impl IngestConfig {
         if self.max_batch_events == 0 {
             return Err("max_batch_events: expected at least 1".into());
         }
+        if self.mllp_max_message_bytes < 1024 {
+            return Err(format!(
+                "mllp_max_message_bytes: expected at least 1024, got {}",
+                self.mllp_max_message_bytes
+            ));
+        }
+        if self.mllp_idle_timeout_ms == 0 {
+            return Err("mllp_idle_timeout_ms: expected at least 1".into());
+        }
+        if self.mllp_max_connections == 0 {
+            return Err("mllp_max_connections: expected at least 1".into());
+        }
+        baton_hl7::Zone::named(&self.hl7_time_zone)
+            .map_err(|error| format!("hl7_time_zone: {error}"))?;
         Ok(())
     }
 }
@@ -100,7 +135,11 @@ pub enum IngestError {
     Topics(LogError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the MLLP listener stopped abnormally: {0}")]
+    Mllp(#[from] tokio::task::JoinError),
 }
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
 
 /// What a successful publish wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,4 +291,29 @@ pub async fn run(
         .await?;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Serves the gRPC API on `listener` and, when given, HL7 v2 over MLLP,
+/// until `shutdown` completes; then both finish what they received and
+/// stop together.
+pub async fn run_with_mllp(
+    ingest: Ingest,
+    listener: TcpListener,
+    mllp: Option<(Mllp, TcpListener)>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), IngestError> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mllp = mllp.map(|(mllp, listener)| {
+        tokio::spawn(mllp::serve(mllp, listener, stop.clone().cancelled_owned()))
+    });
+    let served = run(ingest, listener, async {
+        shutdown.await;
+        stop.cancel();
+    })
+    .await;
+    stop.cancel();
+    if let Some(mllp) = mllp {
+        mllp.await?;
+    }
+    served
 }

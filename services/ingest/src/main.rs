@@ -1,15 +1,18 @@
 //! `baton-ingest`: the ingest service on its own.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
-use baton_ingest::{Ingest, IngestConfig};
+use baton_ingest::mllp::SystemClock;
+use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
 use baton_runtime::ServiceArgs;
 use clap::Parser;
 use serde::Serialize;
 
 /// Baton's ingest service: validates care events and appends them to the
-/// event log (gRPC baton.ingest.v1.CareEventIngest).
+/// event log (gRPC baton.ingest.v1.CareEventIngest, and HL7 v2 ADT/REF
+/// messages over MLLP).
 ///
 /// Settings come from, in rising precedence: defaults, the [ingest],
 /// [kafka] and [topics] tables of --config, BATON_INGEST__<KEY>,
@@ -27,6 +30,10 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
+    /// Address of the HL7 v2 MLLP listener, or "off" [default: 127.0.0.1:2575]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mllp_listen: Option<MllpListen>,
 }
 
 #[tokio::main]
@@ -40,9 +47,19 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let ingest = Ingest::start(log.clone(), config, &backbone.topics).await?;
-    tracing::info!(log = %backbone.describe(&args.service.data()), "ingest starting");
-    baton_ingest::run(ingest, listener, baton_runtime::shutdown_signal()).await?;
+    let mllp_listener = match config.mllp_listen.address() {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for HL7 v2 over MLLP (choose another address with --mllp-listen, or turn it off with --mllp-listen off)"))?,
+        ),
+        None => None,
+    };
+    let ingest = Ingest::start(log.clone(), config.clone(), &backbone.topics).await?;
+    let mllp = Mllp::new(ingest.clone(), &config, Arc::new(SystemClock))?;
+    let mllp = mllp_listener.map(|listener| (mllp, listener));
+    tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, "ingest starting");
+    baton_ingest::run_with_mllp(ingest, listener, mllp, baton_runtime::shutdown_signal()).await?;
     log.flush().await?;
     Ok(())
 }
