@@ -99,8 +99,10 @@ async fn acknowledged_events_survive_the_broker_going_down() {
     // Publish batch after batch while the broker goes down and comes back.
     let recovered = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged_since_recovery = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let publisher = {
         let (recovered, stop) = (Arc::clone(&recovered), Arc::clone(&stop));
+        let acknowledged_since_recovery = Arc::clone(&acknowledged_since_recovery);
         tokio::spawn(async move {
             let mut outcome = Outcome::default();
             let mut round = 0;
@@ -122,6 +124,7 @@ async fn acknowledged_events_survive_the_broker_going_down() {
                         outcome.acknowledged.extend(ids);
                         if after_recovery {
                             outcome.acknowledged_after_recovery += 1;
+                            acknowledged_since_recovery.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     Err(status) => outcome.refused.push(status),
@@ -136,7 +139,14 @@ async fn acknowledged_events_survive_the_broker_going_down() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     cluster.broker_up(1).unwrap();
     recovered.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // librdkafka reconnects with backoff, slower on a loaded machine: give
+    // it up to 30 s to take a few batches again.
+    let recovery_deadline = Instant::now() + Duration::from_secs(30);
+    while acknowledged_since_recovery.load(Ordering::SeqCst) < 3
+        && Instant::now() < recovery_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::SeqCst);
     let Outcome {
         acknowledged,
