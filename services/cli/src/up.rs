@@ -11,7 +11,7 @@ use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
 use baton_projector::{Projector, ProjectorConfig};
 use baton_query::{QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::{Backbone, DataDir};
-use baton_store::{Store, StoreConfig};
+use baton_store::Store;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -129,7 +129,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
     let log = backbone.open_log(&data).await?;
-    let store = Store::open(data.store_path(), &StoreConfig::default()).with_context(|| {
+    // One store serves the projector and the query API: the larger cache.
+    let mut store_config = config.projector.store();
+    store_config.cache_capacity_bytes = store_config
+        .cache_capacity_bytes
+        .max(config.query.store().cache_capacity_bytes);
+    let store = Store::open(data.store_path(), &store_config).with_context(|| {
         format!(
             "cannot open the projection store in {}",
             data.store_path().display()

@@ -63,6 +63,9 @@ pub struct ProjectorConfig {
     /// store, and for the embedded backbone, whose one query service reads
     /// the projector's store directly.
     pub publish_states: bool,
+    /// sled's page cache of the projection store, in MiB: memory stays
+    /// bounded by it however large the store grows.
+    pub store_cache_mib: u64,
 }
 
 impl Default for ProjectorConfig {
@@ -72,14 +75,26 @@ impl Default for ProjectorConfig {
             poll_wait_ms: 50,
             state_cache_entries: 200_000,
             publish_states: true,
+            store_cache_mib: 256,
         }
     }
 }
 
 impl ProjectorConfig {
+    /// How to open the projection store.
+    pub fn store(&self) -> baton_store::StoreConfig {
+        baton_store::StoreConfig {
+            cache_capacity_bytes: self.store_cache_mib * 1024 * 1024,
+            ..baton_store::StoreConfig::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.batch_max_records == 0 {
             return Err("batch_max_records: expected at least 1".into());
+        }
+        if self.store_cache_mib == 0 {
+            return Err("store_cache_mib: expected at least 1 (MiB of page cache)".into());
         }
         Ok(())
     }

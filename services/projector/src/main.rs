@@ -2,7 +2,7 @@
 
 use baton_projector::{Projector, ProjectorConfig};
 use baton_runtime::ServiceArgs;
-use baton_store::{Store, StoreConfig};
+use baton_store::Store;
 use clap::Parser;
 use serde::Serialize;
 
@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let backbone = args.service.backbone()?;
     let data = args.service.data();
     let log = backbone.open_log(&data).await?;
-    let store = Store::open(data.store_path(), &StoreConfig::default())?;
+    let store = Store::open(data.store_path(), &config.store())?;
     let projector = Projector::start(log.clone(), store, config, backbone.topics.clone()).await?;
     tracing::info!(log = %backbone.describe(&data), store = %data.store_path().display(), "projector starting");
     baton_projector::run(projector, baton_runtime::shutdown_signal()).await?;

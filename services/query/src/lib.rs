@@ -97,6 +97,9 @@ pub struct QueryConfig {
     /// How often a watched cohort that time alone can change (ages,
     /// overdue referrals, days optimised) is listed again.
     pub watch_recheck_ms: u64,
+    /// sled's page cache of a replica's store, in MiB: `GetCareState` is
+    /// fastest when the states read often fit in it.
+    pub store_cache_mib: u64,
 }
 
 impl Default for QueryConfig {
@@ -106,11 +109,20 @@ impl Default for QueryConfig {
             max_consistency_wait_ms: 5_000,
             watch_buffer_messages: 4_096,
             watch_recheck_ms: 60_000,
+            store_cache_mib: 256,
         }
     }
 }
 
 impl QueryConfig {
+    /// How to open a replica's store.
+    pub fn store(&self) -> baton_store::StoreConfig {
+        baton_store::StoreConfig {
+            cache_capacity_bytes: self.store_cache_mib * 1024 * 1024,
+            ..baton_store::StoreConfig::default()
+        }
+    }
+
     /// Checks the settings, naming the bad one.
     pub fn validate(&self) -> Result<(), String> {
         if self.watch_buffer_messages == 0 {
@@ -118,6 +130,9 @@ impl QueryConfig {
         }
         if self.watch_recheck_ms == 0 {
             return Err("watch_recheck_ms: expected a positive number of milliseconds".into());
+        }
+        if self.store_cache_mib == 0 {
+            return Err("store_cache_mib: expected at least 1 (MiB of page cache)".into());
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use baton_query::{Materialiser, QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::ServiceArgs;
-use baton_store::{Store, StoreConfig};
+use baton_store::Store;
 use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let backbone = args.service.backbone()?;
     let data = args.service.data();
     let log = backbone.open_log(&data).await?;
-    let store = Store::open(data.replica_store_path(), &StoreConfig::default())?;
+    let store = Store::open(data.replica_store_path(), &config.store())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
