@@ -10,34 +10,13 @@ pub(crate) const DAY: i64 = 24 * HOUR;
 
 /// The calendar date (UTC) of a time in seconds since the Unix epoch.
 pub(crate) fn date_of(seconds: i64) -> Date {
-    let (year, month, day) = civil_from_days(seconds.div_euclid(DAY));
+    let (year, month, day) = baton_care::civil_from_days(seconds.div_euclid(DAY));
     Date { year, month, day }
 }
 
 /// Seconds since the epoch of midnight (UTC) starting a date.
 pub(crate) fn midnight(year: i32, month: i32, day: i32) -> i64 {
     baton_care::days_from_civil(year, month, day) * DAY
-}
-
-/// The year, month and day of a count of days since 1970-01-01 (Howard
-/// Hinnant's algorithm, the inverse of `baton_care::days_from_civil`).
-fn civil_from_days(days: i64) -> (i32, i32, i32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let narrow = |n: i64| i32::try_from(n).expect("a calendar field fits in i32");
-    (narrow(year), narrow(month), narrow(day))
 }
 
 /// The first moment at or after `at` that falls within working hours
@@ -72,7 +51,7 @@ mod tests {
     #[test]
     fn dates_round_trip_through_days() {
         for days in (-30_000..80_000).step_by(7) {
-            let (year, month, day) = civil_from_days(days);
+            let (year, month, day) = baton_care::civil_from_days(days);
             assert_eq!(baton_care::days_from_civil(year, month, day), days);
         }
         let date = date_of(midnight(2026, 1, 5) + 8 * HOUR);

@@ -91,12 +91,16 @@ pub struct QueryConfig {
     /// Longest a call waits for its consistency token, whatever its
     /// deadline.
     pub max_consistency_wait_ms: u64,
-    /// Messages a `WatchCohort` client may fall behind before it is
-    /// dropped with `RESOURCE_EXHAUSTED`.
+    /// Messages that wait for a `WatchCohort` client; one that stays this
+    /// far behind for `watch_slow_client_ms` is dropped with
+    /// `RESOURCE_EXHAUSTED`.
     pub watch_buffer_messages: usize,
     /// How often a watched cohort that time alone can change (ages,
     /// overdue referrals, days optimised) is listed again.
     pub watch_recheck_ms: u64,
+    /// How long a `WatchCohort` client may stay `watch_buffer_messages`
+    /// behind before it is dropped: long enough to absorb a burst.
+    pub watch_slow_client_ms: u64,
     /// sled's page cache of a replica's store, in MiB: `GetCareState` is
     /// fastest when the states read often fit in it.
     pub store_cache_mib: u64,
@@ -109,6 +113,7 @@ impl Default for QueryConfig {
             max_consistency_wait_ms: 5_000,
             watch_buffer_messages: 4_096,
             watch_recheck_ms: 60_000,
+            watch_slow_client_ms: 2_000,
             store_cache_mib: 256,
         }
     }
@@ -288,6 +293,20 @@ impl QueryService {
         found.ok_or_else(|| Status::not_found(format!("no care state for patient {key}")))
     }
 
+    /// The patient's state once the projection and the timeline have
+    /// applied `token`: what `GetTimeline` and `GetCareStateAsOf` read.
+    async fn find_with_timeline(
+        &self,
+        metadata: &MetadataMap,
+        patient: Option<&PatientRef>,
+        token: &str,
+    ) -> Result<PatientCareState, Status> {
+        patient_key(patient).map_err(|(field, problem)| bad_request(field, problem))?;
+        self.wait_for(metadata, token, &[&self.events_topic, &self.timeline_topic])
+            .await?;
+        self.find(patient).await
+    }
+
     fn cohort(
         &self,
         filter: Option<baton_proto::query::v1::CohortFilter>,
@@ -358,6 +377,7 @@ impl CareStateQuery for QueryService {
         let limits = watch::WatchLimits {
             buffer_messages: self.config.watch_buffer_messages,
             recheck: Duration::from_millis(self.config.watch_recheck_ms.max(1)),
+            slow_client: Duration::from_millis(self.config.watch_slow_client_ms),
         };
         Ok(Response::new(watch::watch(
             self.store.clone(),
@@ -372,8 +392,6 @@ impl CareStateQuery for QueryService {
         request: Request<GetTimelineRequest>,
     ) -> Result<Response<GetTimelineResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
-        patient_key(request.patient.as_ref())
-            .map_err(|(field, problem)| bad_request(field, problem))?;
         let from = Instant::of(request.from.as_ref());
         let to = Instant::of(request.to.as_ref());
         if from.is_set() && to.is_set() && from > to {
@@ -382,13 +400,13 @@ impl CareStateQuery for QueryService {
                 "is after to: expected from on or before to (both inclusive)",
             ));
         }
-        self.wait_for(
-            &metadata,
-            &request.consistency_token,
-            &[&self.events_topic, &self.timeline_topic],
-        )
-        .await?;
-        let state = self.find(request.patient.as_ref()).await?;
+        let state = self
+            .find_with_timeline(
+                &metadata,
+                request.patient.as_ref(),
+                &request.consistency_token,
+            )
+            .await?;
         let patient_key = state.patient_key.clone();
         let entries = self
             .blocking(move |store| history::timeline(&store, &state, from, to))
@@ -404,8 +422,6 @@ impl CareStateQuery for QueryService {
         request: Request<GetCareStateAsOfRequest>,
     ) -> Result<Response<GetCareStateAsOfResponse>, Status> {
         let (metadata, _, request) = request.into_parts();
-        patient_key(request.patient.as_ref())
-            .map_err(|(field, problem)| bad_request(field, problem))?;
         let time = Instant::of(request.time.as_ref());
         if !time.is_set() {
             return Err(bad_request(
@@ -425,13 +441,13 @@ impl CareStateQuery for QueryService {
             }
             Ok(axis) => axis,
         };
-        self.wait_for(
-            &metadata,
-            &request.consistency_token,
-            &[&self.events_topic, &self.timeline_topic],
-        )
-        .await?;
-        let state = self.find(request.patient.as_ref()).await?;
+        let state = self
+            .find_with_timeline(
+                &metadata,
+                request.patient.as_ref(),
+                &request.consistency_token,
+            )
+            .await?;
         let (state, events_applied) = self
             .blocking(move |store| history::as_of(&store, &state, time, axis))
             .await?;

@@ -9,11 +9,15 @@
 //! referrals, days optimised) the members are listed again every
 //! `watch_recheck_ms`.
 //!
-//! Back-pressure: messages wait for the client in a bounded [`Outbox`].
-//! While the members are listed the watch waits for room; once it follows
-//! changes it never waits, so a client that falls `watch_buffer_messages`
-//! behind — or lets the store's change feed overtake it — is dropped with
-//! `RESOURCE_EXHAUSTED`, and the projector never slows down for it.
+//! Back-pressure: messages wait for the client in a bounded [`Outbox`]. When
+//! it is full the watch waits for room, but at most `watch_slow_client_ms`
+//! at a time: a client that stays `watch_buffer_messages` behind that long
+//! — or lets the store's change feed overtake it meanwhile — is dropped with
+//! `RESOURCE_EXHAUSTED`, the waiting messages discarded so the status
+//! reaches it at once. A burst (a large commit) is absorbed; a client that
+//! cannot keep up is not kept. The projector never waits for a watch: the
+//! change feed is a broadcast that overwrites what a slow watch has not
+//! read.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -46,6 +50,8 @@ pub(crate) struct WatchLimits {
     pub(crate) buffer_messages: usize,
     /// How often a cohort that time can change is listed again.
     pub(crate) recheck: Duration,
+    /// Longest a full outbox may keep the watch waiting.
+    pub(crate) slow_client: Duration,
 }
 
 /// Starts watching `cohort` in `store`; the watch ends when the client
@@ -59,6 +65,7 @@ pub(crate) fn watch(
     let outbox = Arc::new(Outbox::new(limits.buffer_messages));
     let client_gone = CancellationToken::new();
     let watcher = Watcher {
+        slow_client: limits.slow_client,
         changes: store.changes(),
         store,
         cohort,
@@ -84,6 +91,7 @@ struct Watcher {
     /// Each member's version, as last sent.
     members: HashMap<String, u64>,
     outbox: Arc<Outbox>,
+    slow_client: Duration,
 }
 
 /// Why a watch stopped sending without an error for the client.
@@ -193,7 +201,7 @@ impl Watcher {
         } else {
             self.members.insert(key.to_owned(), state.version);
         }
-        self.send(message(change, Some((*state).clone())))
+        self.send(message(change, Some((*state).clone()))).await
     }
 
     /// Lists the cohort again and sends who joined or left with time alone.
@@ -216,7 +224,7 @@ impl Watcher {
             self.members.remove(&key);
             let mut left = message(CohortChange::Left, state);
             left.patient_key = key;
-            self.send(left)?;
+            self.send(left).await?;
         }
         let mut joined: Vec<String> = current
             .keys()
@@ -227,18 +235,32 @@ impl Watcher {
         for key in joined {
             let state = current.remove(&key).expect("listed above");
             self.members.insert(key, state.version);
-            self.send(message(CohortChange::Joined, Some(state)))?;
+            self.send(message(CohortChange::Joined, Some(state)))
+                .await?;
         }
         Ok(())
     }
 
-    fn send(&self, message: WatchCohortResponse) -> Result<(), Stop> {
+    /// Queues `message`, waiting at most `slow_client` for room.
+    async fn send(&self, message: WatchCohortResponse) -> Result<(), Stop> {
         match self.outbox.push(message) {
             Ok(()) => Ok(()),
-            Err(Push::Full(waiting)) => Err(Stop::Status(Status::resource_exhausted(format!(
-                "this watch's client fell {waiting} messages behind: read the stream faster, or watch a narrower cohort; watch again to resync"
-            )))),
             Err(Push::Gone) => Err(Stop::Client),
+            Err(Push::Full(message)) => {
+                match tokio::time::timeout(self.slow_client, self.outbox.push_waiting(*message))
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(ClientGone)) => Err(Stop::Client),
+                    Err(_) => {
+                        let waiting = self.outbox.abandon();
+                        Err(Stop::Status(Status::resource_exhausted(format!(
+                            "this watch's client stayed {waiting} messages behind for {} ms: read the stream faster, or watch a narrower cohort; watch again to resync",
+                            self.slow_client.as_millis()
+                        ))))
+                    }
+                }
+            }
         }
     }
 }
@@ -297,8 +319,8 @@ struct OutboxState {
 }
 
 enum Push {
-    /// The client is this many messages behind.
-    Full(usize),
+    /// No room: the message, given back.
+    Full(Box<WatchCohortResponse>),
     Gone,
 }
 
@@ -316,23 +338,29 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `message` unless the client is too far behind: then the
-    /// queue is dropped, and the stream ends with the status the caller
-    /// gives [`Outbox::finish`].
+    /// Queues `message` if there is room; otherwise gives it back.
     fn push(&self, message: WatchCohortResponse) -> Result<(), Push> {
         let mut state = self.lock();
         if state.client_gone {
             return Err(Push::Gone);
         }
         if state.queue.len() >= self.capacity {
-            let behind = state.queue.len();
-            state.queue.clear();
-            return Err(Push::Full(behind));
+            return Err(Push::Full(Box::new(message)));
         }
         state.queue.push_back(message);
         drop(state);
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Discards the waiting messages, so the status the caller gives
+    /// [`Outbox::finish`] next reaches the client at once; returns how many
+    /// were waiting.
+    fn abandon(&self) -> usize {
+        let mut state = self.lock();
+        let waiting = state.queue.len();
+        state.queue.clear();
+        waiting
     }
 
     /// Queues `message`, waiting for room.
@@ -429,7 +457,8 @@ mod tests {
         let mut stream = Box::pin(outbox_stream(Arc::clone(&outbox), guard));
         outbox.push(numbered(1)).ok().unwrap();
         outbox.push(numbered(2)).ok().unwrap();
-        assert!(matches!(outbox.push(numbered(3)), Err(Push::Full(2))));
+        assert!(matches!(outbox.push(numbered(3)), Err(Push::Full(_))));
+        assert_eq!(outbox.abandon(), 2);
         outbox.finish(Status::resource_exhausted("too slow"));
         let status = stream.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);

@@ -43,6 +43,7 @@ const T0: i64 = 1_772_409_600;
 struct Backbone {
     ingest: CareEventIngestClient<Channel>,
     query: CareStateQueryClient<Channel>,
+    query_url: String,
     clock: Arc<FixedClock>,
     stop: CancellationToken,
 }
@@ -111,6 +112,7 @@ async fn start(config: QueryConfig, now: i64) -> Backbone {
         query: CareStateQueryClient::connect(format!("http://{query_address}"))
             .await
             .unwrap(),
+        query_url: format!("http://{query_address}"),
         clock,
         stop,
     }
@@ -201,8 +203,12 @@ impl Backbone {
     }
 
     async fn watch(&mut self, filter: CohortFilter) -> Watch {
-        let stream = self
-            .query
+        Self::watch_on(&mut self.query, filter).await
+    }
+
+    /// A watch through `client`, read up to its SYNCED.
+    async fn watch_on(client: &mut CareStateQueryClient<Channel>, filter: CohortFilter) -> Watch {
+        let stream = client
             .watch_cohort(WatchCohortRequest {
                 filter: Some(filter),
             })
@@ -801,17 +807,29 @@ async fn a_watch_that_cannot_keep_up_is_dropped_and_the_projection_goes_on() {
     let mut baton = start(
         QueryConfig {
             watch_buffer_messages: 8,
+            watch_slow_client_ms: 200,
             ..QueryConfig::default()
         },
         T0 + DAY,
     )
     .await;
-    let mut stalled = baton
-        .watch(CohortFilter {
+    // The stalled client on a connection of its own with HTTP/2's smallest
+    // windows, so the transport cannot absorb what it does not read.
+    let channel = Channel::from_shared(baton.query_url.clone())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut stalled = Backbone::watch_on(
+        &mut CareStateQueryClient::new(channel),
+        CohortFilter {
             setting: CareSetting::Hospital as i32,
             ..Default::default()
-        })
-        .await;
+        },
+    )
+    .await;
     // 2,500 admissions, more than the transport buffers between the
     // service and the client hold; the watcher reads nothing meanwhile.
     let mut last = String::new();
@@ -848,7 +866,7 @@ async fn a_watch_that_cannot_keep_up_is_dropped_and_the_projection_goes_on() {
         }
     };
     assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
-    assert!(ended.message().contains("behind"), "{ended:?}");
+    assert!(ended.message().contains("behind for 200 ms"), "{ended:?}");
 }
 
 fn uuid_for(text: &str) -> String {
