@@ -60,6 +60,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`baton cohort
+    // --json | head`) would panic; a command-line tool should just stop.
+    sigpipe::reset();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -243,8 +243,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("Try, in another terminal:");
     println!("  baton cohort --setting virtual-ward");
     println!("  baton cohort --setting hospital --ward WARD-7");
+    println!("  baton cohort --setting hospital --min-frailty 6 --min-age 65");
+    println!("  baton watch --setting virtual-ward");
     println!("  baton state get <NHS number>");
+    println!("  baton timeline <NHS number>");
     println!("  baton publish docs/examples/events.jsonl");
+    println!("  baton hl7 send docs/examples/hl7/story.hl7");
     println!("Ctrl-C to stop.");
 
     tokio::select! {
