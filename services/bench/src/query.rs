@@ -52,8 +52,10 @@ const FILL_CHUNK: usize = 10_000;
 ///
 /// (1) GetCareState of random patients: requests/s and latency, from
 /// --concurrency calls in flight over --connections HTTP/2 connections
-/// (closed loop), then the same load against a bare tonic echo service
-/// answering as many bytes as an average state, and the ratio;
+/// (closed loop), the client keeping each answer as bytes; the same with a
+/// client decoding every state; then the same load against a bare tonic
+/// echo service answering as many bytes as an average state, and the
+/// ratio;
 /// (2) ListCohort listing --cohort-members members of a cohort, a page of
 /// 1000 at a time: latency per page and per whole listing;
 /// (3) WatchCohort: delivery lag (commit to client) while --watch-rate
