@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton_ingest::{Ingest, IngestConfig};
 use baton_proto::events::v1::CareEvent;
 use baton_proto::ingest::v1::PublishRequest;
 use baton_proto::ingest::v1::care_event_ingest_client::CareEventIngestClient;
@@ -14,7 +13,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::figures::{Failures, check_warm_up, latency_histogram, percentiles, record};
-use crate::kafka::{Broker, InProcess, KafkaArgs, bind_loopback, channel, fresh_topics};
+use crate::kafka::{Broker, InProcess, KafkaArgs, channel, fresh_topics, spawn_ingest};
 
 /// How long a failed call's client waits before its next call, so a broker
 /// that is down is not hammered.
@@ -108,21 +107,7 @@ pub(crate) async fn kafka_ingest(args: IngestArgs) -> anyhow::Result<()> {
     );
 
     let mut services = InProcess::new();
-    let ingest = Ingest::start(
-        broker.connect().await?,
-        IngestConfig {
-            max_batch_events: args.batch.max(IngestConfig::default().max_batch_events),
-            ..IngestConfig::default()
-        },
-        &topics,
-    )
-    .await
-    .context("starting the ingest service")?;
-    let (listener, address) = bind_loopback("ingest").await?;
-    let stop = services.shutdown();
-    services.spawn("ingest", async move {
-        Ok(baton_ingest::run(ingest, listener, stop).await?)
-    });
+    let address = spawn_ingest(&mut services, &broker, &topics, args.batch, ()).await?;
     let mut clients = Vec::new();
     for _ in 0..args.clients {
         clients.push(CareEventIngestClient::new(channel(address).await?));

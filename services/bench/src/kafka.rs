@@ -155,6 +155,35 @@ pub(crate) async fn channel(address: SocketAddr) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to the gRPC API at {address}"))
 }
 
+/// Starts the ingest API over `broker` in `services`, taking calls of up to
+/// `batch` events, and returns where it listens; it reports `stopped` when
+/// stopped.
+pub(crate) async fn spawn_ingest<T: Send + 'static>(
+    services: &mut InProcess<T>,
+    broker: &Broker,
+    topics: &Topics,
+    batch: usize,
+    stopped: T,
+) -> anyhow::Result<SocketAddr> {
+    let ingest = baton_ingest::Ingest::start(
+        broker.connect().await?,
+        baton_ingest::IngestConfig {
+            max_batch_events: batch.max(baton_ingest::IngestConfig::default().max_batch_events),
+            ..baton_ingest::IngestConfig::default()
+        },
+        topics,
+    )
+    .await
+    .context("starting the ingest service")?;
+    let (listener, address) = bind_loopback("ingest").await?;
+    let stop = services.shutdown();
+    services.spawn("ingest", async move {
+        baton_ingest::run(ingest, listener, stop).await?;
+        Ok(stopped)
+    });
+    Ok(address)
+}
+
 /// Baton's services running in this process until [`InProcess::stop`];
 /// each returns a report `T` when stopped.
 #[derive(Debug)]

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use baton_ingest::{Ingest, IngestConfig};
 use baton_projector::{Projector, ProjectorConfig, ProjectorStats};
 use baton_proto::events::v1::CareEvent;
 use baton_proto::ingest::v1::PublishRequest;
@@ -21,7 +20,9 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::figures::{Failures, check_warm_up, latency_histogram, percentiles, record};
-use crate::kafka::{Broker, InProcess, KafkaArgs, bind_loopback, channel, fresh_topics};
+use crate::kafka::{
+    Broker, InProcess, KafkaArgs, bind_loopback, channel, fresh_topics, spawn_ingest,
+};
 
 /// How long the calls still in flight when publishing stops may take: the
 /// ingest's delivery timeout (30 s) plus the query's longest wait for a
@@ -125,22 +126,8 @@ pub(crate) async fn kafka_latency(args: LatencyArgs) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let mut services = InProcess::new();
 
-    let ingest = Ingest::start(
-        broker.connect().await?,
-        IngestConfig {
-            max_batch_events: args.batch.max(IngestConfig::default().max_batch_events),
-            ..IngestConfig::default()
-        },
-        &topics,
-    )
-    .await
-    .context("starting the ingest service")?;
-    let (listener, ingest_address) = bind_loopback("ingest").await?;
-    let stop = services.shutdown();
-    services.spawn("ingest", async move {
-        baton_ingest::run(ingest, listener, stop).await?;
-        Ok(Report::Api)
-    });
+    let ingest_address =
+        spawn_ingest(&mut services, &broker, &topics, args.batch, Report::Api).await?;
 
     let store = Store::open(work.path().join("projector"), &StoreConfig::default())
         .context("opening the projector's store")?;
