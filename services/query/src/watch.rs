@@ -19,7 +19,7 @@
 //! change feed is a broadcast that overwrites what a slow watch has not
 //! read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -140,14 +140,31 @@ impl Watcher {
         Instant::of(Some(&prost_types::Timestamp { seconds, nanos }))
     }
 
+    /// Sends every member a page at a time, so a large cohort is never
+    /// held in memory whole.
     async fn send_members(&mut self) -> Result<(), Stop> {
-        for state in self.list().await? {
-            self.members
-                .insert(state.patient_key.clone(), state.version);
-            self.outbox
-                .push_waiting(message(CohortChange::Member, Some(state)))
-                .await
-                .map_err(|ClientGone| Stop::Client)?;
+        let now = self.now();
+        let mut after = None;
+        loop {
+            let (states, next) = self.page(after, now).await?;
+            for state in states {
+                // A patient whose entry moved further on while the pages
+                // were read is listed twice: once is enough, and a newer
+                // state comes through the change feed anyway.
+                if self.members.contains_key(&state.patient_key) {
+                    continue;
+                }
+                self.members
+                    .insert(state.patient_key.clone(), state.version);
+                self.outbox
+                    .push_waiting(message(CohortChange::Member, Some(state)))
+                    .await
+                    .map_err(|ClientGone| Stop::Client)?;
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
         self.outbox
             .push_waiting(message(CohortChange::Synced, None))
@@ -155,22 +172,17 @@ impl Watcher {
             .map_err(|ClientGone| Stop::Client)
     }
 
-    /// Every member now.
-    async fn list(&self) -> Result<Vec<PatientCareState>, Stop> {
+    /// One page of the members at `now`, after the index entry `after`.
+    async fn page(
+        &self,
+        after: Option<String>,
+        now: Instant,
+    ) -> Result<(Vec<PatientCareState>, Option<String>), Stop> {
         let store = self.store.clone();
         let cohort = self.cohort.clone();
-        let now = self.now();
         blocking(move || {
-            let mut members = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store.list_cohort(&cohort, after.as_deref(), LIST_PAGE, now)?;
-                members.extend(page.states);
-                match page.next_after {
-                    Some(next) => after = Some(next),
-                    None => return Ok(members),
-                }
-            }
+            let page = store.list_cohort(&cohort, after.as_deref(), LIST_PAGE, now)?;
+            Ok((page.states, page.next_after))
         })
         .await
     }
@@ -204,17 +216,32 @@ impl Watcher {
         self.send(message(change, Some((*state).clone()))).await
     }
 
-    /// Lists the cohort again and sends who joined or left with time alone.
+    /// Lists the cohort again, a page at a time, and sends who joined or
+    /// left with time alone.
     async fn recheck(&mut self) -> Result<(), Stop> {
-        let now_members = self.list().await?;
-        let mut current: HashMap<String, PatientCareState> = now_members
-            .into_iter()
-            .map(|state| (state.patient_key.clone(), state))
-            .collect();
+        let now = self.now();
+        let mut listed = HashSet::new();
+        let mut after = None;
+        loop {
+            let (states, next) = self.page(after, now).await?;
+            for state in states {
+                listed.insert(state.patient_key.clone());
+                if !self.members.contains_key(&state.patient_key) {
+                    self.members
+                        .insert(state.patient_key.clone(), state.version);
+                    self.send(message(CohortChange::Joined, Some(state)))
+                        .await?;
+                }
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
         let gone: Vec<String> = self
             .members
             .keys()
-            .filter(|key| !current.contains_key(*key))
+            .filter(|key| !listed.contains(*key))
             .cloned()
             .collect();
         for key in gone {
@@ -225,18 +252,6 @@ impl Watcher {
             let mut left = message(CohortChange::Left, state);
             left.patient_key = key;
             self.send(left).await?;
-        }
-        let mut joined: Vec<String> = current
-            .keys()
-            .filter(|key| !self.members.contains_key(*key))
-            .cloned()
-            .collect();
-        joined.sort();
-        for key in joined {
-            let state = current.remove(&key).expect("listed above");
-            self.members.insert(key, state.version);
-            self.send(message(CohortChange::Joined, Some(state)))
-                .await?;
         }
         Ok(())
     }
