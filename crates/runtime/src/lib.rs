@@ -9,6 +9,8 @@
 //!   and `--kafka`, `--kafka-option`, `--partitions`.
 //! - [`DataDir`]: the local folder holding the embedded log and the
 //!   projection store.
+//! - [`grpc::serve`]: a gRPC API on its listener, with health checking,
+//!   server reflection (v1 and v1alpha) and `TCP_NODELAY`.
 //! - [`shutdown_signal`]: completes on Ctrl-C or SIGTERM.
 //! - [`Clock`]: wall-clock time, injected ([`SystemClock`] in a service,
 //!   [`FixedClock`] in a test), so nothing time-dependent reads the system
@@ -24,6 +26,8 @@
 //! let config: IngestConfig = baton_runtime::load_config(None, "ingest", &flags).unwrap();
 //! assert_eq!(config.listen, "127.0.0.1:50051");
 //! ```
+
+pub mod grpc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -267,29 +267,17 @@ pub async fn run(
 ) -> Result<(), IngestError> {
     use baton_proto::ingest::v1::care_event_ingest_server::CareEventIngestServer;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CareEventIngestServer<IngestService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton_proto::DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the compiled descriptor set is valid");
-    let address = listener.local_addr().ok();
-    tracing::info!(?address, topic = %ingest.events_topic, "ingest listening");
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(IngestService::new(ingest).into_server())
-        // TCP_NODELAY: a gRPC answer is written in several small pieces,
-        // and Nagle's algorithm holds each back until the previous one is
-        // acknowledged (~40 ms of delayed ACK per call on loopback).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
-    tracing::info!("ingest stopped");
+    use tonic::server::NamedService;
+
+    tracing::info!(topic = %ingest.events_topic, "ingest publishing");
+    baton_runtime::grpc::serve(
+        "ingest",
+        &[<CareEventIngestServer<IngestService> as NamedService>::NAME],
+        listener,
+        |router| router.add_service(IngestService::new(ingest).into_server()),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 

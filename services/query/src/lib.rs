@@ -528,28 +528,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), QueryError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CareStateQueryServer<QueryService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton_proto::DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the compiled descriptor set is valid");
-    tracing::info!(address = ?listener.local_addr().ok(), "query listening");
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(service.into_server())
-        // TCP_NODELAY: a gRPC answer is written in several small pieces,
-        // and Nagle's algorithm holds each back until the previous one is
-        // acknowledged (~40 ms of delayed ACK per call on loopback).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
-    tracing::info!("query stopped");
+    use tonic::server::NamedService;
+
+    baton_runtime::grpc::serve(
+        "query",
+        &[<CareStateQueryServer<QueryService> as NamedService>::NAME],
+        listener,
+        |router| router.add_service(service.into_server()),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
