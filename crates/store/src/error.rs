@@ -23,6 +23,15 @@ pub enum StoreError {
     #[error("projection store storage failed: {0}")]
     Storage(#[from] sled::Error),
 
+    /// A file or folder of the store's generations could not be read or
+    /// written.
+    #[error("projection store file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Stored bytes do not decode: the store was damaged on disk or written
     /// by an incompatible build. `key` is the store key, e.g. `s/9434765919`.
     #[error("corrupt record {key:?} in the projection store: {reason}")]

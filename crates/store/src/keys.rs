@@ -7,12 +7,15 @@ use std::fmt::Write as _;
 /// `meta/format` → [`FORMAT_VERSION`] as u32 big-endian.
 pub(crate) const FORMAT_KEY: &[u8] = b"meta/format";
 /// Bumped whenever the layout or a value encoding changes incompatibly.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the state summary in front of each `e/` value and the
+/// per-partition digests under `d/`; a version 1 store is migrated on open.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// `s/<patient key>` → the encoded `PatientCareState`.
 pub(crate) const STATE_PREFIX: &str = "s/";
-/// `e/<patient key>` → the state's current index entries (see
-/// [`encode_entries`]), so a commit can diff old and new entries without
+/// `e/<patient key>` → the state's [`Summary`] then its current index
+/// entries (see [`encode_summary`]), so a commit can diff old and new
+/// entries, and take the old state out of its partition's digest, without
 /// decoding the old state.
 pub(crate) const ENTRIES_PREFIX: &str = "e/";
 /// `i/<index entry>` → empty. Entries end with the patient key.
@@ -24,6 +27,16 @@ pub(crate) const POSITION_PREFIX: &str = "p/";
 /// like index entries, when the committer publishes states after each
 /// commit (see [`Commit::publish`](crate::Commit::publish)).
 pub(crate) const UNPUBLISHED_KEY: &[u8] = b"meta/unpublished";
+/// `d/<partition as u32 big-endian>` → the [`PartitionDigest`] of every
+/// state whose last applied event is in that partition: the wrapping sum
+/// of their hashes (16 bytes) and their count (8 bytes), big-endian.
+pub(crate) const DIGEST_PREFIX: &str = "d/";
+/// `meta/generation` → the store's generation number, u64 big-endian: 0
+/// (or absent) for a store never rebuilt, then one more for each replay.
+pub(crate) const GENERATION_KEY: &[u8] = b"meta/generation";
+/// The digest bucket of states that name no applied position (states
+/// committed by tests and tools, never by the projector).
+pub const UNPLACED_PARTITION: u32 = u32::MAX;
 /// `meta/index` → [`baton_care::cohort::INDEX_VERSION`] of the stored
 /// cohort index entries, u32 big-endian; a store opened with another
 /// version rebuilds its index from the states.
@@ -156,6 +169,109 @@ pub(crate) fn decode_u32(value: &[u8]) -> Result<u32, String> {
     Ok(u32::from_be_bytes(bytes))
 }
 
+pub(crate) fn digest_key(partition: u32) -> Vec<u8> {
+    let mut key = DIGEST_PREFIX.as_bytes().to_vec();
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// What the store remembers of a state beside it, to keep the digests
+/// without reading the state back: its hash, the partition whose digest
+/// holds it, and the offset of its last applied event (so a comparison
+/// made at a log position can tell a state changed since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Summary {
+    pub(crate) hash: u128,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+}
+
+const SUMMARY_LEN: usize = 16 + 4 + 8;
+
+/// The hash of one state in the digest: xxh3-128 of the patient key (length
+/// first) and the encoded state. Stable across builds and platforms.
+pub(crate) fn state_hash(patient_key: &str, encoded: &[u8]) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&(patient_key.len() as u64).to_be_bytes());
+    hasher.update(patient_key.as_bytes());
+    hasher.update(encoded);
+    hasher.digest128()
+}
+
+/// An `e/` value: the summary, then the entries as [`encode_entries`].
+pub(crate) fn encode_summary(summary: &Summary, entries: &[String]) -> Vec<u8> {
+    let mut value =
+        Vec::with_capacity(SUMMARY_LEN + entries.iter().map(|e| 4 + e.len()).sum::<usize>());
+    value.extend_from_slice(&summary.hash.to_be_bytes());
+    value.extend_from_slice(&summary.partition.to_be_bytes());
+    value.extend_from_slice(&summary.offset.to_be_bytes());
+    value.extend_from_slice(&encode_entries(entries));
+    value
+}
+
+pub(crate) fn decode_summary(value: &[u8]) -> Result<(Summary, Vec<String>), String> {
+    if value.len() < SUMMARY_LEN {
+        return Err(format!(
+            "value has {} bytes; expected a {SUMMARY_LEN}-byte state summary before the index entries",
+            value.len()
+        ));
+    }
+    let (summary, entries) = value.split_at(SUMMARY_LEN);
+    let summary = Summary {
+        hash: u128::from_be_bytes(summary[..16].try_into().expect("16 bytes")),
+        partition: u32::from_be_bytes(summary[16..20].try_into().expect("4 bytes")),
+        offset: u64::from_be_bytes(summary[20..].try_into().expect("8 bytes")),
+    };
+    Ok((summary, decode_entries(entries)?))
+}
+
+/// The digest of one partition's states: see [`DIGEST_PREFIX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionDigest {
+    /// Wrapping sum of the hashes of the states: the same set of states
+    /// gives the same sum in whatever order they were written.
+    pub sum: u128,
+    /// How many states the sum holds.
+    pub states: u64,
+}
+
+impl PartitionDigest {
+    pub(crate) fn add(&mut self, hash: u128) {
+        self.sum = self.sum.wrapping_add(hash);
+        self.states += 1;
+    }
+
+    pub(crate) fn remove(&mut self, hash: u128) {
+        self.sum = self.sum.wrapping_sub(hash);
+        self.states = self.states.saturating_sub(1);
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(24);
+        value.extend_from_slice(&self.sum.to_be_bytes());
+        value.extend_from_slice(&self.states.to_be_bytes());
+        value
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
+        let bytes: [u8; 24] = value.try_into().map_err(|_| {
+            format!(
+                "value has {} bytes; expected a 16-byte sum and an 8-byte count",
+                value.len()
+            )
+        })?;
+        Ok(Self {
+            sum: u128::from_be_bytes(bytes[..16].try_into().expect("16 bytes")),
+            states: u64::from_be_bytes(bytes[16..].try_into().expect("8 bytes")),
+        })
+    }
+
+    /// The sum as 32 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+}
+
 /// Each entry as its length (u32 big-endian) then its UTF-8 bytes; no
 /// entries is an empty value.
 pub(crate) fn encode_entries(entries: &[String]) -> Vec<u8> {
@@ -215,38 +331,6 @@ pub(crate) fn describe_key(key: &[u8]) -> String {
     text
 }
 
-/// FNV-1a, 64 bits: stable across builds and platforms, which a digest
-/// compared between a live store and a rebuild needs, and `std`'s hashers
-/// do not promise.
-#[derive(Debug)]
-pub(crate) struct Fnv1a64(u64);
-
-impl Fnv1a64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    pub(crate) fn new() -> Self {
-        Self(Self::OFFSET_BASIS)
-    }
-
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(Self::PRIME);
-        }
-    }
-
-    /// Writes the length first, so `("ab", "c")` and `("a", "bc")` differ.
-    pub(crate) fn write_field(&mut self, bytes: &[u8]) {
-        self.write(&(bytes.len() as u64).to_be_bytes());
-        self.write(bytes);
-    }
-
-    pub(crate) fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +344,46 @@ mod tests {
         ] {
             assert_eq!(decode_entries(&encode_entries(&entries)).unwrap(), entries);
         }
+    }
+
+    #[test]
+    fn summaries_round_trip_and_refuse_short_values() {
+        let summary = Summary {
+            hash: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+            partition: 7,
+            offset: 12_345,
+        };
+        let entries = vec!["w\u{1f}9434765919".to_owned()];
+        assert_eq!(
+            decode_summary(&encode_summary(&summary, &entries)).unwrap(),
+            (summary, entries)
+        );
+        assert_eq!(
+            decode_summary(&encode_summary(&summary, &[])).unwrap(),
+            (summary, vec![])
+        );
+        assert!(decode_summary(&[0; 10]).unwrap_err().contains("28-byte"));
+    }
+
+    #[test]
+    fn digests_do_not_depend_on_order_and_undo_exactly() {
+        let hashes = [
+            state_hash("a", b"1"),
+            state_hash("b", b"2"),
+            state_hash("c", b"3"),
+        ];
+        let mut forward = PartitionDigest::default();
+        hashes.iter().for_each(|&h| forward.add(h));
+        let mut backward = PartitionDigest::default();
+        hashes.iter().rev().for_each(|&h| backward.add(h));
+        assert_eq!(forward, backward);
+        assert_eq!(PartitionDigest::decode(&forward.encode()).unwrap(), forward);
+        backward.remove(hashes[1]);
+        let mut two = PartitionDigest::default();
+        two.add(hashes[0]);
+        two.add(hashes[2]);
+        assert_eq!(backward, two);
+        assert_ne!(state_hash("ab", b"c"), state_hash("a", b"bc"));
     }
 
     #[test]
@@ -309,29 +433,5 @@ mod tests {
     fn one_topic_does_not_list_another_topics_positions() {
         let short = positions_prefix("events");
         assert!(!position_key("events-2", 0).starts_with(&short));
-    }
-
-    #[test]
-    fn fnv_matches_the_reference_vectors() {
-        let hash = |text: &str| {
-            let mut fnv = Fnv1a64::new();
-            fnv.write(text.as_bytes());
-            fnv.finish()
-        };
-        assert_eq!(hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(hash("foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    #[test]
-    fn fields_are_length_delimited() {
-        let digest = |parts: &[&str]| {
-            let mut fnv = Fnv1a64::new();
-            for part in parts {
-                fnv.write_field(part.as_bytes());
-            }
-            fnv.finish()
-        };
-        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
     }
 }

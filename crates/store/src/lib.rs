@@ -28,7 +28,9 @@
 //! |---|---|
 //! | `meta/format` | layout version, u32 big-endian; a newer one is refused on open |
 //! | `s/<patient key>` | the `PatientCareState`, protobuf-encoded |
-//! | `e/<patient key>` | the state's cohort index entries (length-prefixed strings), so a commit diffs old and new entries without decoding the old state |
+//! | `e/<patient key>` | the state's summary (its hash, the partition of its last applied event and that event's offset) then its cohort index entries (length-prefixed strings), so a commit diffs old and new entries and moves the digests without decoding the old state |
+//! | `d/<partition>` | the digest of the partition's states: the wrapping sum of their hashes and their count |
+//! | `meta/generation` | the generation number, u64 big-endian; absent for generation 0 |
 //! | `i/<index entry>` | empty; entries come from [`baton_care::cohort::index_entries`] and end with the patient key, so a cohort is one or a few ordered range scans |
 //! | `t/<patient key>\x1f<occurred_at><partition><offset>` | the event, as logged: the patient's timeline in clinical order |
 //! | `meta/index` | the version of the index entries; another version is rebuilt from the states on open |
@@ -51,6 +53,23 @@
 //! [`StoreConfig::flush_every_ms`], so a crash loses at most that much recent
 //! work, which is then replayed from the log. Call [`Store::flush`] on a
 //! graceful shutdown, or when a commit must be durable before going on.
+//!
+//! # Digests
+//!
+//! Every commit keeps, per partition, the sum of the hashes (xxh3-128 of
+//! patient key and encoded state) of the states whose last applied event
+//! is in that partition, in the same batch as the states. A sum does not
+//! depend on the order states were written in, so two stores holding the
+//! same states have the same digests, and [`Store::digest_at`] reads them
+//! with the positions they are at, in constant time, however large the
+//! store. `baton verify` compares them with a fresh fold of the log.
+//!
+//! # Generations
+//!
+//! A replay folds the log into a new store beside the live one (see
+//! [`Generations`] for the folders and the pointer to the live one), then
+//! [`Store::swap_in`] makes it live for every handle at once, between two
+//! reads, while writers wait at a batch boundary ([`Store::pause_writers`]).
 //!
 //! # Example
 //!
@@ -84,4 +103,10 @@ mod store;
 
 pub use commit::{Commit, TimelineRecord};
 pub use error::{Result, StoreError};
-pub use store::{CohortPage, Store, StoreConfig};
+pub mod generations;
+
+pub use generations::{Generations, ReplayMarker};
+pub use keys::{PartitionDigest, UNPLACED_PARTITION};
+pub use store::{
+    CohortPage, StateHash, Store, StoreConfig, StoreDigest, WriterPermit, WritersPaused,
+};

@@ -4,16 +4,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use arc_swap::ArcSwap;
 use baton_care::Instant;
 use baton_care::cohort::{self, Cohort};
 use baton_proto::state::v1::PatientCareState;
 use prost::Message;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, broadcast, watch};
 use tracing::{debug, info, warn};
 
-use crate::keys::{self, Fnv1a64};
+use crate::keys::{self, PartitionDigest, Summary};
 use crate::{Commit, Result, StoreError, TimelineRecord};
 
 /// How the store uses memory and disk.
@@ -57,21 +59,26 @@ pub struct CohortPage {
 
 /// The sled projection store. Cloning is cheap and shares the database.
 ///
-/// Every method but [`Store::flush_async`] blocks on disk: from async code,
-/// call it on a dedicated thread or in `spawn_blocking`.
+/// A handle reads and writes the store's *live generation*, which
+/// [`Store::swap_in`] replaces with a rebuilt one between two reads: a
+/// replay folds the log into a new generation beside the live one, then
+/// swaps it in, and every clone of the handle (the projector, the query
+/// API) moves to it at once. Writers take a [`WriterPermit`] around their
+/// batches so that a swap happens between batches, never inside one.
+///
+/// Every method but [`Store::flush_async`] and the permit methods blocks on
+/// disk: from async code, call it on a dedicated thread or in
+/// `spawn_blocking`.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// The store is sled's default tree: a `Batch` is atomic within one
-    /// tree only, and one batch holds states, entries and positions.
-    db: sled::Db,
-    /// `None` when temporary.
-    path: Option<PathBuf>,
-    /// Serialises commits: each diffs index entries and positions against
-    /// what is stored, which a concurrent commit could change in between.
+    live: ArcSwap<Generation>,
+    /// Serialises commits: each diffs index entries, digests and positions
+    /// against what is stored, which a concurrent commit could change in
+    /// between.
     writer: Mutex<()>,
     /// Per topic, the applied positions as of the latest commit; created by
     /// the first [`Store::watch`] of the topic.
@@ -79,6 +86,70 @@ struct Inner {
     /// Every committed state, for watches of cohorts; nothing is kept
     /// while nobody listens.
     changes: broadcast::Sender<Arc<PatientCareState>>,
+    /// Held shared by each writer between its batches' boundaries, and
+    /// exclusively by a generation swap.
+    writers: Arc<RwLock<()>>,
+    /// Set while a swap waits for the writers, so they stop at their next
+    /// boundary instead of starting another batch.
+    swap_requested: AtomicBool,
+    config: StoreConfig,
+}
+
+/// One sled database: a generation of the projection.
+struct Generation {
+    /// The store is sled's default tree: a `Batch` is atomic within one
+    /// tree only, and one batch holds states, entries and positions.
+    db: sled::Db,
+    /// `None` when temporary.
+    path: Option<PathBuf>,
+    /// 0 for a store never rebuilt; each replay's generation is one more.
+    number: u64,
+}
+
+/// The digests of a store at the positions its states include, read
+/// together: see [`Store::digest_at`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreDigest {
+    pub generation: u64,
+    /// Per partition of the topic asked about, the next offset to read.
+    pub positions: BTreeMap<u32, u64>,
+    /// Per partition, the digest of the states whose last applied event is
+    /// in it; a partition with no state is absent.
+    pub partitions: BTreeMap<u32, PartitionDigest>,
+}
+
+/// One state as the digest knows it: see [`Store::state_hashes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateHash {
+    pub patient_key: String,
+    pub hash: u128,
+    /// Offset of the state's last applied event, in its partition.
+    pub offset: u64,
+}
+
+/// Lets a writer commit to the live generation; see
+/// [`Store::writer_permit`].
+#[derive(Debug)]
+pub struct WriterPermit {
+    _permit: OwnedRwLockReadGuard<()>,
+}
+
+/// Every writer stopped at a batch boundary; dropping this lets them go on.
+/// See [`Store::pause_writers`].
+#[derive(Debug)]
+pub struct WritersPaused {
+    store: Store,
+    _exclusive: OwnedRwLockWriteGuard<()>,
+}
+
+impl Drop for WritersPaused {
+    fn drop(&mut self) {
+        // Before the lock is released (fields drop after this body).
+        self.store
+            .inner
+            .swap_requested
+            .store(false, Ordering::SeqCst);
+    }
 }
 
 impl Store {
@@ -100,15 +171,59 @@ impl Store {
                 source,
             })?;
         check_format(&db, path)?;
+        let number = match db.get(keys::GENERATION_KEY)? {
+            Some(value) => keys::decode_u64(&value).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(keys::GENERATION_KEY),
+                reason,
+            })?,
+            None => 0,
+        };
         info!(
             path = %path.display(),
+            generation = number,
             cache_capacity_bytes = config.cache_capacity_bytes,
             flush_every_ms = config.flush_every_ms,
             "projection store opened"
         );
-        let store = Self::from_db(db, Some(path.to_owned()), config);
+        let store = Self::from_db(db, Some(path.to_owned()), number, config);
         store.check_index_version()?;
         Ok(store)
+    }
+
+    /// Opens the store of generation `number` at `path` for a replay to
+    /// fill: created empty and stamped with its number, or, after a crash,
+    /// reopened as it was, so the replay resumes from its own positions.
+    /// Refuses a directory holding another generation.
+    pub fn open_generation(
+        path: impl AsRef<Path>,
+        config: &StoreConfig,
+        number: u64,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let store = Self::open(path, config)?;
+        let found = store.generation();
+        if found == number {
+            return Ok(store);
+        }
+        let db = store.db();
+        let fresh = found == 0 && db.scan_prefix(keys::STATE_PREFIX).next().is_none();
+        if !fresh {
+            return Err(StoreError::Corrupt {
+                key: keys::describe_key(keys::GENERATION_KEY),
+                reason: format!(
+                    "{} holds generation {found}, not {number}: remove it or choose another directory",
+                    path.display()
+                ),
+            });
+        }
+        db.insert(keys::GENERATION_KEY, &number.to_be_bytes()[..])?;
+        db.flush()?;
+        Ok(Self::from_db(
+            db.clone(),
+            Some(path.to_owned()),
+            number,
+            config,
+        ))
     }
 
     /// For tests and rebuilds that are thrown away: a store in a sled
@@ -121,20 +236,36 @@ impl Store {
             keys::INDEX_VERSION_KEY,
             &cohort::INDEX_VERSION.to_be_bytes()[..],
         )?;
-        Ok(Self::from_db(db, None, &StoreConfig::default()))
+        Ok(Self::from_db(db, None, 0, &StoreConfig::default()))
     }
 
-    fn from_db(db: sled::Db, path: Option<PathBuf>, config: &StoreConfig) -> Self {
+    fn from_db(db: sled::Db, path: Option<PathBuf>, number: u64, config: &StoreConfig) -> Self {
+        Self::from_generation(Arc::new(Generation { db, path, number }), config)
+    }
+
+    fn from_generation(generation: Arc<Generation>, config: &StoreConfig) -> Self {
         let (changes, _) = broadcast::channel(config.change_feed_capacity.max(1));
         Self {
             inner: Arc::new(Inner {
-                db,
-                path,
+                live: ArcSwap::new(generation),
                 writer: Mutex::new(()),
                 watchers: Mutex::new(HashMap::new()),
                 changes,
+                writers: Arc::new(RwLock::new(())),
+                swap_requested: AtomicBool::new(false),
+                config: config.clone(),
             }),
         }
+    }
+
+    /// The live generation's database.
+    fn db(&self) -> sled::Db {
+        self.inner.live.load().db.clone()
+    }
+
+    /// The live generation's number: 0 for a store never rebuilt.
+    pub fn generation(&self) -> u64 {
+        self.inner.live.load().number
     }
 
     /// Rebuilds the cohort index from the states when it was built by
@@ -142,7 +273,8 @@ impl Store {
     /// cohort lists exactly its members. A new store is stamped with the
     /// current version.
     fn check_index_version(&self) -> Result<()> {
-        let stored = match self.inner.db.get(keys::INDEX_VERSION_KEY)? {
+        let db = self.db();
+        let stored = match db.get(keys::INDEX_VERSION_KEY)? {
             Some(value) => {
                 Some(
                     keys::decode_u32(&value).map_err(|reason| StoreError::Corrupt {
@@ -161,15 +293,15 @@ impl Store {
         // written again from the states.
         let mut batch = sled::Batch::default();
         let mut staged = 0usize;
-        for key in self.inner.db.scan_prefix(keys::INDEX_PREFIX).keys() {
+        for key in db.scan_prefix(keys::INDEX_PREFIX).keys() {
             batch.remove(key?);
             staged += 1;
             if staged.is_multiple_of(10_000) {
-                self.inner.db.apply_batch(std::mem::take(&mut batch))?;
+                db.apply_batch(std::mem::take(&mut batch))?;
             }
         }
         let mut rebuilt = 0usize;
-        for item in self.inner.db.scan_prefix(keys::STATE_PREFIX) {
+        for item in db.scan_prefix(keys::STATE_PREFIX) {
             let (key, value) = item?;
             let state = decode_state(&key, &value)?;
             let entries = cohort::index_entries(&state);
@@ -178,11 +310,11 @@ impl Store {
             }
             batch.insert(
                 keys::entries_key(&state.patient_key),
-                keys::encode_entries(&entries),
+                keys::encode_summary(&summary_of(&state, &value), &entries),
             );
             rebuilt += 1;
             if rebuilt.is_multiple_of(10_000) {
-                self.inner.db.apply_batch(std::mem::take(&mut batch))?;
+                db.apply_batch(std::mem::take(&mut batch))?;
                 info!(states = rebuilt, "rebuilding the cohort index");
             }
         }
@@ -190,7 +322,7 @@ impl Store {
             keys::INDEX_VERSION_KEY,
             &cohort::INDEX_VERSION.to_be_bytes()[..],
         );
-        self.inner.db.apply_batch(batch)?;
+        db.apply_batch(batch)?;
         if rebuilt > 0 {
             info!(
                 states = rebuilt,
@@ -209,9 +341,9 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Where the store lives; `None` when temporary.
-    pub fn path(&self) -> Option<&Path> {
-        self.inner.path.as_deref()
+    /// Where the live generation lives; `None` when temporary.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.inner.live.load().path.clone()
     }
 
     /// Writes every state of `commit`, the index entries they gain and lose,
@@ -226,14 +358,19 @@ impl Store {
             return Ok(());
         }
         let _writer = self.lock_writer();
+        let db = self.db();
 
         let mut latest = BTreeMap::new();
         for state in &commit.states {
             latest.insert(state.patient_key.as_str(), state);
         }
         let mut batch = sled::Batch::default();
+        let mut digests = BTreeMap::new();
         for (key, state) in &latest {
-            self.stage_state(&mut batch, key, state)?;
+            stage_state(&db, &mut batch, &mut digests, key, state)?;
+        }
+        for (&partition, digest) in &digests {
+            batch.insert(keys::digest_key(partition), digest.encode());
         }
         for record in &commit.timeline {
             batch.insert(
@@ -249,16 +386,16 @@ impl Store {
         }
         let mut advanced = vec![(
             commit.topic.as_str(),
-            self.stage_positions(&mut batch, &commit.topic, &commit.positions)?,
+            stage_positions(&db, &mut batch, &commit.topic, &commit.positions)?,
         )];
         for (topic, positions) in &commit.upstream {
-            advanced.push((topic, self.stage_positions(&mut batch, topic, positions)?));
+            advanced.push((topic, stage_positions(&db, &mut batch, topic, positions)?));
         }
         if commit.publish {
             let keys: Vec<String> = latest.keys().map(|&key| key.to_owned()).collect();
             batch.insert(keys::UNPUBLISHED_KEY, keys::encode_entries(&keys));
         }
-        self.inner.db.apply_batch(batch)?;
+        db.apply_batch(batch)?;
 
         for (topic, positions) in &advanced {
             self.notify_watchers(topic, positions);
@@ -284,10 +421,11 @@ impl Store {
     /// records.
     pub fn bind_source(&self, topic: &str, identity: &str) -> Result<()> {
         let key = format!("{}{topic}", keys::SOURCE_PREFIX);
-        match self.inner.db.get(&key)? {
+        let db = self.db();
+        match db.get(&key)? {
             Some(recorded) if recorded.as_ref() == identity.as_bytes() => Ok(()),
             Some(recorded) => Err(StoreError::WrongSource {
-                path: self.path().map_or_else(
+                path: self.path().as_deref().map_or_else(
                     || "(temporary)".to_owned(),
                     |path| path.display().to_string(),
                 ),
@@ -296,7 +434,7 @@ impl Store {
                 given: identity.to_owned(),
             }),
             None => {
-                self.inner.db.insert(key, identity.as_bytes())?;
+                db.insert(key, identity.as_bytes())?;
                 Ok(())
             }
         }
@@ -306,79 +444,13 @@ impl Store {
     /// [`to_publish`](Commit::to_publish): those whose publication a crash
     /// may have cut short. Empty when no such commit was made.
     pub fn unpublished(&self) -> Result<Vec<String>> {
-        match self.inner.db.get(keys::UNPUBLISHED_KEY)? {
+        match self.db().get(keys::UNPUBLISHED_KEY)? {
             Some(value) => keys::decode_entries(&value).map_err(|reason| StoreError::Corrupt {
                 key: keys::describe_key(keys::UNPUBLISHED_KEY),
                 reason,
             }),
             None => Ok(Vec::new()),
         }
-    }
-
-    /// Adds `state` and the difference between its stored and new index
-    /// entries to `batch`.
-    fn stage_state(
-        &self,
-        batch: &mut sled::Batch,
-        key: &str,
-        state: &PatientCareState,
-    ) -> Result<()> {
-        self.stage_entries(batch, key, state)?;
-        batch.insert(keys::state_key(key), state.encode_to_vec());
-        Ok(())
-    }
-
-    /// Adds the difference between the stored index entries of `key` and
-    /// those of `state` to `batch`.
-    fn stage_entries(
-        &self,
-        batch: &mut sled::Batch,
-        key: &str,
-        state: &PatientCareState,
-    ) -> Result<()> {
-        let entries_key = keys::entries_key(key);
-        let old = match self.inner.db.get(&entries_key)? {
-            Some(value) => keys::decode_entries(&value).map_err(|reason| StoreError::Corrupt {
-                key: keys::describe_key(&entries_key),
-                reason,
-            })?,
-            None => Vec::new(),
-        };
-        let new = cohort::index_entries(state);
-        for gone in old.iter().filter(|entry| !new.contains(entry)) {
-            batch.remove(keys::index_key(gone));
-        }
-        for added in new.iter().filter(|entry| !old.contains(entry)) {
-            batch.insert(keys::index_key(added), &[][..]);
-        }
-        if old != new {
-            batch.insert(entries_key, keys::encode_entries(&new));
-        }
-        Ok(())
-    }
-
-    /// Adds the `positions` of `topic` that move forward to `batch`, and
-    /// returns them.
-    fn stage_positions(
-        &self,
-        batch: &mut sled::Batch,
-        topic: &str,
-        positions: &BTreeMap<u32, u64>,
-    ) -> Result<BTreeMap<u32, u64>> {
-        let mut advanced = BTreeMap::new();
-        for (&partition, &next_offset) in positions {
-            let key = keys::position_key(topic, partition);
-            let stored = match self.inner.db.get(&key)? {
-                Some(value) => Some(decode_offset(&key, &value)?),
-                None => None,
-            };
-            if stored.is_some_and(|stored| stored >= next_offset) {
-                continue;
-            }
-            batch.insert(key, &next_offset.to_be_bytes()[..]);
-            advanced.insert(partition, next_offset);
-        }
-        Ok(advanced)
     }
 
     fn notify_watchers(&self, topic: &str, advanced: &BTreeMap<u32, u64>) {
@@ -404,13 +476,13 @@ impl Store {
     /// Makes every committed batch durable: for a graceful shutdown, or a
     /// caller that must not lose what it committed.
     pub fn flush(&self) -> Result<()> {
-        self.inner.db.flush()?;
+        self.db().flush()?;
         Ok(())
     }
 
     /// [`Store::flush`] without blocking the async runtime.
     pub async fn flush_async(&self) -> Result<()> {
-        self.inner.db.flush_async().await?;
+        self.db().flush_async().await?;
         Ok(())
     }
 
@@ -419,8 +491,7 @@ impl Store {
     /// inside (the query API's `GetCareState`).
     pub fn get_encoded(&self, patient_key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .inner
-            .db
+            .db()
             .get(keys::state_key(patient_key))?
             .map(|value| value.to_vec()))
     }
@@ -430,8 +501,7 @@ impl Store {
     /// names the survivor.
     pub fn get(&self, patient_key: &str) -> Result<Option<PatientCareState>> {
         let key = keys::state_key(patient_key);
-        self.inner
-            .db
+        self.db()
             .get(&key)?
             .map(|value| decode_state(&key, &value))
             .transpose()
@@ -440,18 +510,133 @@ impl Store {
     /// Per partition of `topic`, the next offset to read: every record below
     /// it is in the stored states. Partitions never committed are absent.
     pub fn applied(&self, topic: &str) -> Result<BTreeMap<u32, u64>> {
-        let prefix = keys::positions_prefix(topic);
-        let mut positions = BTreeMap::new();
-        for item in self.inner.db.scan_prefix(&prefix) {
+        applied_in(&self.db(), topic)
+    }
+
+    /// Marks where a generation swap may come: between two batches of a
+    /// writer, which holds the permit while a batch is folded and committed
+    /// and lets it go (after finishing its commit) when
+    /// [`Store::swap_requested`] says a swap waits. A writer that gets the
+    /// permit back checks [`Store::generation`]: if it changed, it reads
+    /// its positions again, since the store it writes is another.
+    pub async fn writer_permit(&self) -> WriterPermit {
+        WriterPermit {
+            _permit: Arc::clone(&self.inner.writers).read_owned().await,
+        }
+    }
+
+    /// Whether a swap waits for writers to let their permits go.
+    pub fn swap_requested(&self) -> bool {
+        self.inner.swap_requested.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every writer has let its permit go at a batch boundary,
+    /// and keeps them there until the returned guard is dropped: for a
+    /// generation swap, and the last catch-up of the replay before it.
+    /// Readers are never held.
+    pub async fn pause_writers(&self) -> WritersPaused {
+        self.inner.swap_requested.store(true, Ordering::SeqCst);
+        let exclusive = Arc::clone(&self.inner.writers).write_owned().await;
+        WritersPaused {
+            store: self.clone(),
+            _exclusive: exclusive,
+        }
+    }
+
+    /// Makes the live generation of `replacement` (a rebuilt store) this
+    /// store's, for every clone of this handle, atomically between two
+    /// reads; returns the previous generation as a handle of its own (to
+    /// compare it with the new one, then drop and remove it).
+    ///
+    /// Call it with the writers paused ([`Store::pause_writers`]) and the
+    /// replacement caught up with the log at least as far as this store:
+    /// positions then never go backwards, so consistency tokens keep
+    /// working, and watchers of positions are told the new ones. Nothing
+    /// may write through `replacement` afterwards.
+    pub fn swap_in(&self, replacement: &Store) -> Result<Store> {
+        let _writer = self.lock_writer();
+        let previous = self.inner.live.swap(replacement.inner.live.load_full());
+        let topics: Vec<String> = self.lock_watchers().keys().cloned().collect();
+        for topic in topics {
+            let positions = self.applied(&topic)?;
+            self.notify_watchers(&topic, &positions);
+        }
+        info!(
+            from_generation = previous.number,
+            to_generation = self.generation(),
+            "projection store generation swapped in"
+        );
+        Ok(Self::from_generation(previous, &self.inner.config))
+    }
+
+    /// Tells watchers of cohorts about `state` as if it had been committed:
+    /// after a swap, for the states the new generation holds differently.
+    pub fn announce(&self, state: Arc<PatientCareState>) {
+        if self.inner.changes.receiver_count() > 0 {
+            let _ = self.inner.changes.send(state);
+        }
+    }
+
+    /// The digest of every partition and the positions of `topic` that it
+    /// is at, read together (no commit lands in between).
+    pub fn digest_at(&self, topic: &str) -> Result<StoreDigest> {
+        let _writer = self.lock_writer();
+        let db = self.db();
+        let positions = applied_in(&db, topic)?;
+        let mut partitions = BTreeMap::new();
+        for item in db.scan_prefix(keys::DIGEST_PREFIX) {
             let (key, value) = item?;
             let partition =
-                keys::partition_of(&key, prefix.len()).map_err(|reason| StoreError::Corrupt {
+                keys::partition_of(&key, keys::DIGEST_PREFIX.len()).map_err(|reason| {
+                    StoreError::Corrupt {
+                        key: keys::describe_key(&key),
+                        reason,
+                    }
+                })?;
+            let digest = PartitionDigest::decode(&value).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(&key),
+                reason,
+            })?;
+            if digest.states > 0 {
+                partitions.insert(partition, digest);
+            }
+        }
+        Ok(StoreDigest {
+            generation: self.generation(),
+            positions,
+            partitions,
+        })
+    }
+
+    /// Every state in `partition`'s digest with its hash and the offset of
+    /// its last applied event, in patient-key order: to find which patients
+    /// differ when two digests do.
+    pub fn state_hashes(&self, partition: u32) -> Result<Vec<StateHash>> {
+        let mut hashes = Vec::new();
+        for item in self.db().scan_prefix(keys::ENTRIES_PREFIX) {
+            let (key, value) = item?;
+            let (summary, _) =
+                keys::decode_summary(&value).map_err(|reason| StoreError::Corrupt {
                     key: keys::describe_key(&key),
                     reason,
                 })?;
-            positions.insert(partition, decode_offset(&key, &value)?);
+            if summary.partition != partition {
+                continue;
+            }
+            let patient_key =
+                std::str::from_utf8(&key[keys::ENTRIES_PREFIX.len()..]).map_err(|e| {
+                    StoreError::Corrupt {
+                        key: keys::describe_key(&key),
+                        reason: format!("patient key is not UTF-8: {e}"),
+                    }
+                })?;
+            hashes.push(StateHash {
+                patient_key: patient_key.to_owned(),
+                hash: summary.hash,
+                offset: summary.offset,
+            });
         }
-        Ok(positions)
+        Ok(hashes)
     }
 
     /// Follows [`Store::applied`] of `topic`: the receiver holds the stored
@@ -493,7 +678,7 @@ impl Store {
     /// a patient keyed by NHS number).
     pub fn find_by_local_id(&self, local_id: &str) -> Result<Option<PatientCareState>> {
         let prefix = keys::index_key(&baton_care::cohort::identifier_prefix(local_id));
-        let Some(entry) = self.inner.db.scan_prefix(&prefix).keys().next() else {
+        let Some(entry) = self.db().scan_prefix(&prefix).keys().next() else {
             return Ok(None);
         };
         let entry = entry?;
@@ -524,6 +709,8 @@ impl Store {
     ) -> Result<CohortPage> {
         let limit = limit.max(1);
         let plan = cohort.plan(now);
+        // One generation for the whole page, should a swap come meanwhile.
+        let db = self.db();
         let mut page = CohortPage::default();
         let mut last_entry: Option<String> = None;
         let mut read = 0usize;
@@ -538,7 +725,7 @@ impl Store {
                 _ => Bound::Included(keys::index_key(&range.start)),
             };
             let end = Bound::Excluded(keys::index_key(&range.end));
-            for key in self.inner.db.range::<Vec<u8>, _>((start, end)).keys() {
+            for key in db.range::<Vec<u8>, _>((start, end)).keys() {
                 if read == limit {
                     page.next_after = last_entry;
                     return Ok(page);
@@ -552,7 +739,12 @@ impl Store {
                     }
                 })?;
                 let patient_key = Cohort::key_of_entry(entry);
-                let Some(state) = self.get(patient_key)? else {
+                let state_key = keys::state_key(patient_key);
+                let state = db
+                    .get(&state_key)?
+                    .map(|value| decode_state(&state_key, &value))
+                    .transpose()?;
+                let Some(state) = state else {
                     return Err(StoreError::Corrupt {
                         key: keys::describe_key(&key),
                         reason: format!(
@@ -595,7 +787,7 @@ impl Store {
             None => prefix.clone(),
         };
         let mut records = Vec::new();
-        for item in self.inner.db.range(start..) {
+        for item in self.db().range(start..) {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
                 break;
@@ -627,7 +819,7 @@ impl Store {
     /// Every state in patient-key order, read lazily: commits made while
     /// iterating may or may not be seen.
     pub fn states(&self) -> impl Iterator<Item = Result<PatientCareState>> + use<> {
-        self.inner.db.scan_prefix(keys::STATE_PREFIX).map(|item| {
+        self.db().scan_prefix(keys::STATE_PREFIX).map(|item| {
             let (key, value) = item?;
             decode_state(&key, &value)
         })
@@ -637,7 +829,7 @@ impl Store {
     /// every state: for verification and tests, not for a hot path.
     pub fn state_count(&self) -> Result<usize> {
         let mut count = 0;
-        for item in self.inner.db.scan_prefix(keys::STATE_PREFIX).keys() {
+        for item in self.db().scan_prefix(keys::STATE_PREFIX).keys() {
             item?;
             count += 1;
         }
@@ -647,42 +839,172 @@ impl Store {
     /// Every cohort index entry in order, as [`cohort::index_entries`]
     /// makes them: to verify the index against the states.
     pub fn index_entries(&self) -> impl Iterator<Item = Result<String>> + use<> {
-        self.inner
-            .db
-            .scan_prefix(keys::INDEX_PREFIX)
-            .keys()
-            .map(|key| {
-                let key = key?;
-                String::from_utf8(key[keys::INDEX_PREFIX.len()..].to_vec()).map_err(|e| {
-                    StoreError::Corrupt {
-                        key: keys::describe_key(&key),
-                        reason: format!("index entry is not UTF-8: {e}"),
-                    }
-                })
+        self.db().scan_prefix(keys::INDEX_PREFIX).keys().map(|key| {
+            let key = key?;
+            String::from_utf8(key[keys::INDEX_PREFIX.len()..].to_vec()).map_err(|e| {
+                StoreError::Corrupt {
+                    key: keys::describe_key(&key),
+                    reason: format!("index entry is not UTF-8: {e}"),
+                }
             })
+        })
     }
 
-    /// A digest of every state (patient key and encoded state, in key
-    /// order) as 16 hex digits: equal for two stores holding equal states,
-    /// so a replay can be compared with the live store. Positions and the
-    /// index are not included; they follow from the states and the log.
+    /// A digest of every state as 32 hex digits: the sum of the partition
+    /// digests of [`Store::digest_at`], equal for two stores holding equal
+    /// states however they were written, so a replay can be compared with
+    /// the live store. Positions and the index are not included; they
+    /// follow from the states and the log.
     pub fn digest(&self) -> Result<String> {
-        let mut hash = Fnv1a64::new();
-        for item in self.inner.db.scan_prefix(keys::STATE_PREFIX) {
+        let digest = self.digest_at("")?;
+        let sum = digest
+            .partitions
+            .values()
+            .fold(0u128, |sum, partition| sum.wrapping_add(partition.sum));
+        Ok(format!("{sum:032x}"))
+    }
+
+    /// Recomputes every digest and summary from the states, as a check of
+    /// the ones kept by commits: for tests and `baton verify`'s own checks.
+    pub fn recomputed_digests(&self) -> Result<BTreeMap<u32, PartitionDigest>> {
+        let mut digests: BTreeMap<u32, PartitionDigest> = BTreeMap::new();
+        for item in self.db().scan_prefix(keys::STATE_PREFIX) {
             let (key, value) = item?;
-            hash.write_field(&key[keys::STATE_PREFIX.len()..]);
-            hash.write_field(&value);
+            let state = decode_state(&key, &value)?;
+            let summary = summary_of(&state, &value);
+            digests
+                .entry(summary.partition)
+                .or_default()
+                .add(summary.hash);
         }
-        Ok(format!("{:016x}", hash.finish()))
+        Ok(digests)
     }
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("path", &self.path())
+            .field("generation", &self.generation())
             .finish_non_exhaustive()
     }
+}
+
+/// The summary the store keeps of `state`, encoded as `encoded`.
+fn summary_of(state: &PatientCareState, encoded: &[u8]) -> Summary {
+    let (partition, offset) = state
+        .applied
+        .as_ref()
+        .map_or((keys::UNPLACED_PARTITION, 0), |applied| {
+            (applied.partition, applied.offset)
+        });
+    Summary {
+        hash: keys::state_hash(&state.patient_key, encoded),
+        partition,
+        offset,
+    }
+}
+
+/// The digest of `partition` as the batch being staged leaves it: read
+/// from `db` the first time.
+fn digest_in<'a>(
+    db: &sled::Db,
+    digests: &'a mut BTreeMap<u32, PartitionDigest>,
+    partition: u32,
+) -> Result<&'a mut PartitionDigest> {
+    if let std::collections::btree_map::Entry::Vacant(vacant) = digests.entry(partition) {
+        let key = keys::digest_key(partition);
+        let digest = match db.get(&key)? {
+            Some(value) => {
+                PartitionDigest::decode(&value).map_err(|reason| StoreError::Corrupt {
+                    key: keys::describe_key(&key),
+                    reason,
+                })?
+            }
+            None => PartitionDigest::default(),
+        };
+        vacant.insert(digest);
+    }
+    Ok(digests.get_mut(&partition).expect("inserted above"))
+}
+
+/// Adds `state`, the difference between its stored and new index entries
+/// and its move in the digests to `batch`.
+fn stage_state(
+    db: &sled::Db,
+    batch: &mut sled::Batch,
+    digests: &mut BTreeMap<u32, PartitionDigest>,
+    key: &str,
+    state: &PatientCareState,
+) -> Result<()> {
+    let entries_key = keys::entries_key(key);
+    let (old_summary, old) = match db.get(&entries_key)? {
+        Some(value) => {
+            let (summary, entries) =
+                keys::decode_summary(&value).map_err(|reason| StoreError::Corrupt {
+                    key: keys::describe_key(&entries_key),
+                    reason,
+                })?;
+            (Some(summary), entries)
+        }
+        None => (None, Vec::new()),
+    };
+    let encoded = state.encode_to_vec();
+    let summary = summary_of(state, &encoded);
+    let new = cohort::index_entries(state);
+    for gone in old.iter().filter(|entry| !new.contains(entry)) {
+        batch.remove(keys::index_key(gone));
+    }
+    for added in new.iter().filter(|entry| !old.contains(entry)) {
+        batch.insert(keys::index_key(added), &[][..]);
+    }
+    if let Some(old_summary) = old_summary {
+        digest_in(db, digests, old_summary.partition)?.remove(old_summary.hash);
+    }
+    digest_in(db, digests, summary.partition)?.add(summary.hash);
+    batch.insert(entries_key, keys::encode_summary(&summary, &new));
+    batch.insert(keys::state_key(key), encoded);
+    Ok(())
+}
+
+/// Adds the `positions` of `topic` that move forward to `batch`, and
+/// returns them.
+fn stage_positions(
+    db: &sled::Db,
+    batch: &mut sled::Batch,
+    topic: &str,
+    positions: &BTreeMap<u32, u64>,
+) -> Result<BTreeMap<u32, u64>> {
+    let mut advanced = BTreeMap::new();
+    for (&partition, &next_offset) in positions {
+        let key = keys::position_key(topic, partition);
+        let stored = match db.get(&key)? {
+            Some(value) => Some(decode_offset(&key, &value)?),
+            None => None,
+        };
+        if stored.is_some_and(|stored| stored >= next_offset) {
+            continue;
+        }
+        batch.insert(key, &next_offset.to_be_bytes()[..]);
+        advanced.insert(partition, next_offset);
+    }
+    Ok(advanced)
+}
+
+/// Per partition of `topic`, the next offset to read, as stored in `db`.
+fn applied_in(db: &sled::Db, topic: &str) -> Result<BTreeMap<u32, u64>> {
+    let prefix = keys::positions_prefix(topic);
+    let mut positions = BTreeMap::new();
+    for item in db.scan_prefix(&prefix) {
+        let (key, value) = item?;
+        let partition =
+            keys::partition_of(&key, prefix.len()).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(&key),
+                reason,
+            })?;
+        positions.insert(partition, decode_offset(&key, &value)?);
+    }
+    Ok(positions)
 }
 
 /// Refuses a store written in a newer format; stamps an empty one with
@@ -700,6 +1022,9 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
                     found,
                     supported: keys::FORMAT_VERSION,
                 });
+            }
+            if found == 1 {
+                return migrate_from_format_1(db, path);
             }
             if found < keys::FORMAT_VERSION {
                 return Err(StoreError::Corrupt {
@@ -722,6 +1047,61 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
                 .to_owned(),
         }),
     }
+}
+
+/// Format 1 kept only the index entries under `e/` and no digests: puts
+/// each state's summary in front of its entries and sums the digests, then
+/// stamps format 2. Interrupted, it runs again on the next open (the format
+/// is stamped last, in the batch of the digests).
+fn migrate_from_format_1(db: &sled::Db, path: &Path) -> Result<()> {
+    info!(path = %path.display(), "migrating the projection store from format 1 to 2 (state digests)");
+    let mut digests: BTreeMap<u32, PartitionDigest> = BTreeMap::new();
+    let mut batch = sled::Batch::default();
+    let mut migrated = 0usize;
+    for item in db.scan_prefix(keys::STATE_PREFIX) {
+        let (key, value) = item?;
+        let state = decode_state(&key, &value)?;
+        let entries_key = keys::entries_key(&state.patient_key);
+        let entries = match db.get(&entries_key)? {
+            // A previous, interrupted migration may have written this one.
+            Some(old) => match keys::decode_summary(&old) {
+                Ok((_, entries)) if migrated_already(&old, &state, &value) => entries,
+                _ => keys::decode_entries(&old).map_err(|reason| StoreError::Corrupt {
+                    key: keys::describe_key(&entries_key),
+                    reason,
+                })?,
+            },
+            None => cohort::index_entries(&state),
+        };
+        let summary = summary_of(&state, &value);
+        digests
+            .entry(summary.partition)
+            .or_default()
+            .add(summary.hash);
+        batch.insert(entries_key, keys::encode_summary(&summary, &entries));
+        migrated += 1;
+        if migrated.is_multiple_of(10_000) {
+            db.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    for item in db.scan_prefix(keys::DIGEST_PREFIX).keys() {
+        batch.remove(item?);
+    }
+    for (&partition, digest) in &digests {
+        batch.insert(keys::digest_key(partition), digest.encode());
+    }
+    batch.insert(keys::FORMAT_KEY, &keys::FORMAT_VERSION.to_be_bytes()[..]);
+    db.apply_batch(batch)?;
+    db.flush()?;
+    info!(states = migrated, "projection store migrated to format 2");
+    Ok(())
+}
+
+/// Whether `entries_value` already holds the summary of `state` (written by
+/// an interrupted migration), rather than format 1's bare entries.
+fn migrated_already(entries_value: &[u8], state: &PatientCareState, encoded: &[u8]) -> bool {
+    keys::decode_summary(entries_value)
+        .is_ok_and(|(summary, _)| summary == summary_of(state, encoded))
 }
 
 fn decode_state(key: &[u8], value: &[u8]) -> Result<PatientCareState> {

@@ -1,0 +1,231 @@
+//! Digests kept by commits, the migration that adds them to an older
+//! store, and swapping a rebuilt generation in under readers and writers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use baton_care::fixtures::{admitted, transferred};
+use baton_care::{ValidEvent, apply, new_state};
+use baton_proto::events::v1::CareEvent;
+use baton_proto::state::v1::{AppliedPosition, PatientCareState};
+use baton_store::{Commit, Store, StoreConfig};
+use tempfile::TempDir;
+
+const TOPIC: &str = "baton.care-events.v1";
+
+/// `events` folded, as the projector leaves it: with its last applied
+/// position.
+fn state(events: Vec<CareEvent>, partition: u32, offset: u64) -> PatientCareState {
+    let events: Vec<ValidEvent> = events
+        .into_iter()
+        .map(|event| ValidEvent::new(event).unwrap())
+        .collect();
+    let mut state = new_state(events[0].key());
+    for event in &events {
+        apply(&mut state, event).unwrap();
+    }
+    state.applied = Some(AppliedPosition { partition, offset });
+    state
+}
+
+fn patients() -> Vec<PatientCareState> {
+    vec![
+        state(vec![admitted("H1", "V1", 1_000, "WARD-1")], 0, 0),
+        state(vec![admitted("H2", "V1", 1_000, "WARD-2")], 1, 0),
+        state(vec![admitted("H3", "V1", 1_000, "WARD-3")], 1, 1),
+        state(
+            vec![
+                admitted("H4", "V1", 1_000, "WARD-1"),
+                transferred("H4", "V1", 2_000, "WARD-9"),
+            ],
+            0,
+            1,
+        ),
+    ]
+}
+
+#[test]
+fn commits_keep_each_partition_s_digest_equal_to_one_computed_from_the_states() {
+    let store = Store::temporary().unwrap();
+    let states = patients();
+    store
+        .commit(
+            &Commit::new(TOPIC)
+                .with_states(states.clone())
+                .with_position(0, 2)
+                .with_position(1, 2),
+        )
+        .unwrap();
+    let digest = store.digest_at(TOPIC).unwrap();
+    assert_eq!(digest.positions, BTreeMap::from([(0, 2), (1, 2)]));
+    assert_eq!(digest.partitions.len(), 2);
+    assert_eq!(digest.partitions[&0].states, 2);
+    assert_eq!(digest.partitions[&1].states, 2);
+    assert_eq!(digest.partitions, store.recomputed_digests().unwrap());
+
+    // The same states written in another order and other batches.
+    let other = Store::temporary().unwrap();
+    for state in states.iter().rev() {
+        other
+            .commit(&Commit::new(TOPIC).with_state(state.clone()))
+            .unwrap();
+    }
+    assert_eq!(
+        other.digest_at(TOPIC).unwrap().partitions,
+        digest.partitions
+    );
+
+    // A state that changes moves its partition's digest, and only that one.
+    let moved = state(
+        vec![
+            admitted("H1", "V1", 1_000, "WARD-1"),
+            transferred("H1", "V1", 3_000, "WARD-5"),
+        ],
+        0,
+        2,
+    );
+    store
+        .commit(&Commit::new(TOPIC).with_state(moved).with_position(0, 3))
+        .unwrap();
+    let after = store.digest_at(TOPIC).unwrap();
+    assert_ne!(after.partitions[&0], digest.partitions[&0]);
+    assert_eq!(after.partitions[&1], digest.partitions[&1]);
+    assert_eq!(after.partitions[&0].states, 2);
+    assert_eq!(after.partitions, store.recomputed_digests().unwrap());
+
+    let hashes = store.state_hashes(0).unwrap();
+    let keys: Vec<(&str, u64)> = hashes
+        .iter()
+        .map(|hash| (hash.patient_key.as_str(), hash.offset))
+        .collect();
+    assert_eq!(keys, vec![("RXX:H1", 2), ("RXX:H4", 1)]);
+}
+
+#[test]
+fn a_format_1_store_gains_its_digests_when_opened() {
+    let dir = TempDir::new().unwrap();
+    let expected = {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_states(patients())
+                    .with_position(0, 2),
+            )
+            .unwrap();
+        store.flush().unwrap();
+        store.digest_at(TOPIC).unwrap()
+    };
+    // Rewrite it as Baton of format 1 left it: bare index entries under
+    // `e/` (each value after its 28-byte summary), no digests.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        for item in db.scan_prefix("e/") {
+            let (key, value) = item.unwrap();
+            db.insert(key, &value[28..]).unwrap();
+        }
+        for key in db.scan_prefix("d/").keys() {
+            db.remove(key.unwrap()).unwrap();
+        }
+        db.insert("meta/format", &1u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    assert_eq!(store.digest_at(TOPIC).unwrap(), expected);
+    let ward = baton_care::cohort::Cohort {
+        ward: Some("WARD-9".into()),
+        ..Default::default()
+    };
+    let page = store
+        .list_cohort(&ward, None, 10, baton_care::Instant::UNSET)
+        .unwrap();
+    assert_eq!(page.states.len(), 1, "the index entries are kept");
+}
+
+#[tokio::test]
+async fn a_swap_moves_every_handle_to_the_new_generation_and_tells_position_watchers() {
+    let dir = TempDir::new().unwrap();
+    let live = Store::open(dir.path().join("store"), &StoreConfig::default()).unwrap();
+    let reader = live.clone();
+    live.commit(
+        &Commit::new(TOPIC)
+            .with_state(patients()[0].clone())
+            .with_position(0, 1),
+    )
+    .unwrap();
+    let mut positions = live.watch(TOPIC);
+
+    let rebuilt =
+        Store::open_generation(dir.path().join("store.g1"), &StoreConfig::default(), 1).unwrap();
+    rebuilt
+        .commit(
+            &Commit::new(TOPIC)
+                .with_states(patients())
+                .with_position(0, 2)
+                .with_position(1, 2),
+        )
+        .unwrap();
+    // Reopening for a resumed replay gives the same generation; another
+    // number is refused.
+    {
+        let other = Store::open(dir.path().join("other"), &StoreConfig::default()).unwrap();
+        other
+            .commit(&Commit::new(TOPIC).with_state(patients()[0].clone()))
+            .unwrap();
+    }
+    let refused = Store::open_generation(dir.path().join("other"), &StoreConfig::default(), 7)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("holds generation 0, not 7"), "{refused}");
+
+    let paused = live.pause_writers().await;
+    let previous = live.swap_in(&rebuilt).unwrap();
+    drop(paused);
+
+    assert_eq!(reader.generation(), 1);
+    assert_eq!(reader.state_count().unwrap(), 4);
+    assert_eq!(reader.applied(TOPIC).unwrap()[&1], 2);
+    assert_eq!(previous.generation(), 0);
+    assert_eq!(previous.state_count().unwrap(), 1);
+    positions.changed().await.unwrap();
+    assert_eq!(
+        *positions.borrow_and_update(),
+        BTreeMap::from([(0, 2), (1, 2)])
+    );
+    // Commits through the live handle land in the new generation.
+    live.commit(&Commit::new(TOPIC).with_position(1, 5))
+        .unwrap();
+    assert_eq!(rebuilt.applied(TOPIC).unwrap()[&1], 5);
+}
+
+#[tokio::test]
+async fn a_pause_waits_for_every_writer_to_reach_a_batch_boundary() {
+    let store = Store::temporary().unwrap();
+    let permit = store.writer_permit().await;
+    assert!(!store.swap_requested());
+    let pausing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.pause_writers().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store.swap_requested(), "the writer is asked to stop");
+    assert!(!pausing.is_finished(), "and the pause waits for it");
+
+    drop(permit);
+    let paused = tokio::time::timeout(Duration::from_secs(5), pausing)
+        .await
+        .expect("the pause begins once the permit is let go")
+        .unwrap();
+    let again = {
+        let store = store.clone();
+        tokio::spawn(async move { store.writer_permit().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!again.is_finished(), "no writer starts during the pause");
+    drop(paused);
+    let _permit = tokio::time::timeout(Duration::from_secs(5), again)
+        .await
+        .expect("writers go on after the pause")
+        .unwrap();
+    assert!(!store.swap_requested());
+}
