@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "baton/state/v1/state.proto",
     "baton/ingest/v1/ingest.proto",
     "baton/query/v1/query.proto",
+    "baton/admin/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

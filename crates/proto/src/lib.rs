@@ -10,6 +10,7 @@
 //! - [`events::v1`]: the `CareEvent` envelope and its payloads.
 //! - [`state::v1`]: `PatientCareState`, what the projector folds events into.
 //! - [`ingest::v1`], [`query::v1`]: the gRPC services.
+//! - [`admin::v1`]: the operations API (replay, verify, lag, dead letters).
 //!
 //! ```
 //! use baton_proto::events::v1::CareEvent;
@@ -112,4 +113,26 @@ named! {
     query::v1::GetTimelineResponse => "baton.query.v1.GetTimelineResponse",
     query::v1::TimelineEntry => "baton.query.v1.TimelineEntry",
     query::v1::GetCareStateAsOfResponse => "baton.query.v1.GetCareStateAsOfResponse",
+    admin::v1::GetPositionsResponse => "baton.admin.v1.GetPositionsResponse",
+    admin::v1::GetDigestResponse => "baton.admin.v1.GetDigestResponse",
+    admin::v1::ReplayStatus => "baton.admin.v1.ReplayStatus",
+    admin::v1::VerifyReport => "baton.admin.v1.VerifyReport",
+    admin::v1::DeadLetter => "baton.admin.v1.DeadLetter",
+    admin::v1::ListDeadLettersResponse => "baton.admin.v1.ListDeadLettersResponse",
+    admin::v1::RedriveDeadLettersResponse => "baton.admin.v1.RedriveDeadLettersResponse",
+    admin::v1::PurgeDeadLettersResponse => "baton.admin.v1.PurgeDeadLettersResponse",
+    admin::v1::RedriveRecord => "baton.admin.v1.RedriveRecord",
+}
+
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("baton.admin.v1");
+    }
 }

@@ -8,7 +8,8 @@
 //!   `[kafka]` and `[topics]` tables, `BATON_KAFKA__*` / `BATON_TOPICS__*`
 //!   and `--kafka`, `--kafka-option`, `--partitions`.
 //! - [`DataDir`]: the local folder holding the embedded log and the
-//!   projection store.
+//!   projection store's generations.
+//! - [`Listen`]: a listener's address setting, or `off`.
 //! - [`grpc::serve`]: a gRPC API on its listener, with health checking,
 //!   server reflection (v1 and v1alpha) and `TCP_NODELAY`.
 //! - [`shutdown_signal`]: completes on Ctrl-C or SIGTERM.
@@ -28,6 +29,9 @@
 //! ```
 
 pub mod grpc;
+mod listen;
+
+pub use listen::Listen;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -271,9 +275,17 @@ impl DataDir {
         self.root.join("log")
     }
 
-    /// The projector's store (`baton up` and `baton-projector`).
-    pub fn store_path(&self) -> PathBuf {
-        self.root.join("store")
+    /// The generations of the projector's store (`baton up` and
+    /// `baton-projector`): `store/`, then `store.g1/`… after replays, and
+    /// `store.live` naming the live one.
+    pub fn store_generations(&self) -> baton_store::Generations {
+        baton_store::Generations::new(&self.root, "store")
+    }
+
+    /// Where the projector's dead-letter listing starts (`baton dlq
+    /// purge`) on the embedded log.
+    pub fn dead_letters_start_path(&self) -> PathBuf {
+        self.root.join("dead-letters.start")
     }
 
     /// A query replica's own store (`baton-query`), apart from the

@@ -25,6 +25,12 @@ use prost::Message;
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
 /// Header carrying the W3C trace context of the event that produced the state.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header naming the store generation a state was published from, as
+/// decimal text; absent means generation 0. A replay that changes the fold
+/// may give a state a lower `version` in the new generation than it had in
+/// the old one: readers compare (generation, version), not the version
+/// alone. See [`generation_of`].
+pub const GENERATION_HEADER: &str = "baton-generation";
 /// Keys of progress records start with this; patient keys never do.
 pub const PROGRESS_KEY_PREFIX: &str = "progress/";
 
@@ -42,6 +48,16 @@ pub fn state_record(
         record = record.with_header(TRACEPARENT_HEADER, traceparent);
     }
     record
+}
+
+/// The store generation `record` (a state record) was published from: 0
+/// when it names none, or names it unreadably.
+pub fn generation_of(record: &Record) -> u64 {
+    record
+        .header(GENERATION_HEADER)
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The record saying every event of `partition` of `events_topic` below

@@ -190,7 +190,7 @@ const SUMMARY_LEN: usize = 16 + 4 + 8;
 
 /// The hash of one state in the digest: xxh3-128 of the patient key (length
 /// first) and the encoded state. Stable across builds and platforms.
-pub(crate) fn state_hash(patient_key: &str, encoded: &[u8]) -> u128 {
+pub fn state_hash(patient_key: &str, encoded: &[u8]) -> u128 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&(patient_key.len() as u64).to_be_bytes());
     hasher.update(patient_key.as_bytes());
@@ -236,24 +236,28 @@ pub struct PartitionDigest {
 }
 
 impl PartitionDigest {
-    pub(crate) fn add(&mut self, hash: u128) {
+    /// Adds a state's hash.
+    pub fn add(&mut self, hash: u128) {
         self.sum = self.sum.wrapping_add(hash);
         self.states += 1;
     }
 
-    pub(crate) fn remove(&mut self, hash: u128) {
+    /// Takes a state's hash out.
+    pub fn remove(&mut self, hash: u128) {
         self.sum = self.sum.wrapping_sub(hash);
         self.states = self.states.saturating_sub(1);
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The sum, then the count, big-endian: 24 bytes.
+    pub fn encode(&self) -> Vec<u8> {
         let mut value = Vec::with_capacity(24);
         value.extend_from_slice(&self.sum.to_be_bytes());
         value.extend_from_slice(&self.states.to_be_bytes());
         value
     }
 
-    pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
+    /// Reads what [`PartitionDigest::encode`] wrote.
+    pub fn decode(value: &[u8]) -> Result<Self, String> {
         let bytes: [u8; 24] = value.try_into().map_err(|_| {
             format!(
                 "value has {} bytes; expected a 16-byte sum and an 8-byte count",

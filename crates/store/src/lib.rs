@@ -106,7 +106,7 @@ pub use error::{Result, StoreError};
 pub mod generations;
 
 pub use generations::{Generations, ReplayMarker};
-pub use keys::{PartitionDigest, UNPLACED_PARTITION};
+pub use keys::{PartitionDigest, UNPLACED_PARTITION, state_hash};
 pub use store::{
     CohortPage, StateHash, Store, StoreConfig, StoreDigest, WriterPermit, WritersPaused,
 };

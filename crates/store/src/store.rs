@@ -123,6 +123,8 @@ pub struct StoreDigest {
 pub struct StateHash {
     pub patient_key: String,
     pub hash: u128,
+    /// The partition whose digest holds it: that of its last applied event.
+    pub partition: u32,
     /// Offset of the state's last applied event, in its partition.
     pub offset: u64,
 }
@@ -613,16 +615,25 @@ impl Store {
     /// differ when two digests do.
     pub fn state_hashes(&self, partition: u32) -> Result<Vec<StateHash>> {
         let mut hashes = Vec::new();
-        for item in self.db().scan_prefix(keys::ENTRIES_PREFIX) {
+        for hash in self.hashes() {
+            let hash = hash?;
+            if hash.partition == partition {
+                hashes.push(hash);
+            }
+        }
+        Ok(hashes)
+    }
+
+    /// Every state's hash, in patient-key order, read lazily: to compare
+    /// two generations without decoding their states.
+    pub fn hashes(&self) -> impl Iterator<Item = Result<StateHash>> + use<> {
+        self.db().scan_prefix(keys::ENTRIES_PREFIX).map(|item| {
             let (key, value) = item?;
             let (summary, _) =
                 keys::decode_summary(&value).map_err(|reason| StoreError::Corrupt {
                     key: keys::describe_key(&key),
                     reason,
                 })?;
-            if summary.partition != partition {
-                continue;
-            }
             let patient_key =
                 std::str::from_utf8(&key[keys::ENTRIES_PREFIX.len()..]).map_err(|e| {
                     StoreError::Corrupt {
@@ -630,13 +641,13 @@ impl Store {
                         reason: format!("patient key is not UTF-8: {e}"),
                     }
                 })?;
-            hashes.push(StateHash {
+            Ok(StateHash {
                 patient_key: patient_key.to_owned(),
                 hash: summary.hash,
+                partition: summary.partition,
                 offset: summary.offset,
-            });
-        }
-        Ok(hashes)
+            })
+        })
     }
 
     /// Follows [`Store::applied`] of `topic`: the receiver holds the stored

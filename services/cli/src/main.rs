@@ -9,10 +9,12 @@
 //! - `read.rs`: `baton state get` (now or as of a time) and `baton timeline`.
 //! - `cohort.rs`: `baton cohort` and `baton watch`, and their filters.
 //! - `render.rs`: care states as people read them.
+//! - `ops.rs`: `baton replay`, `verify`, `lag` and `dlq`, for operators.
 
 mod cohort;
 mod demo;
 mod hl7;
+mod ops;
 mod publish;
 mod read;
 mod render;
@@ -39,6 +41,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   baton timeline 9990000018
 ///   baton publish events.jsonl
 ///   baton hl7 map adt.hl7        what HL7 v2 messages map to
+///   baton lag                    how far each store is behind the log
+///   baton verify                 check the projection against a fresh fold
+///   baton replay                 rebuild the projection, no read downtime
+///   baton dlq list               the records that could not be applied
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, propagate_version = true)]
 struct Cli {
@@ -57,6 +63,11 @@ enum Command {
     Watch(cohort::WatchArgs),
     #[command(subcommand)]
     Hl7(hl7::Hl7Command),
+    Replay(ops::ReplayArgs),
+    Verify(ops::VerifyArgs),
+    Lag(ops::LagArgs),
+    #[command(subcommand)]
+    Dlq(ops::DlqCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +88,10 @@ fn main() -> std::process::ExitCode {
             Command::Cohort(args) => cohort::cohort(args).await,
             Command::Watch(args) => cohort::watch(args).await,
             Command::Hl7(command) => hl7::hl7(command).await,
+            Command::Replay(args) => ops::replay(args).await,
+            Command::Verify(args) => ops::verify(args).await,
+            Command::Lag(args) => ops::lag(args).await,
+            Command::Dlq(command) => ops::dlq(command).await,
         }
     });
     match outcome {

@@ -14,7 +14,7 @@ use baton_proto::state::v1::{
 use prost_types::Timestamp;
 
 /// `2026-01-05 09:30` (UTC), or `-` when unknown.
-fn when(timestamp: Option<&Timestamp>) -> String {
+pub(crate) fn when(timestamp: Option<&Timestamp>) -> String {
     timestamp.map_or_else(
         || "-".to_owned(),
         |t| {

@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use baton_ingest::mllp::SystemClock;
 use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
-use baton_projector::{Projector, ProjectorConfig};
-use baton_query::{QueryConfig, QueryService, TimelineIndexer};
-use baton_runtime::{Backbone, DataDir};
+use baton_projector::dead_letters::{DeadLetters, FilePurgeStart};
+use baton_projector::{AdminService, Projector, ProjectorConfig, Replays};
+use baton_query::{QueryConfig, QueryService, TimelineIndexer, TimelineRebuild};
+use baton_runtime::{Backbone, DataDir, Listen};
 use baton_store::Store;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,11 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     mllp_listen: Option<MllpListen>,
+    /// Address of the admin API (baton replay, verify, lag, dlq), or "off"
+    /// [default: 127.0.0.1:50053]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<Listen>,
     #[command(flatten)]
     #[serde(skip)]
     log: baton_runtime::LogFlags,
@@ -78,6 +85,7 @@ pub(crate) struct UpConfig {
     ingest_listen: SocketAddr,
     query_listen: SocketAddr,
     mllp_listen: MllpListen,
+    admin_listen: Listen,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -87,12 +95,14 @@ impl Default for UpConfig {
     fn default() -> Self {
         let ingest = IngestConfig::default();
         let query = QueryConfig::default();
+        let projector = ProjectorConfig::default();
         Self {
             data_dir: PathBuf::from("baton-data"),
             ingest_listen: ingest.listen,
             query_listen: query.listen,
             mllp_listen: ingest.mllp_listen,
-            projector: ProjectorConfig::default(),
+            admin_listen: projector.admin_listen,
+            projector,
             query,
             ingest,
         }
@@ -107,6 +117,7 @@ impl UpConfig {
         self.ingest.listen = self.ingest_listen;
         self.ingest.mllp_listen = self.mllp_listen;
         self.query.listen = self.query_listen;
+        self.projector.admin_listen = self.admin_listen;
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -129,15 +140,17 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
     let log = backbone.open_log(&data).await?;
+    let generations = data.store_generations();
+    let store_path = generations.live_path()?;
     // One store serves the projector and the query API: the larger cache.
     let mut store_config = config.projector.store();
     store_config.cache_capacity_bytes = store_config
         .cache_capacity_bytes
         .max(config.query.store().cache_capacity_bytes);
-    let store = Store::open(data.store_path(), &store_config).with_context(|| {
+    let store = Store::open(&store_path, &store_config).with_context(|| {
         format!(
             "cannot open the projection store in {}",
-            data.store_path().display()
+            store_path.display()
         )
     })?;
 
@@ -149,6 +162,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let admin_listener = match config.admin_listen.address() {
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} for the admin API: is another Baton running? (choose another address with --admin-listen, or --admin-listen off)")
+        })?),
+        None => None,
+    };
+    let admin_address = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let mllp_address = mllp_listener
         .as_ref()
         .map(TcpListener::local_addr)
@@ -170,6 +193,32 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         backbone.topics.clone(),
     )
     .await?;
+    let replays = Replays::new(
+        log.clone(),
+        store.clone(),
+        generations,
+        config.projector.clone(),
+        backbone.topics.clone(),
+        vec![Arc::new(TimelineRebuild::new(
+            log.clone(),
+            backbone.topics.clone(),
+        ))],
+    );
+    let dead_letters = DeadLetters::new(
+        log.clone(),
+        backbone.topics.clone(),
+        Arc::new(FilePurgeStart::new(data.dead_letters_start_path())),
+    );
+    let admin = admin_listener.map(|listener| {
+        let admin = AdminService::projector(
+            store.clone(),
+            log.clone(),
+            backbone.topics.clone(),
+            replays.clone(),
+            dead_letters,
+        );
+        (admin, listener)
+    });
     let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
     let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
 
@@ -186,7 +235,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            baton_projector::run(projector, stop.cancelled_owned())
+            baton_projector::run_with_admin(projector, admin, stop.cancelled_owned())
                 .await
                 .map(drop)
                 .context("projector")
@@ -211,6 +260,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         });
     }
 
+    // After every service is running: a resumed replay pauses them at its swap.
+    if replays.resume_interrupted()? {
+        println!("Resuming the replay a restart interrupted (baton replay --status to follow it).");
+    }
     println!("Baton is up, on {}", backbone.describe(&data));
     println!("  ingest  http://{ingest_address}  (gRPC baton.ingest.v1.CareEventIngest)");
     println!("  query   http://{query_address}  (gRPC baton.query.v1.CareStateQuery)");
@@ -220,6 +273,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             config.ingest.hl7_time_zone
         ),
         None => println!("  mllp    off"),
+    }
+    match admin_address {
+        Some(address) => println!(
+            "  admin   http://{address}  (gRPC baton.admin.v1.Operations: baton replay | verify | lag | dlq)"
+        ),
+        None => println!("  admin   off"),
     }
     println!(
         "Health checking and server reflection are on (grpcurl -plaintext {query_address} list)."

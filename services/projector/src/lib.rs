@@ -27,13 +27,23 @@
 //! - `lib.rs`: [`ProjectorConfig`], [`Projector`] and its run loop.
 //! - `batch.rs`: folding one batch, without IO.
 //! - `publish.rs`: commit, then publish to the changelog.
+//! - `replay.rs`: [`Replays`], rebuilding into a new store generation and
+//!   swapping it in.
+//! - `verify.rs`: folding the log again in memory to check stores' digests.
+//! - `dead_letters.rs`: listing, showing, redriving and purging dead letters.
+//! - `admin.rs`: [`AdminService`], the `baton.admin.v1.Operations` API.
 
+pub mod admin;
 mod batch;
+pub mod dead_letters;
 mod publish;
+pub mod replay;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_log::topics::Topics;
@@ -42,9 +52,11 @@ use baton_proto::state::v1::PatientCareState;
 use baton_store::{Commit, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
+pub use admin::AdminService;
 pub use batch::dead_letter_headers;
 use batch::{BatchOutcome, StateSource, fold_batch};
 use publish::Publisher;
+pub use replay::{Rebuild, RebuildFactory, Replays};
 
 /// Settings of the projector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +78,9 @@ pub struct ProjectorConfig {
     /// sled's page cache of the projection store, in MiB: memory stays
     /// bounded by it however large the store grows.
     pub store_cache_mib: u64,
+    /// Address of the admin API (`baton.admin.v1.Operations`: replay,
+    /// verify, lag, dead letters), or `off`.
+    pub admin_listen: baton_runtime::Listen,
 }
 
 impl Default for ProjectorConfig {
@@ -76,6 +91,7 @@ impl Default for ProjectorConfig {
             state_cache_entries: 200_000,
             publish_states: true,
             store_cache_mib: 256,
+            admin_listen: baton_runtime::Listen::loopback(admin::DEFAULT_PORT),
         }
     }
 }
@@ -111,6 +127,12 @@ pub enum ProjectorError {
     Store(#[from] StoreError),
     #[error("a blocking store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("replay: {0}")]
+    Replay(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("admin API: {0}")]
+    Admin(#[from] tonic::transport::Error),
 }
 
 pub type Result<T, E = ProjectorError> = std::result::Result<T, E>;
@@ -144,6 +166,13 @@ pub struct Projector {
     /// Commits and publishes batches, one at a time and in order.
     publisher: Publisher,
     stats: ProjectorStats,
+    /// A rebuild (replay, verification) folds a log whose effects are in it
+    /// already: it appends no merge hand-overs (the live projector did,
+    /// and the fold meets them further on) and writes no dead letters (the
+    /// live projector wrote them); it counts them.
+    rebuild: bool,
+    /// Records read so far, for whoever shows progress.
+    records_read: Arc<AtomicU64>,
 }
 
 impl Projector {
@@ -175,7 +204,39 @@ impl Projector {
             cache: HashMap::new(),
             publisher,
             stats: ProjectorStats::default(),
+            rebuild: false,
+            records_read: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// A projector that rebuilds `store` (a new generation, or a scratch
+    /// store) from the log: it publishes nothing, appends no hand-overs and
+    /// writes no dead letters, since the live projector did all three when
+    /// it first met these records.
+    pub async fn rebuild(
+        log: Arc<dyn EventLog>,
+        store: Store,
+        config: ProjectorConfig,
+        topics: Topics,
+    ) -> Result<Self> {
+        let config = ProjectorConfig {
+            publish_states: false,
+            ..config
+        };
+        let mut projector = Self::start(log, store, config, topics).await?;
+        projector.rebuild = true;
+        Ok(projector)
+    }
+
+    /// Counts the records read, for a progress bar: shared, so another task
+    /// can read it while this one projects.
+    pub fn records_read(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.records_read)
+    }
+
+    /// The store this projector writes.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn stats(&self) -> ProjectorStats {
@@ -196,13 +257,40 @@ impl Projector {
 
     /// Projects until `shutdown` completes; the batch in hand is finished
     /// and committed first, and the store flushed.
+    ///
+    /// Between batches it lets a generation swap (a replay) happen: it
+    /// finishes its commit, waits while the swap is made, then resumes
+    /// from the positions of the generation swapped in.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<ProjectorStats> {
+        let mut permit = Some(self.store.writer_permit().await);
+        let mut generation = self.store.generation();
         let from = self.resume_positions().await?;
-        tracing::info!(topic = %self.topics.events, ?from, "projector resuming");
+        tracing::info!(topic = %self.topics.events, ?from, generation, "projector resuming");
         let mut reader = self.log.reader(&self.topics.events, from).await?;
         tokio::pin!(shutdown);
         let wait = Duration::from_millis(self.config.poll_wait_ms);
         loop {
+            if self.store.swap_requested() {
+                self.finish_commit().await?;
+                drop(permit.take());
+                tracing::info!("projector paused for a store generation swap");
+                permit = Some(tokio::select! {
+                    () = &mut shutdown => break,
+                    permit = self.store.writer_permit() => permit,
+                });
+                if self.store.generation() != generation {
+                    generation = self.store.generation();
+                    // Every cached state is of the generation swapped out.
+                    self.cache.clear();
+                    let from = self.resume_positions().await?;
+                    tracing::info!(
+                        generation,
+                        ?from,
+                        "projector resuming on the new store generation"
+                    );
+                    reader = self.log.reader(&self.topics.events, from).await?;
+                }
+            }
             let records = tokio::select! {
                 () = &mut shutdown => break,
                 records = reader.next_batch(self.config.batch_max_records, wait) => records?,
@@ -213,13 +301,24 @@ impl Projector {
         }
         self.finish_commit().await?;
         self.store.flush_async().await?;
+        drop(permit);
         tracing::info!(stats = ?self.stats(), "projector stopped");
         Ok(self.stats())
     }
 
     /// Projects until the reader has caught up with the end of the log as
-    /// it was when called; used by the benchmark and by tests.
+    /// it was when called; used by the benchmark, by tests and by replays.
     pub async fn catch_up(&mut self) -> Result<ProjectorStats> {
+        self.catch_up_while(|| true).await
+    }
+
+    /// [`Projector::catch_up`], stopping early (with everything read so far
+    /// committed) as soon as `keep_going` says no between two batches: a
+    /// replay being cancelled.
+    pub async fn catch_up_while(
+        &mut self,
+        keep_going: impl Fn() -> bool,
+    ) -> Result<ProjectorStats> {
         let end = self.log.end_offsets(&self.topics.events).await?;
         let mut reader = self
             .log
@@ -231,7 +330,7 @@ impl Projector {
                 .enumerate()
                 .all(|(p, &end)| positions.get(&(p as u32)).copied().unwrap_or(0) >= end)
         };
-        while !done(reader.as_ref()) {
+        while !done(reader.as_ref()) && keep_going() {
             let records = reader
                 .next_batch(
                     self.config.batch_max_records,
@@ -278,11 +377,17 @@ impl Projector {
             duplicates,
         } = outcome;
         let dead = dead_letters.len() as u64;
+        self.records_read
+            .fetch_add(records as u64, Ordering::Relaxed);
         // Effects and dead letters first: if the commit is lost, they are
         // written again on replay, and the duplicates are harmless.
-        let appended = match self.append(&self.topics.events, appends).await {
-            Ok(()) => self.append(&self.topics.dead_letters, dead_letters).await,
-            Err(error) => Err(error),
+        let appended = if self.rebuild {
+            Ok(())
+        } else {
+            match self.append(&self.topics.events, appends).await {
+                Ok(()) => self.append(&self.topics.dead_letters, dead_letters).await,
+                Err(error) => Err(error),
+            }
         };
         if let Err(error) = appended {
             self.cache.clear();
@@ -354,4 +459,32 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<ProjectorStats> {
     projector.run(shutdown).await
+}
+
+/// Runs `projector` and, when given, serves its admin API, until
+/// `shutdown`; both stop together.
+pub async fn run_with_admin(
+    mut projector: Projector,
+    admin: Option<(AdminService, tokio::net::TcpListener)>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<ProjectorStats> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let admin = admin.map(|(admin, listener)| {
+        tokio::spawn(admin::serve(
+            admin,
+            listener,
+            stop.clone().cancelled_owned(),
+        ))
+    });
+    let projected = projector
+        .run(async {
+            shutdown.await;
+            stop.cancel();
+        })
+        .await;
+    stop.cancel();
+    if let Some(admin) = admin {
+        admin.await?.map_err(ProjectorError::Admin)?;
+    }
+    projected
 }

@@ -1,7 +1,11 @@
 //! `baton-projector`: the projector on its own.
 
-use baton_projector::{Projector, ProjectorConfig};
-use baton_runtime::ServiceArgs;
+use std::sync::Arc;
+
+use anyhow::Context;
+use baton_projector::dead_letters::{DeadLetters, FilePurgeStart};
+use baton_projector::{AdminService, Projector, ProjectorConfig, Replays};
+use baton_runtime::{Listen, ServiceArgs};
 use baton_store::Store;
 use clap::Parser;
 use serde::Serialize;
@@ -10,6 +14,9 @@ use serde::Serialize;
 /// state in the projection store (in --data-dir), exactly once,
 /// dead-lettering what cannot be applied, and publishes every committed
 /// state to the state changelog topic for query replicas.
+///
+/// It serves the admin API (baton.admin.v1.Operations) on --admin-listen,
+/// for `baton replay`, `baton verify`, `baton lag` and `baton dlq`.
 ///
 /// Settings come from, in rising precedence: defaults, the [projector],
 /// [kafka] and [topics] tables of --config, BATON_PROJECTOR__<KEY>,
@@ -25,6 +32,10 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_max_records: Option<usize>,
+    /// Address of the admin API, or "off" [default: 127.0.0.1:50053]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<Listen>,
 }
 
 #[tokio::main]
@@ -36,10 +47,55 @@ async fn main() -> anyhow::Result<()> {
     let backbone = args.service.backbone()?;
     let data = args.service.data();
     let log = backbone.open_log(&data).await?;
-    let store = Store::open(data.store_path(), &config.store())?;
-    let projector = Projector::start(log.clone(), store, config, backbone.topics.clone()).await?;
-    tracing::info!(log = %backbone.describe(&data), store = %data.store_path().display(), "projector starting");
-    baton_projector::run(projector, baton_runtime::shutdown_signal()).await?;
+    let generations = data.store_generations();
+    let store_path = generations.live_path()?;
+    let store = Store::open(&store_path, &config.store())?;
+    let admin_listener = match config.admin_listen.address() {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} for the admin API (choose another with --admin-listen, or --admin-listen off)")
+        })?),
+        None => None,
+    };
+    let projector = Projector::start(
+        log.clone(),
+        store.clone(),
+        config.clone(),
+        backbone.topics.clone(),
+    )
+    .await?;
+    let replays = Replays::new(
+        log.clone(),
+        store.clone(),
+        generations,
+        config.clone(),
+        backbone.topics.clone(),
+        Vec::new(),
+    );
+    replays.resume_interrupted()?;
+    let dead_letters = DeadLetters::new(
+        log.clone(),
+        backbone.topics.clone(),
+        Arc::new(FilePurgeStart::new(data.dead_letters_start_path())),
+    );
+    let admin = AdminService::projector(
+        store,
+        log.clone(),
+        backbone.topics.clone(),
+        replays,
+        dead_letters,
+    );
+    tracing::info!(
+        log = %backbone.describe(&data),
+        store = %store_path.display(),
+        admin = %config.admin_listen,
+        "projector starting"
+    );
+    baton_projector::run_with_admin(
+        projector,
+        admin_listener.map(|listener| (admin, listener)),
+        baton_runtime::shutdown_signal(),
+    )
+    .await?;
     log.flush().await?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use baton_log::topics::Topics;
 use baton_log::{EventLog, NewRecord, partition_for_key};
 use baton_proto::state::v1::PatientCareState;
-use baton_store::changelog::{progress_record, state_record};
+use baton_store::changelog::{GENERATION_HEADER, progress_record, state_record};
 use baton_store::{Commit, Store};
 use baton_telemetry::TraceParent;
 use tokio::task::JoinHandle;
@@ -158,21 +158,43 @@ impl Shared {
         positions: &BTreeMap<u32, u64>,
         traces: &HashMap<String, TraceParent>,
     ) -> Vec<NewRecord> {
-        let mut records = Vec::with_capacity(states.len() + positions.len());
-        for state in states {
-            let partition = partition_for_key(state.patient_key.as_bytes(), self.events_partitions);
-            let trace = traces
-                .get(&state.patient_key)
-                .map(TraceParent::to_header_bytes);
-            records.push(state_record(
-                state,
-                partition,
-                trace.as_ref().map(|t| &t[..]),
-            ));
-        }
-        for (&partition, &next_offset) in positions {
-            records.push(progress_record(&self.events_topic, partition, next_offset));
-        }
-        records
+        changelog_records(
+            &self.events_topic,
+            self.events_partitions,
+            self.store.generation(),
+            states,
+            positions,
+            traces,
+        )
     }
+}
+
+/// The changelog records of `states` of store generation `generation`,
+/// each in the partition of its patient's events, then the progress of
+/// each events partition in `positions`.
+pub(crate) fn changelog_records(
+    events_topic: &str,
+    events_partitions: u32,
+    generation: u64,
+    states: &[Arc<PatientCareState>],
+    positions: &BTreeMap<u32, u64>,
+    traces: &HashMap<String, TraceParent>,
+) -> Vec<NewRecord> {
+    let mut records = Vec::with_capacity(states.len() + positions.len());
+    let generation = (generation > 0).then(|| generation.to_string());
+    for state in states {
+        let partition = partition_for_key(state.patient_key.as_bytes(), events_partitions);
+        let trace = traces
+            .get(&state.patient_key)
+            .map(TraceParent::to_header_bytes);
+        let mut record = state_record(state, partition, trace.as_ref().map(|t| &t[..]));
+        if let Some(generation) = &generation {
+            record = record.with_header(GENERATION_HEADER, generation.as_bytes());
+        }
+        records.push(record);
+    }
+    for (&partition, &next_offset) in positions {
+        records.push(progress_record(events_topic, partition, next_offset));
+    }
+    records
 }

@@ -31,6 +31,9 @@ pub(crate) trait Follow: Send {
         &mut self,
         records: Vec<Record>,
     ) -> impl Future<Output = Result<(), QueryError>> + Send;
+    /// Forgets what it keeps in memory of the store: another generation of
+    /// it was swapped in.
+    fn forget(&mut self) {}
 }
 
 /// A reader of every partition of the topic, from the stored positions.
@@ -61,13 +64,36 @@ pub(crate) async fn catch_up(follower: &mut impl Follow) -> Result<(), QueryErro
 }
 
 /// Follows the topic until `shutdown` completes, then flushes the store.
+///
+/// Between batches it lets a generation swap of the store happen (a replay
+/// in `baton up`), then resumes from the new generation's positions.
 pub(crate) async fn follow(
     follower: &mut impl Follow,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueryError> {
+    let store = follower.store().clone();
+    let mut permit = Some(store.writer_permit().await);
+    let mut generation = store.generation();
     let mut reader = reader(follower).await?;
     tokio::pin!(shutdown);
     loop {
+        if store.swap_requested() {
+            drop(permit.take());
+            permit = Some(tokio::select! {
+                () = &mut shutdown => break,
+                permit = store.writer_permit() => permit,
+            });
+            if store.generation() != generation {
+                generation = store.generation();
+                follower.forget();
+                reader = self::reader(follower).await?;
+                tracing::info!(
+                    topic = follower.topic(),
+                    generation,
+                    "following on the new store generation"
+                );
+            }
+        }
         let records = tokio::select! {
             () = &mut shutdown => break,
             records = reader.next_batch(BATCH_MAX_RECORDS, POLL_WAIT) => records?,
@@ -75,6 +101,7 @@ pub(crate) async fn follow(
         apply(follower, records).await?;
     }
     follower.store().flush_async().await?;
+    drop(permit);
     Ok(())
 }
 

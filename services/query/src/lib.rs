@@ -72,7 +72,7 @@ use consistency::WaitBudget;
 pub use materialise::{Materialiser, MaterialiserStats};
 use raw::EncodedResponse;
 pub use raw::QueryServer;
-pub use timeline::{TimelineIndexer, TimelineStats, timeline_positions_topic};
+pub use timeline::{TimelineIndexer, TimelineRebuild, TimelineStats, timeline_positions_topic};
 
 /// The port the query API listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 50052;
@@ -104,6 +104,9 @@ pub struct QueryConfig {
     /// sled's page cache of a replica's store, in MiB: `GetCareState` is
     /// fastest when the states read often fit in it.
     pub store_cache_mib: u64,
+    /// Address of a replica's read-only admin API (its positions and
+    /// digest, for `baton lag` and `baton verify --replica`), or `off`.
+    pub admin_listen: baton_runtime::Listen,
 }
 
 impl Default for QueryConfig {
@@ -115,6 +118,9 @@ impl Default for QueryConfig {
             watch_recheck_ms: 60_000,
             watch_slow_client_ms: 2_000,
             store_cache_mib: 256,
+            admin_listen: baton_runtime::Listen::loopback(
+                baton_projector::admin::REPLICA_DEFAULT_PORT,
+            ),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use baton_projector::AdminService;
 use baton_query::{Materialiser, QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::ServiceArgs;
 use baton_store::Store;
@@ -33,6 +34,12 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
+    /// Address of the read-only admin API (positions and digest, for
+    /// `baton lag` and `baton verify --replica`), or "off"
+    /// [default: 127.0.0.1:50054]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<baton_runtime::Listen>,
 }
 
 #[tokio::main]
@@ -51,10 +58,16 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin_listener = match config.admin_listen.address() {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(|| {
+            format!("cannot listen on {address} for the admin API (choose another with --admin-listen, or --admin-listen off)")
+        })?),
+        None => None,
+    };
 
     let mut materialiser =
         Materialiser::start(log.clone(), store.clone(), backbone.topics.clone()).await?;
-    let mut timeline = TimelineIndexer::start(log, store.clone(), &backbone.topics).await?;
+    let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
     tracing::info!(log = %backbone.describe(&data), store = %data.replica_store_path().display(), "catching up with the state changelog and the event log");
     materialiser.catch_up().await?;
     timeline.catch_up().await?;
@@ -68,6 +81,21 @@ async fn main() -> anyhow::Result<()> {
         let stop = stop.clone();
         tokio::spawn(async move { timeline.run(stop.cancelled_owned()).await.map(drop) })
     };
+    let admin = AdminService::replica(store.clone(), log, backbone.topics.clone());
+    let mut administered = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            match admin_listener {
+                Some(listener) => {
+                    baton_projector::admin::serve(admin, listener, stop.cancelled_owned()).await
+                }
+                None => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            }
+        }
+    });
     let service = QueryService::new(store, config, &backbone.topics);
     let mut served = tokio::spawn(baton_query::run(
         service,
@@ -80,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         outcome = &mut served => Some(outcome.context("query server")?.context("query server")),
         outcome = &mut following => Some(outcome.context("changelog follower")?.context("changelog follower")),
         outcome = &mut filing => Some(outcome.context("timeline indexer")?.context("timeline indexer")),
+        outcome = &mut administered => Some(outcome.context("admin API")?.context("admin API")),
     };
     stop.cancel();
     if let Some(outcome) = first {
@@ -89,5 +118,6 @@ async fn main() -> anyhow::Result<()> {
     served.await.context("query server")??;
     following.await.context("changelog follower")??;
     filing.await.context("timeline indexer")??;
+    administered.await.context("admin API")??;
     Ok(())
 }

@@ -143,6 +143,10 @@ impl Follow for Materialiser {
     async fn apply(&mut self, records: Vec<Record>) -> Result<(), QueryError> {
         self.materialise(records).await
     }
+
+    fn forget(&mut self) {
+        self.versions.clear();
+    }
 }
 
 /// Folds one read batch into one commit: the newest state per patient,

@@ -93,6 +93,45 @@ impl TimelineIndexer {
     }
 }
 
+/// Rebuilds the timeline into a new store generation during a replay, so
+/// the generation swapped in answers `GetTimeline` and `GetCareStateAsOf`
+/// as the old one did (`baton up`, where the timeline shares the
+/// projector's store).
+#[derive(Debug, Clone)]
+pub struct TimelineRebuild {
+    log: Arc<dyn EventLog>,
+    topics: Topics,
+}
+
+impl TimelineRebuild {
+    pub fn new(log: Arc<dyn EventLog>, topics: Topics) -> Self {
+        Self { log, topics }
+    }
+}
+
+#[async_trait::async_trait]
+impl baton_projector::RebuildFactory for TimelineRebuild {
+    fn name(&self) -> &'static str {
+        "timeline"
+    }
+
+    async fn rebuild(&self, store: Store) -> Result<Box<dyn baton_projector::Rebuild>, String> {
+        let indexer = TimelineIndexer::start(Arc::clone(&self.log), store, &self.topics)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Box::new(indexer))
+    }
+}
+
+#[async_trait::async_trait]
+impl baton_projector::Rebuild for TimelineIndexer {
+    async fn catch_up(&mut self) -> Result<(), String> {
+        follow::catch_up(self)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
 impl Follow for TimelineIndexer {
     fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
