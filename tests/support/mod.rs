@@ -103,6 +103,10 @@ impl Service {
             // side do not fight over 2575; a flag or `env` overrides it.
             .env("BATON_INGEST__MLLP_LISTEN", "127.0.0.1:0")
             .env("BATON_UP__MLLP_LISTEN", "127.0.0.1:0")
+            // Likewise for the admin APIs.
+            .env("BATON_UP__ADMIN_LISTEN", "127.0.0.1:0")
+            .env("BATON_PROJECTOR__ADMIN_LISTEN", "127.0.0.1:0")
+            .env("BATON_QUERY__ADMIN_LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

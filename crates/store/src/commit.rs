@@ -59,6 +59,12 @@ pub struct Commit {
     /// timeline indexer); a record already filed is written again,
     /// unchanged.
     pub timeline: Vec<TimelineRecord>,
+    /// On a query replica: the projector's store generation each state of
+    /// the commit was published from, when above 0 (see
+    /// [`Store::state_generation`](crate::Store::state_generation)). A
+    /// replay may restart versions, so a replica orders a patient's states
+    /// by (generation, version).
+    pub state_generations: BTreeMap<String, u64>,
 }
 
 impl Commit {
@@ -117,6 +123,7 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
             && self.timeline.is_empty()
+            && self.state_generations.is_empty()
             && self.positions.is_empty()
             && self.upstream.values().all(BTreeMap::is_empty)
     }

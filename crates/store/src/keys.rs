@@ -31,6 +31,9 @@ pub(crate) const UNPUBLISHED_KEY: &[u8] = b"meta/unpublished";
 /// state whose last applied event is in that partition: the wrapping sum
 /// of their hashes (16 bytes) and their count (8 bytes), big-endian.
 pub(crate) const DIGEST_PREFIX: &str = "d/";
+/// `g/<patient key>` → on a query replica, the projector's store generation
+/// the stored state was published from, u64 big-endian; absent means 0.
+pub(crate) const STATE_GENERATION_PREFIX: &str = "g/";
 /// `meta/generation` → the store's generation number, u64 big-endian: 0
 /// (or absent) for a store never rebuilt, then one more for each replay.
 pub(crate) const GENERATION_KEY: &[u8] = b"meta/generation";
@@ -55,6 +58,10 @@ const TOPIC_END: u8 = 0x1f;
 
 pub(crate) fn state_key(patient_key: &str) -> Vec<u8> {
     prefixed(STATE_PREFIX, patient_key)
+}
+
+pub(crate) fn state_generation_key(patient_key: &str) -> Vec<u8> {
+    prefixed(STATE_GENERATION_PREFIX, patient_key)
 }
 
 pub(crate) fn entries_key(patient_key: &str) -> Vec<u8> {

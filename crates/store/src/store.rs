@@ -374,6 +374,12 @@ impl Store {
         for (&partition, digest) in &digests {
             batch.insert(keys::digest_key(partition), digest.encode());
         }
+        for (key, &generation) in &commit.state_generations {
+            batch.insert(
+                keys::state_generation_key(key),
+                &generation.to_be_bytes()[..],
+            );
+        }
         for record in &commit.timeline {
             batch.insert(
                 keys::timeline_key(
@@ -496,6 +502,16 @@ impl Store {
             .db()
             .get(keys::state_key(patient_key))?
             .map(|value| value.to_vec()))
+    }
+
+    /// On a query replica, the projector's store generation the stored
+    /// state of `patient_key` was published from (0 when none was named).
+    pub fn state_generation(&self, patient_key: &str) -> Result<u64> {
+        let key = keys::state_generation_key(patient_key);
+        match self.db().get(&key)? {
+            Some(value) => decode_offset(&key, &value),
+            None => Ok(0),
+        }
     }
 
     /// The state of `patient_key`, if any event for it was committed.

@@ -10,7 +10,9 @@
 //! A state never replaces a newer one: after a projector crash the
 //! changelog may repeat states, and compaction may leave an older record
 //! behind a newer one for a while, so each state is kept only if its
-//! `version` is above the stored one. A record that does not decode is
+//! (generation, `version`) is above the stored one's: a replay swaps in a
+//! new store generation whose versions may start again, and its states
+//! carry their generation in a `baton-generation` header. A record that does not decode is
 //! logged and skipped; the replica never stops on it.
 //!
 //! When spans are exported, each state read opens a `materialise_state`
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use baton_log::topics::Topics;
 use baton_log::{EventLog, Record};
 use baton_proto::state::v1::PatientCareState;
-use baton_store::changelog::ChangelogEntry;
+use baton_store::changelog::{self, ChangelogEntry};
 use baton_store::{Commit, Store, StoreError};
 use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 
@@ -50,9 +52,9 @@ pub struct Materialiser {
     log: Arc<dyn EventLog>,
     store: Store,
     topics: Topics,
-    /// The version of every state stored, so a repeat is recognised
-    /// without decoding the stored state.
-    versions: HashMap<String, u64>,
+    /// The (generation, version) of every state stored, so a repeat is
+    /// recognised without decoding the stored state.
+    versions: HashMap<String, (u64, u64)>,
     stats: MaterialiserStats,
 }
 
@@ -155,7 +157,7 @@ fn commit_batch(
     store: &Store,
     topics: &Topics,
     records: &[Record],
-    versions: &mut HashMap<String, u64>,
+    versions: &mut HashMap<String, (u64, u64)>,
     stats: &mut MaterialiserStats,
 ) -> Result<(), StoreError> {
     let mut commit = Commit::new(topics.state.clone());
@@ -182,16 +184,29 @@ fn commit_batch(
         });
         match ChangelogEntry::decode(record) {
             Ok(ChangelogEntry::State(state)) => {
+                let generation = changelog::generation_of(record);
                 let stored = match versions.get(&state.patient_key) {
-                    Some(&version) => Some(version),
-                    None => store.get(&state.patient_key)?.map(|stored| stored.version),
+                    Some(&stored) => Some(stored),
+                    None => match store.get(&state.patient_key)? {
+                        Some(stored) => {
+                            Some((store.state_generation(&state.patient_key)?, stored.version))
+                        }
+                        None => None,
+                    },
                 };
-                if stored.is_some_and(|stored| stored >= state.version) {
+                // A replay's generation may restart versions: a state of a
+                // newer generation replaces any of an older one.
+                if stored.is_some_and(|stored| stored >= (generation, state.version)) {
                     stats.stale += 1;
                     continue;
                 }
                 stats.states += 1;
-                versions.insert(state.patient_key.clone(), state.version);
+                versions.insert(state.patient_key.clone(), (generation, state.version));
+                if generation > 0 {
+                    commit
+                        .state_generations
+                        .insert(state.patient_key.clone(), generation);
+                }
                 states.insert(state.patient_key.clone(), *state);
             }
             Ok(ChangelogEntry::Progress(progress)) => {
