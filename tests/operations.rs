@@ -521,6 +521,11 @@ async fn a_dead_letter_for_an_unknown_encounter_applies_once_redriven_after_its_
     let listed = baton(&["dlq", "list", "--admin", &baton_up.admin]);
     assert!(listed.contains("[redriven 2x"), "{listed}");
 
+    // A fresh fold meets the letter, the admission and the copies in log
+    // order, and agrees.
+    let verified = baton(&["verify", "--admin", &baton_up.admin]);
+    assert!(verified.contains("EQUAL"), "{verified}");
+
     // Purge asks first, then hides them; the log keeps them.
     let (ok, asked, _) = try_baton(&["dlq", "purge", "--admin", &baton_up.admin]);
     assert!(

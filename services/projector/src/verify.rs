@@ -333,7 +333,10 @@ async fn explain(
             differing.insert(key.clone());
         }
     }
-    for key in differing.iter().take(max_differences) {
+    for key in &differing {
+        if check.differing_patients.len() >= max_differences {
+            break;
+        }
         if !check.differing_patients.contains(key) {
             check.differing_patients.push(key.clone());
         }
@@ -351,7 +354,11 @@ async fn explain(
             return;
         }
     };
-    check.diff = field_diff(stored.as_ref(), folded.get(first).map(|state| &**state));
+    let folded = fresh
+        .contains_key(first)
+        .then(|| folded.get(first).map(|state| &**state))
+        .flatten();
+    check.diff = field_diff(stored.as_ref(), folded);
     check.diff.insert(
         0,
         format!("{first} (partition {partition}, at offset {position}): store ≠ fold"),
@@ -368,6 +375,10 @@ struct PartitionFold<'a> {
     pending: Vec<baton_log::Record>,
     next: u64,
     states: HashMap<String, Arc<PatientCareState>>,
+    /// The patients some event changed: `states` also holds the empty
+    /// state of a patient whose only events were refused, which a store
+    /// never commits.
+    changed: std::collections::HashSet<String>,
 }
 
 struct NothingStored;
@@ -389,6 +400,7 @@ impl<'a> PartitionFold<'a> {
             pending: Vec::new(),
             next: 0,
             states: HashMap::new(),
+            changed: std::collections::HashSet::new(),
         })
     }
 
@@ -426,13 +438,15 @@ impl<'a> PartitionFold<'a> {
             self.next = batch.last().map_or(self.next, |record| record.offset + 1);
             let mut states = std::mem::take(&mut self.states);
             let (outcome, states) = tokio::task::spawn_blocking(move || {
-                let outcome =
-                    fold_batch(&batch, &mut states, &mut NothingStored).map(|_| batch.len());
+                let outcome = fold_batch(&batch, &mut states, &mut NothingStored)
+                    .map(|outcome| (outcome.states.into_keys().collect::<Vec<_>>(), batch.len()));
                 (outcome, states)
             })
             .await?;
             self.states = states;
-            folded += outcome? as u64;
+            let (changed, count) = outcome?;
+            self.changed.extend(changed);
+            folded += count as u64;
             progress(folded);
         }
         Ok(folded)
@@ -441,9 +455,12 @@ impl<'a> PartitionFold<'a> {
     /// Every state folded so far, by patient key, as the hash the store
     /// would keep.
     fn hashes(&self) -> BTreeMap<String, u128> {
-        self.states
+        self.changed
             .iter()
-            .map(|(key, state)| (key.clone(), state_hash(key, &state.encode_to_vec())))
+            .filter_map(|key| {
+                let state = self.states.get(key)?;
+                Some((key.clone(), state_hash(key, &state.encode_to_vec())))
+            })
             .collect()
     }
 }

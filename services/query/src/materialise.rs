@@ -55,6 +55,11 @@ pub struct Materialiser {
     /// The (generation, version) of every state stored, so a repeat is
     /// recognised without decoding the stored state.
     versions: HashMap<String, (u64, u64)>,
+    /// Records read after the last progress record of their partition,
+    /// held until the next one arrives: the store then always holds
+    /// exactly the states its projection positions name, so its digest
+    /// can be compared with a fold of the log at those positions.
+    held: Vec<Record>,
     stats: MaterialiserStats,
 }
 
@@ -72,6 +77,7 @@ impl Materialiser {
             store,
             topics,
             versions: HashMap::new(),
+            held: Vec::new(),
             stats: MaterialiserStats::default(),
         })
     }
@@ -98,7 +104,14 @@ impl Materialiser {
         Ok(self.stats)
     }
 
-    async fn materialise(&mut self, records: Vec<Record>) -> Result<(), QueryError> {
+    async fn materialise(&mut self, read: Vec<Record>) -> Result<(), QueryError> {
+        let mut records = std::mem::take(&mut self.held);
+        records.extend(read);
+        let (records, held) = up_to_progress(records);
+        self.held = held;
+        if records.is_empty() {
+            return Ok(());
+        }
         let store = self.store.clone();
         let topics = self.topics.clone();
         let mut versions = std::mem::take(&mut self.versions);
@@ -148,7 +161,43 @@ impl Follow for Materialiser {
 
     fn forget(&mut self) {
         self.versions.clear();
+        self.held.clear();
     }
+}
+
+/// Most records held back in one partition waiting for its progress
+/// record; beyond, they are committed anyway (a producer other than
+/// Baton's projector may never write one).
+const MOST_HELD: usize = 50_000;
+
+/// Splits `records` (in read order) into those up to and including the
+/// last progress record of their partition, and the rest, held.
+fn up_to_progress(records: Vec<Record>) -> (Vec<Record>, Vec<Record>) {
+    let mut last_progress: HashMap<u32, usize> = HashMap::new();
+    let mut per_partition: HashMap<u32, usize> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        *per_partition.entry(record.partition).or_default() += 1;
+        if record
+            .key
+            .starts_with(changelog::PROGRESS_KEY_PREFIX.as_bytes())
+        {
+            last_progress.insert(record.partition, index);
+        }
+    }
+    let mut take = Vec::with_capacity(records.len());
+    let mut held = Vec::new();
+    for (index, record) in records.into_iter().enumerate() {
+        let covered = last_progress
+            .get(&record.partition)
+            .is_some_and(|&last| index <= last);
+        let too_many = per_partition[&record.partition] > MOST_HELD;
+        if covered || too_many {
+            take.push(record);
+        } else {
+            held.push(record);
+        }
+    }
+    (take, held)
 }
 
 /// Folds one read batch into one commit: the newest state per patient,
@@ -235,4 +284,42 @@ fn commit_batch(
     }
     commit.states = states.into_values().map(Arc::new).collect();
     store.commit(&commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: u32, offset: u64, key: &str) -> Record {
+        Record {
+            topic: "baton.care-state.v1".into(),
+            partition,
+            offset,
+            key: key.as_bytes().to_vec(),
+            value: Vec::new(),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn states_wait_for_the_progress_record_of_their_partition() {
+        let progress = |partition| format!("progress/baton.care-events.v1/{partition}");
+        let records = vec![
+            record(0, 0, "A"),
+            record(1, 0, "B"),
+            record(0, 1, &progress(0)),
+            record(0, 2, "C"),
+            record(1, 1, "D"),
+        ];
+        let (taken, held) = up_to_progress(records);
+        let at = |records: &[Record]| {
+            records
+                .iter()
+                .map(|r| (r.partition, r.offset))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(&taken), vec![(0, 0), (0, 1)]);
+        assert_eq!(at(&held), vec![(1, 0), (0, 2), (1, 1)]);
+    }
 }

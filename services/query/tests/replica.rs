@@ -165,6 +165,13 @@ async fn older_repeated_and_damaged_changelog_records_never_replace_a_state() {
                 )
                 .to_partition(partition),
             state_record(&current, partition, None),
+            // As the projector ends every commit: a replica keeps the
+            // states once the progress after them arrives.
+            baton_store::changelog::progress_record(
+                &topics().events,
+                partition,
+                store.applied(&topics().events).unwrap()[&partition],
+            ),
         ],
     )
     .await
