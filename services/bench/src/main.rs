@@ -13,6 +13,8 @@
 //!   bare tonic service, ListCohort, WatchCohort lag).
 //! - `mllp`: HL7 v2 messages per second acknowledged end to end over MLLP
 //!   against the durable embedded log, on one connection and on several.
+//! - `replay`: a replay into a new store generation under a query load and
+//!   new events, the longest read at the swap, then verification speed.
 //!
 //! The Kafka benchmarks start a private Tansu broker unless `--kafka` names
 //! a cluster, and use fresh topics on every run.
@@ -25,6 +27,7 @@
 //! - `latency.rs`, `ingest.rs`, `catch_up.rs`: the Kafka benchmarks.
 //! - `query.rs`: `query`, with the bare echo service of `proto/echo.proto`.
 //! - `mllp.rs`: `mllp`.
+//! - `replay.rs`: `replay`.
 //! - `figures.rs`: rates, latency percentiles, sizes, peak memory.
 
 mod catch_up;
@@ -35,6 +38,7 @@ mod latency;
 mod mllp;
 mod query;
 mod rebuild;
+mod replay;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +66,7 @@ enum Command {
     KafkaCatchUp(catch_up::CatchUpArgs),
     Query(query::QueryArgs),
     Mllp(mllp::MllpArgs),
+    Replay(replay::ReplayArgs),
 }
 
 #[tokio::main]
@@ -73,5 +78,6 @@ async fn main() -> anyhow::Result<()> {
         Command::KafkaCatchUp(args) => catch_up::kafka_catch_up(args).await,
         Command::Query(args) => query::query(args).await,
         Command::Mllp(args) => mllp::mllp(args).await,
+        Command::Replay(args) => replay::replay(args).await,
     }
 }

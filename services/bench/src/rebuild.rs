@@ -128,7 +128,7 @@ pub(crate) async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 
 /// Streams the population into the log as the ingest service writes it;
 /// returns the events generated and the records written.
-async fn write_log(
+pub(crate) async fn write_log(
     log: &EmbeddedLog,
     mut population: impl Iterator<Item = CareEvent>,
     approx_events: usize,
