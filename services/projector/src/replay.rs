@@ -38,9 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Projector, ProjectorConfig, ProjectorError, Result, publish};
 
-/// A pass that took less than this leaves little for the writers to wait
-/// for at the swap.
-const SHORT_PASS: Duration = Duration::from_millis(500);
+/// A pass that took less than this, or left fewer than [`SMALL_REMAINDER`]
+/// records unread, leaves little for the writers to wait for at the swap.
+const SHORT_PASS: Duration = Duration::from_millis(300);
+const SMALL_REMAINDER: u64 = 2_000;
 /// States published to the changelog together after a swap.
 const REPUBLISH_CHUNK: usize = 1_000;
 
@@ -321,7 +322,11 @@ impl Replays {
                     ProjectorError::Replay(format!("rebuilding the {name}: {error}"))
                 })?;
             }
-            if pass.elapsed() < SHORT_PASS && !cancel.is_cancelled() {
+            if cancel.is_cancelled() {
+                continue;
+            }
+            let unread = self.unread(&store).await?;
+            if pass.elapsed() < SHORT_PASS || unread < SMALL_REMAINDER {
                 break;
             }
         }
@@ -360,6 +365,19 @@ impl Replays {
             "replay swapped in"
         );
         Ok(Some(previous))
+    }
+
+    /// Records of the events topic the new generation has not applied yet.
+    async fn unread(&self, store: &Store) -> Result<u64> {
+        let ends = self.inner.log.end_offsets(&self.inner.topics.events).await?;
+        let applied = store.applied(&self.inner.topics.events)?;
+        Ok(ends
+            .iter()
+            .enumerate()
+            .map(|(partition, &end)| {
+                end.saturating_sub(applied.get(&(partition as u32)).copied().unwrap_or(0))
+            })
+            .sum())
     }
 
     /// Reports the rebuild's progress every half second until cancelled.
