@@ -208,8 +208,8 @@ mod tests {
             .map(|e| baton_care::ValidEvent::from_producer(e.event).unwrap())
             .collect();
         let mut state = baton_care::new_state(valid[0].key());
-        for event in &valid {
-            baton_care::apply(&mut state, event).unwrap();
+        for (offset, event) in (0..).zip(&valid) {
+            baton_care::apply(&mut state, event, baton_care::LogPosition::new(0, offset)).unwrap();
         }
         assert_eq!(
             state.setting(),

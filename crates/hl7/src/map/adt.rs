@@ -124,6 +124,7 @@ fn encounter(mapper: &mut Mapper<'_>, trigger: Visit) {
         Visit::ClassChange => {
             let payload = Payload::PatientClassChanged(PatientClassChanged {
                 patient_class: class,
+                ..Default::default()
             });
             let sources = vec![("patient_class_changed".into(), Location::field("PV1", 2))];
             mapper.push(&envelope, visit, payload, sources);
