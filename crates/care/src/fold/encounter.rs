@@ -527,6 +527,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     let mut location: Option<Location> = None;
     let mut history: Vec<LocationStay> = Vec::new();
     let mut admitted_at = None;
+    let mut started_at = None;
     let mut discharged_at = None;
     let mut discharge = None;
     let mut expected_admission_at = None;
@@ -574,6 +575,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
                 }
                 if !live {
                     status = EncounterStatus::InProgress;
+                    started_at = movement.occurred_at;
                 }
                 discharged_at = None;
                 discharge = None;
@@ -588,6 +590,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
                     EncounterStatus::Unspecified | EncounterStatus::Planned
                 ) {
                     status = EncounterStatus::InProgress;
+                    started_at = movement.occurred_at;
                 }
                 move_to(&mut history, &mut location, movement, true);
                 planned = None;
@@ -605,6 +608,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
                         EncounterStatus::Unspecified | EncounterStatus::Planned
                     ) {
                         status = EncounterStatus::InProgress;
+                        started_at = movement.occurred_at;
                     }
                     move_to(&mut history, &mut location, movement, true);
                     planned = None;
@@ -658,6 +662,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
             location = None;
         }
         admitted_at = None;
+        started_at = None;
         discharged_at = None;
         discharge = None;
     } else if status == EncounterStatus::Unspecified && !encounter.movements.is_empty() {
@@ -669,6 +674,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     encounter.location = location;
     encounter.location_history = history;
     encounter.admitted_at = admitted_at;
+    encounter.started_at = started_at;
     encounter.discharged_at = discharged_at;
     encounter.discharge = discharge;
     encounter.expected_admission_at = expected_admission_at;
