@@ -53,7 +53,7 @@ mod parse;
 mod problem;
 mod time;
 
-pub use ack::{AckCode, BATON_APPLICATION, ReadAck, acknowledgement};
+pub use ack::{AckCode, BATON_APPLICATION, CONSISTENCY_SEGMENT, ReadAck, acknowledgement};
 pub use map::{Header, MapConfig, Mapped, Refused, SUPPORTED, map};
 pub use parse::{Delimiters, Message, Segment, Value, split_messages, unescape};
 pub use problem::{ErrorCode, Location, Problem, Severity};

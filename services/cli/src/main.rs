@@ -9,9 +9,11 @@
 //! - `read.rs`: `baton state get` (now or as of a time) and `baton timeline`.
 //! - `cohort.rs`: `baton cohort` and `baton watch`, and their filters.
 //! - `render.rs`: care states as people read them.
+//! - `endpoint.rs`: `--query` and `--ingest` addresses.
 
 mod cohort;
 mod demo;
+mod endpoint;
 mod hl7;
 mod publish;
 mod read;
@@ -39,8 +41,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   baton timeline 9990000018
 ///   baton publish events.jsonl
 ///   baton hl7 map adt.hl7        what HL7 v2 messages map to
+///   baton hl7 send adt.hl7 --then-get
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, propagate_version = true)]
+// Verbatim: the "Start here" block is a list, one command a line.
+#[command(
+    name = "baton",
+    version,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,4 +98,24 @@ fn main() -> std::process::ExitCode {
 fn fail(error: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("error: {error:#}");
     std::process::ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_start_here_block_keeps_one_command_a_line() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("Start here:\n  baton up --demo              run everything, with a synthetic population\n  baton cohort --setting virtual-ward\n"),
+            "{help}"
+        );
+        assert!(
+            help.contains("\n  baton hl7 send adt.hl7 --then-get\n"),
+            "{help}"
+        );
+    }
 }
