@@ -1,9 +1,10 @@
 //! ADT and REF messages to `baton.events.v1` care events.
 //!
 //! [`map`] turns one parsed message into the events it means (one, or
-//! several: an A03 with a date of death is a discharge and a death), each
-//! with a deterministic event id, or refuses it with every problem found
-//! and where in the message it is. Nothing here does IO or reads a clock.
+//! several: an A03 of a patient who died is a discharge and a death, an
+//! A04 with a visit a registration and an attendance, an A17 two moves),
+//! each with a deterministic event id, or refuses it with every problem
+//! found and where in the message it is. Nothing here does IO or reads a clock.
 //!
 //! **Event ids** are name-based (v5) UUIDs under
 //! [`baton_care::BATON_NAMESPACE`], derived from the sending application
