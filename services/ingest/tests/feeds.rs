@@ -614,10 +614,10 @@ async fn a45_moves_a_visit_to_the_right_patient_and_a47_changes_an_identifier() 
         ],
     ))
     .await;
-    pas.accept(&format!(
+    pas.accept(
         "MSH|^~\\&|PAS|RXX|BATON|RXX|202607151200||ADT^A47^ADT_A30|6|P|2.4\r\
-         EVN|A47|202607151200\rPID|1||H200^^^RXX^MR||LOCAL^ONLY||19500101|M\rMRG|H100^^^RXX^MR\r"
-    ))
+         EVN|A47|202607151200\rPID|1||H200^^^RXX^MR||LOCAL^ONLY||19500101|M\rMRG|H100^^^RXX^MR\r",
+    )
     .await;
 
     let store = project_with_hand_overs(&feed).await;
