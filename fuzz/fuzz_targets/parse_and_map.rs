@@ -33,8 +33,10 @@ fn exercise(bytes: &[u8], config: &MapConfig) {
         },
         Err(refused) => (refused.code, refused.problems),
     };
-    let ack = acknowledgement(Some(&header), code, &problems, "FUZZ", "20260101");
-    baton_hl7::ReadAck::parse(ack.as_bytes()).expect("an acknowledgement reads back");
+    let token = (code == AckCode::Accept).then_some("v1:0=1");
+    let ack = acknowledgement(Some(&header), code, &problems, "FUZZ", "20260101", token);
+    let read = baton_hl7::ReadAck::parse(ack.as_bytes()).expect("an acknowledgement reads back");
+    assert_eq!(read.consistency_token.as_deref(), token);
 }
 
 fuzz_target!(|data: &[u8]| {

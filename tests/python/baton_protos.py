@@ -33,7 +33,9 @@ class ClientError(Exception):
 
 
 def proto_files(proto_dir: Path) -> list[Path]:
-    files = sorted(p for p in proto_dir.rglob("*.proto") if p.is_file())
+    # Baton's own packages; proto/google/ holds the vendored google.rpc
+    # error details, which only reflection needs.
+    files = sorted(p for p in (proto_dir / "baton").rglob("*.proto") if p.is_file())
     if not files:
         raise ClientError(f"no .proto files under {proto_dir}")
     return files

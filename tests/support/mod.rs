@@ -1,6 +1,6 @@
 //! What the end-to-end scenarios share: the real service binaries, started
 //! as separate processes against a real Kafka-protocol broker, and the
-//! independent Python clients (Kafka and gRPC).
+//! independent Python clients (Kafka, gRPC, server reflection, HL7).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -255,6 +255,38 @@ pub fn kafka_client(args: &[&str]) -> Vec<serde_json::Value> {
 /// JSON lines it printed.
 pub fn grpc_client(args: &[&str]) -> Vec<serde_json::Value> {
     python_client("baton_grpc_client.py", args)
+}
+
+/// Runs `tests/python/baton_reflection_client.py` (grpc.reflection.v1alpha)
+/// with `args` and returns the JSON lines it printed.
+pub fn reflection_client(args: &[&str]) -> Vec<serde_json::Value> {
+    python_client("baton_reflection_client.py", args)
+}
+
+/// What python-hl7 reads in `ack` (tests/python/baton_hl7_ack.py): its
+/// segments, MSA-1, MSA-2 and ZBT-1.
+pub fn python_hl7_reads(ack: &str) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg(workspace().join("tests/python/baton_hl7_ack.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(ack.as_bytes())
+        .expect("the ACK is written");
+    let output = child.wait_with_output().expect("python finishes");
+    assert!(
+        output.status.success(),
+        "python-hl7 cannot read {ack:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON object")
 }
 
 fn python_client(script: &str, args: &[&str]) -> Vec<serde_json::Value> {

@@ -190,6 +190,7 @@ pub fn transfer_cancelled(
         seconds,
         Payload::TransferCancelled(TransferCancelled {
             cancelled_event_id: cancelled_event_id.to_owned(),
+            ..Default::default()
         }),
     )
 }
@@ -342,8 +343,9 @@ fn content_id(event: &CareEvent) -> String {
     Uuid::new_v5(&BATON_NAMESPACE, format!("{event:?}").as_bytes()).to_string()
 }
 
-/// The state `events` fold into, in the order given; panics on an invalid
-/// event or a rejection, as a test should.
+/// The state `events` fold into, in the order given (as if at offsets 0,
+/// 1, 2... of one partition); panics on an invalid event or a rejection, as
+/// a test should.
 pub fn state_of(
     events: impl IntoIterator<Item = CareEvent>,
 ) -> baton_proto::state::v1::PatientCareState {
@@ -352,8 +354,9 @@ pub fn state_of(
         .map(|e| crate::ValidEvent::new(e).expect("a valid event"))
         .collect();
     let mut state = crate::new_state(events.first().expect("at least one event").key());
-    for event in &events {
-        crate::apply(&mut state, event).expect("an event that applies");
+    for (offset, event) in (0..).zip(&events) {
+        crate::apply(&mut state, event, crate::LogPosition::new(0, offset))
+            .expect("an event that applies");
     }
     state
 }

@@ -4,20 +4,23 @@
 //!   NHS number modulus-11 check, required fields per payload, sane
 //!   timestamps, well-formed identifiers — or the [`InvalidEvent`] saying
 //!   which fields are wrong and what was expected.
-//! - [`apply`]: the fold `(state, event) -> state` for every payload,
-//!   deterministic and total over valid events: cancellations revert exactly
-//!   what they cancel, late events land by clinical time, duplicate event ids
-//!   change nothing. Effects (a merge hand-over) come back as data.
+//! - [`apply`]: the fold `(state, event at a log position) -> state` for
+//!   every payload, deterministic and total over valid events: cancellations
+//!   revert exactly what they cancel, late events land by clinical time, ties
+//!   in time go to the later record ([`LogPosition`]), duplicate event ids
+//!   change nothing. Effects (a merge or visit hand-over) come back as data.
 //! - [`cohort`]: the questions downstream teams ask, as predicates and as
 //!   index entries the store keeps beside each state.
 //!
 //! ```
-//! use baton_care::{apply, new_state, Applied, ValidEvent};
+//! use baton_care::{apply, new_state, Applied, LogPosition, ValidEvent};
 //! use baton_care::fixtures::admitted;
 //!
 //! let event = ValidEvent::new(admitted("9434765919", "V1", 1_700_000_000, "WARD-7")).unwrap();
 //! let mut state = new_state(event.key());
-//! assert!(matches!(apply(&mut state, &event), Ok(Applied::Changed { .. })));
+//! // The event is at offset 42 of partition 3 of the log.
+//! let position = LogPosition::new(3, 42);
+//! assert!(matches!(apply(&mut state, &event, position), Ok(Applied::Changed { .. })));
 //! assert_eq!(state.active_encounter.unwrap().location.unwrap().point_of_care, "WARD-7");
 //! ```
 
@@ -32,7 +35,7 @@ use std::fmt;
 
 pub use fold::{Applied, Effect, Rejection, apply, new_state};
 pub use identity::{BATON_NAMESPACE, EventId, NhsNumber, PatientKey};
-pub use time::{Instant, civil_from_days, compare_stamps, days_from_civil};
+pub use time::{Instant, LogPosition, civil_from_days, compare_stamps, days_from_civil};
 pub use validate::{ValidEvent, payload_name};
 
 /// One problem with one field of an event.

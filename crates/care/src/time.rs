@@ -2,8 +2,42 @@
 
 use std::cmp::Ordering;
 
-use baton_proto::state::v1::FactStamp;
+use baton_proto::state::v1::{AppliedPosition, FactStamp};
 use prost_types::Timestamp;
+
+/// Where an event is in the log: its partition and offset. Events with the
+/// same clinical and system times are ordered by it, the later record
+/// winning, so a correction sent a minute after the message it corrects
+/// wins even when both carry the same times; replay gives the same answer
+/// because the log order is fixed. A patient's events share a partition;
+/// across partitions (a merged record's events) the order is by partition,
+/// then offset: arbitrary, but the same on every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+impl LogPosition {
+    pub const fn new(partition: u32, offset: u64) -> Self {
+        Self { partition, offset }
+    }
+
+    /// As stored in states; `None` orders first (facts kept before
+    /// positions were).
+    pub fn of(position: Option<&AppliedPosition>) -> Option<Self> {
+        position.map(|p| Self::new(p.partition, p.offset))
+    }
+}
+
+impl From<LogPosition> for AppliedPosition {
+    fn from(position: LogPosition) -> Self {
+        Self {
+            partition: position.partition,
+            offset: position.offset,
+        }
+    }
+}
 
 /// A point in time that orders like the timestamp it came from. Unset
 /// timestamps order first, so a fact with a time beats one without.
@@ -42,18 +76,20 @@ impl Instant {
     }
 }
 
-/// Orders two facts: by clinical time, then system time, then event id, so
-/// every replica picks the same winner whatever order they arrived in.
+/// Orders two facts: by clinical time, then system time, then log position
+/// (the later record wins a tie), then event id (for facts kept before
+/// positions were), so every replica picks the same winner.
 pub fn compare_stamps(a: Option<&FactStamp>, b: Option<&FactStamp>) -> Ordering {
-    let key = |s: Option<&FactStamp>| {
+    fn key(s: Option<&FactStamp>) -> Option<(Instant, Instant, Option<LogPosition>, &str)> {
         s.map(|s| {
             (
                 Instant::of(s.occurred_at.as_ref()),
                 Instant::of(s.recorded_at.as_ref()),
-                s.event_id.clone(),
+                LogPosition::of(s.position.as_ref()),
+                s.event_id.as_str(),
             )
         })
-    };
+    }
     key(a).cmp(&key(b))
 }
 
@@ -148,7 +184,13 @@ mod tests {
                 nanos: 0,
             }),
             event_id: id.into(),
+            position: None,
         }
+    }
+
+    fn at_offset(mut stamp: FactStamp, offset: u64) -> FactStamp {
+        stamp.position = Some(LogPosition::new(0, offset).into());
+        stamp
     }
 
     #[test]
@@ -158,6 +200,21 @@ mod tests {
         assert!(supersedes(&stamp(1, 2, "a"), Some(&stamp(1, 1, "z"))));
         assert!(supersedes(&stamp(1, 1, "b"), Some(&stamp(1, 1, "a"))));
         assert!(supersedes(&stamp(1, 1, "a"), None));
+    }
+
+    #[test]
+    fn a_tie_in_time_goes_to_the_later_record_whatever_the_ids() {
+        let first = at_offset(stamp(1, 1, "z"), 10);
+        let second = at_offset(stamp(1, 1, "a"), 11);
+        assert!(supersedes(&second, Some(&first)));
+        assert!(!supersedes(&first, Some(&second)));
+        // Time still comes first: an earlier record with a later time wins.
+        assert!(supersedes(
+            &at_offset(stamp(2, 1, "a"), 1),
+            Some(&at_offset(stamp(1, 1, "b"), 99))
+        ));
+        // A fact kept before positions were orders before one with a position.
+        assert!(supersedes(&first, Some(&stamp(1, 1, "zz"))));
     }
 
     #[test]

@@ -7,7 +7,6 @@ use baton_proto::events::v1::{
     DischargeMethod, EpisodeEndReason, EpisodeType, Location, NhsNumberStatus, Pathway,
     PatientClass, PatientIdentity, ReferralPriority, care_event::Payload,
 };
-use baton_proto::state::v1::FactStamp;
 use prost_types::Timestamp;
 
 use crate::identity::{EventId, NhsNumber, PatientKey, check_authority, check_local_value};
@@ -24,7 +23,10 @@ pub struct ValidEvent {
     event: CareEvent,
     id: EventId,
     key: PatientKey,
-    retired_key: Option<PatientKey>,
+    /// The second patient of an event about two: the record merged away
+    /// (A40), the previous identity (A47) when its key differs, the patient a
+    /// visit moves from (A45).
+    other_key: Option<PatientKey>,
 }
 
 impl ValidEvent {
@@ -35,7 +37,7 @@ impl ValidEvent {
         let id = check.event_id(&event.event_id);
         let key = check.patient(event.patient.as_ref(), "patient");
         check.envelope(&event);
-        let retired_key = match &event.payload {
+        let mut other_key = match &event.payload {
             Some(Payload::PatientsMerged(merged)) => {
                 check.patient(merged.retired.as_ref(), "patients_merged.retired")
             }
@@ -43,17 +45,37 @@ impl ValidEvent {
                 transferred.retired.as_ref(),
                 "merged_record_transferred.retired",
             ),
+            Some(Payload::PatientIdentifierChanged(changed)) => check.patient(
+                changed.previous.as_ref(),
+                "patient_identifier_changed.previous",
+            ),
+            Some(Payload::VisitMoved(moved)) => {
+                check.patient(moved.from.as_ref(), "visit_moved.from")
+            }
+            Some(Payload::MovedVisitTransferred(transferred)) => {
+                check.patient(transferred.from.as_ref(), "moved_visit_transferred.from")
+            }
             _ => None,
         };
-        if let (Some(key), Some(retired)) = (&key, &retired_key)
-            && key == retired
+        if let (Some(key), Some(other)) = (&key, &other_key)
+            && key == other
         {
-            check.violation(
-                "patients_merged.retired",
-                format!(
-                    "is the surviving patient {key} itself: a merge needs two different patients"
+            match &event.payload {
+                Some(Payload::PatientsMerged(_)) => check.violation(
+                    "patients_merged.retired",
+                    format!(
+                        "is the surviving patient {key} itself: a merge needs two different patients"
+                    ),
                 ),
-            );
+                Some(Payload::VisitMoved(_)) => check.violation(
+                    "visit_moved.from",
+                    format!(
+                        "is the patient {key} the visit moves to: a visit moves between two different patients"
+                    ),
+                ),
+                // The identifier changed within the same key: nothing moves.
+                _ => other_key = None,
+            }
         }
         check.payload(&event);
         match (id, key, check.violations.is_empty()) {
@@ -63,7 +85,7 @@ impl ValidEvent {
                     event,
                     id,
                     key,
-                    retired_key,
+                    other_key,
                 })
             }
             _ => Err(InvalidEvent {
@@ -74,16 +96,24 @@ impl ValidEvent {
     }
 
     /// As [`ValidEvent::new`], also refusing payloads that only Baton's own
-    /// projector may write (a producer cannot forge a merge hand-over).
+    /// projector may write (a producer cannot forge a hand-over).
     pub fn from_producer(event: CareEvent) -> Result<Self, InvalidEvent> {
         let valid = Self::new(event)?;
-        if matches!(valid.payload(), Payload::MergedRecordTransferred(_)) {
+        let forged = match valid.payload() {
+            Payload::MergedRecordTransferred(_) => Some((
+                "merged_record_transferred",
+                "is written by Baton's projector only; to merge patients publish patients_merged",
+            )),
+            Payload::MovedVisitTransferred(_) => Some((
+                "moved_visit_transferred",
+                "is written by Baton's projector only; to move a visit publish visit_moved",
+            )),
+            _ => None,
+        };
+        if let Some((field, problem)) = forged {
             return Err(InvalidEvent {
                 event_id: valid.event.event_id,
-                violations: vec![FieldViolation::new(
-                    "merged_record_transferred",
-                    "is written by Baton's projector only; to merge patients publish patients_merged",
-                )],
+                violations: vec![FieldViolation::new(field, problem)],
             });
         }
         Ok(valid)
@@ -106,16 +136,25 @@ impl ValidEvent {
         &self.key
     }
 
-    /// For a merge, the patient merged away.
-    pub fn retired_key(&self) -> Option<&PatientKey> {
-        self.retired_key.as_ref()
+    /// The second patient of an event about two: for a merge the patient
+    /// merged away, for an identifier change the previous identity (when its
+    /// key differs), for a visit move the patient the visit leaves.
+    pub fn other_key(&self) -> Option<&PatientKey> {
+        self.other_key.as_ref()
     }
 
-    /// The keys the event is written under: the patient's, and for a merge
-    /// the retired patient's too, so the merge is recorded against both.
+    /// The keys the event is written under: the patient's, and for a merge,
+    /// an identifier change or a visit move the other patient's too, so it is
+    /// recorded against both. (A hand-over is written under the receiving
+    /// patient's key only.)
     pub fn log_keys(&self) -> Vec<&PatientKey> {
-        match (&self.event.payload, &self.retired_key) {
-            (Some(Payload::PatientsMerged(_)), Some(retired)) => vec![&self.key, retired],
+        match (self.payload(), &self.other_key) {
+            (
+                Payload::PatientsMerged(_)
+                | Payload::PatientIdentifierChanged(_)
+                | Payload::VisitMoved(_),
+                Some(other),
+            ) => vec![&self.key, other],
             _ => vec![&self.key],
         }
     }
@@ -135,13 +174,16 @@ impl ValidEvent {
         Instant::of(self.event.recorded_at.as_ref())
     }
 
-    /// The event's place in the order of facts.
-    pub fn stamp(&self) -> FactStamp {
-        FactStamp {
-            occurred_at: self.event.occurred_at,
-            recorded_at: self.event.recorded_at,
-            event_id: self.event.event_id.clone(),
-        }
+    /// A correction: it says another event was entered in error, so what
+    /// was true then, as known now, leaves out both.
+    pub fn is_correction(&self) -> bool {
+        matches!(
+            self.payload(),
+            Payload::AdmissionCancelled(_)
+                | Payload::TransferCancelled(_)
+                | Payload::DischargeCancelled(_)
+                | Payload::TransferPlanCancelled(_)
+        )
     }
 
     /// The name of the payload as it appears in the JSON mapping and in
@@ -182,6 +224,12 @@ pub fn payload_name(payload: &Payload) -> &'static str {
         Payload::ExpectedDischargeDateSet(_) => "expected_discharge_date_set",
         Payload::CareTeamMemberAssigned(_) => "care_team_member_assigned",
         Payload::CareTeamMemberRemoved(_) => "care_team_member_removed",
+        Payload::AttendanceStarted(_) => "attendance_started",
+        Payload::TransferPlanned(_) => "transfer_planned",
+        Payload::TransferPlanCancelled(_) => "transfer_plan_cancelled",
+        Payload::VisitMoved(_) => "visit_moved",
+        Payload::MovedVisitTransferred(_) => "moved_visit_transferred",
+        Payload::PatientIdentifierChanged(_) => "patient_identifier_changed",
     }
 }
 
@@ -199,6 +247,11 @@ fn needs_encounter(payload: &Payload) -> bool {
             | Payload::AdmissionCancelled(_)
             | Payload::TransferCancelled(_)
             | Payload::DischargeCancelled(_)
+            | Payload::AttendanceStarted(_)
+            | Payload::TransferPlanned(_)
+            | Payload::TransferPlanCancelled(_)
+            | Payload::VisitMoved(_)
+            | Payload::MovedVisitTransferred(_)
     )
 }
 
@@ -433,7 +486,7 @@ impl Check {
         let Some(payload) = &event.payload else {
             self.violation(
                 "payload",
-                "required: exactly one of registered, details_updated, pre_admitted, admitted, transferred, leave_started, leave_ended, patient_class_changed, discharged, died, admission_cancelled, transfer_cancelled, discharge_cancelled, patients_merged, referral_requested, referral_accepted, referral_rejected, referral_cancelled, referral_completed, episode_started, episode_ended, care_plan_changed, frailty_assessed, medically_optimised, medically_optimised_revoked, expected_discharge_date_set, care_team_member_assigned, care_team_member_removed",
+                "required: exactly one of registered, details_updated, pre_admitted, admitted, transferred, leave_started, leave_ended, patient_class_changed, discharged, died, admission_cancelled, transfer_cancelled, discharge_cancelled, patients_merged, referral_requested, referral_accepted, referral_rejected, referral_cancelled, referral_completed, episode_started, episode_ended, care_plan_changed, frailty_assessed, medically_optimised, medically_optimised_revoked, expected_discharge_date_set, care_team_member_assigned, care_team_member_removed, attendance_started, transfer_planned, transfer_plan_cancelled, visit_moved, patient_identifier_changed",
             );
             return;
         };
@@ -483,10 +536,14 @@ impl Check {
                 false,
             ),
             Payload::LeaveEnded(_) => {}
-            Payload::PatientClassChanged(changed) => self.required_enumeration::<PatientClass>(
-                &field("patient_class"),
-                changed.patient_class,
-            ),
+            Payload::PatientClassChanged(changed) => {
+                self.required_enumeration::<PatientClass>(
+                    &field("patient_class"),
+                    changed.patient_class,
+                );
+                self.location(&field("location"), changed.location.as_ref(), false);
+                self.location(&field("from"), changed.from.as_ref(), false);
+            }
             Payload::Discharged(discharged) => {
                 self.enumeration::<DischargeMethod>(&field("method"), discharged.method);
                 self.enumeration::<DischargeDestination>(
@@ -503,7 +560,9 @@ impl Check {
                 self.cancelled_id(&field("cancelled_event_id"), &cancel.cancelled_event_id)
             }
             Payload::TransferCancelled(cancel) => {
-                self.cancelled_id(&field("cancelled_event_id"), &cancel.cancelled_event_id)
+                self.cancelled_id(&field("cancelled_event_id"), &cancel.cancelled_event_id);
+                self.location(&field("from"), cancel.from.as_ref(), false);
+                self.location(&field("to"), cancel.to.as_ref(), false);
             }
             Payload::DischargeCancelled(cancel) => {
                 self.cancelled_id(&field("cancelled_event_id"), &cancel.cancelled_event_id)
@@ -524,6 +583,36 @@ impl Check {
                     );
                 }
             }
+            Payload::AttendanceStarted(attendance) => {
+                self.location(&field("location"), attendance.location.as_ref(), true);
+                self.enumeration::<PatientClass>(&field("patient_class"), attendance.patient_class);
+            }
+            Payload::TransferPlanned(planned) => {
+                self.location(&field("to"), planned.to.as_ref(), true);
+                self.timestamp(&field("planned_at"), planned.planned_at.as_ref(), false);
+            }
+            Payload::TransferPlanCancelled(cancel) => {
+                self.cancelled_id(&field("cancelled_event_id"), &cancel.cancelled_event_id);
+                self.location(&field("to"), cancel.to.as_ref(), false);
+            }
+            // The patients were checked with the envelope.
+            Payload::VisitMoved(moved) => self.required(
+                &field("from_encounter_id"),
+                &moved.from_encounter_id,
+                "\"V2001\": the visit's number under the patient it moves from (HL7 MRG-5)",
+            ),
+            Payload::MovedVisitTransferred(transferred) => {
+                if transferred.encounter.is_none() {
+                    self.violation(field("encounter"), "required: the moved encounter");
+                }
+                if EventId::parse(&transferred.visit_moved_event_id).is_err() {
+                    self.violation(
+                        field("visit_moved_event_id"),
+                        "required: the event id (a UUID) of the visit move",
+                    );
+                }
+            }
+            Payload::PatientIdentifierChanged(_) => {}
             Payload::ReferralRequested(referral) => {
                 self.required(
                     &field("referral_id"),

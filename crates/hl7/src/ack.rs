@@ -4,6 +4,11 @@
 //! Every problem becomes an ERR segment naming the segment and field
 //! (ERR-2), the HL7 error code (ERR-3), the severity (ERR-4) and what is
 //! wrong (ERR-8).
+//!
+//! An `AA` ends with a Baton segment, `ZBT`, whose first field is the
+//! consistency token of the message's events ([`CONSISTENCY_SEGMENT`]): a
+//! sender that passes it to the query API reads its own writes. Receivers
+//! that do not know the segment skip it, as HL7 asks of Z-segments.
 
 use crate::map::Header;
 use crate::problem::{Problem, Severity};
@@ -43,15 +48,20 @@ impl AckCode {
 /// who it was sent to.
 pub const BATON_APPLICATION: &str = "BATON";
 
+/// The Z-segment of an `AA` carrying the consistency token (ZBT-1).
+pub const CONSISTENCY_SEGMENT: &str = "ZBT";
+
 /// Builds the ACK of a message. `header` is `None` when the message could
 /// not be parsed at all; `control_id` is the ACK's own MSH-10 and `at` its
-/// MSH-7 (the caller's clock, formatted with [`crate::Zone::format`]).
+/// MSH-7 (the caller's clock, formatted with [`crate::Zone::format`]);
+/// `consistency_token`, given for an accepted message, goes in ZBT-1.
 pub fn acknowledgement(
     header: Option<&Header>,
     code: AckCode,
     problems: &[Problem],
     control_id: &str,
     at: &str,
+    consistency_token: Option<&str>,
 ) -> String {
     let d = Delimiters::default();
     let empty = Header::default();
@@ -121,6 +131,9 @@ pub fn acknowledgement(
             d.escape(&problem.to_string()),
         ));
     }
+    if let Some(token) = consistency_token {
+        ack.push_str(&format!("{CONSISTENCY_SEGMENT}|{}\r", d.escape(token)));
+    }
     ack
 }
 
@@ -139,6 +152,9 @@ pub struct ReadAck {
     pub control_id: String,
     /// ERR-8 (else ERR-2 and ERR-3) of each ERR segment, and MSA-3.
     pub problems: Vec<String>,
+    /// ZBT-1 of a Baton `AA`: pass it to the query API to read the
+    /// message's writes.
+    pub consistency_token: Option<String>,
 }
 
 impl ReadAck {
@@ -172,10 +188,15 @@ impl ReadAck {
         if problems.is_empty() && !msa_text.is_empty() {
             problems.push(msa_text.into_owned());
         }
+        let consistency_token = message
+            .segment(CONSISTENCY_SEGMENT)
+            .map(|zbt| message.field(zbt, 1).text().into_owned())
+            .filter(|token| !token.is_empty());
         Ok(Self {
             code,
             control_id: message.get("MSA", 2).text().into_owned(),
             problems,
+            consistency_token,
         })
     }
 }
@@ -203,6 +224,7 @@ mod tests {
             &problems,
             "A1",
             "20260101120000+0000",
+            None,
         );
         let lines: Vec<&str> = ack.split('\r').collect();
         assert_eq!(
@@ -225,7 +247,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_message_still_gets_an_ack() {
-        let ack = acknowledgement(None, AckCode::Reject, &[], "A2", "20260101");
+        let ack = acknowledgement(None, AckCode::Reject, &[], "A2", "20260101", None);
         assert!(
             ack.starts_with("MSH|^~\\&|BATON||||20260101||ACK|A2|P|2.5\rMSA|AR||\r"),
             "{ack}"
@@ -243,9 +265,46 @@ mod tests {
             ErrorCode::DataTypeError,
             "a|b^c&d~e\\f",
         )];
-        let ack = acknowledgement(None, AckCode::Error, &problems, "A3", "2026");
+        let ack = acknowledgement(None, AckCode::Error, &problems, "A3", "2026", None);
         assert!(ack.contains("a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f"), "{ack}");
         let read = ReadAck::parse(ack.as_bytes()).unwrap();
         assert_eq!(read.problems, ["a|b^c&d~e\\f"]);
+    }
+
+    #[test]
+    fn an_accepted_message_carries_its_consistency_token_last() {
+        let message =
+            Message::parse_str("MSH|^~\\&|PAS|RXX|BATON|RXX|20260101||ADT^A01|M1|P|2.5\r").unwrap();
+        let header = Header::read(&message);
+        let warning = Problem::warning(
+            Location::field("PV1", 37),
+            ErrorCode::TableValueNotFound,
+            "left unset",
+        );
+        let ack = acknowledgement(
+            Some(&header),
+            AckCode::Accept,
+            &[warning],
+            "A4",
+            "20260101",
+            Some("v1:2=41,3=7"),
+        );
+        let names: Vec<&str> = ack
+            .split('\r')
+            .filter(|s| !s.is_empty())
+            .map(|s| &s[..3])
+            .collect();
+        assert_eq!(names, ["MSH", "MSA", "ERR", "ZBT"]);
+        assert!(ack.ends_with("ZBT|v1:2=41,3=7\r"), "{ack}");
+        let read = ReadAck::parse(ack.as_bytes()).unwrap();
+        assert_eq!(read.code, AckCode::Accept);
+        assert_eq!(read.consistency_token.as_deref(), Some("v1:2=41,3=7"));
+        let refused = acknowledgement(Some(&header), AckCode::Error, &[], "A5", "2026", None);
+        assert_eq!(
+            ReadAck::parse(refused.as_bytes())
+                .unwrap()
+                .consistency_token,
+            None
+        );
     }
 }

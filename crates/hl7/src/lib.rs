@@ -10,8 +10,9 @@
 //!   escapes (`\F\ \S\ \T\ \R\ \E\ \Xhh\`), CR, LF or CRLF between segments
 //!   and a leading byte-order mark. It never panics (it is fuzzed:
 //!   `fuzz/`); what it cannot read is an [`Error::Parse`].
-//! - [`map`]: ADT A01–A08, A11–A13, A21, A22, A28, A31, A40 and REF
-//!   I12–I14 to events with deterministic ids ([`Mapped`]), or a
+//! - [`map`]: ADT A01–A08, A11–A13, A15, A17, A21, A22, A26, A28, A31,
+//!   A40, A45, A47 and REF I12–I14 to events with deterministic ids
+//!   ([`Mapped`]), or a
 //!   [`Refused`] naming each problem's segment and field ([`Problem`],
 //!   [`Location`]). [`Mapped::check`] validates the events as ingest will,
 //!   placing every violation back at its HL7 field.
@@ -52,7 +53,7 @@ mod parse;
 mod problem;
 mod time;
 
-pub use ack::{AckCode, BATON_APPLICATION, ReadAck, acknowledgement};
+pub use ack::{AckCode, BATON_APPLICATION, CONSISTENCY_SEGMENT, ReadAck, acknowledgement};
 pub use map::{Header, MapConfig, Mapped, Refused, SUPPORTED, map};
 pub use parse::{Delimiters, Message, Segment, Value, split_messages, unescape};
 pub use problem::{ErrorCode, Location, Problem, Severity};

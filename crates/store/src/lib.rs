@@ -76,14 +76,14 @@
 //! ```
 //! use baton_care::cohort::Cohort;
 //! use baton_care::fixtures::admitted;
-//! use baton_care::{apply, new_state, ValidEvent};
+//! use baton_care::{apply, new_state, LogPosition, ValidEvent};
 //! use baton_store::{Commit, Store};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Store::temporary()?;
 //! let event = ValidEvent::new(admitted("9434765919", "V1", 1_700_000_000, "WARD-7"))?;
 //! let mut state = new_state(event.key());
-//! apply(&mut state, &event)?;
+//! apply(&mut state, &event, LogPosition::new(0, 0))?;
 //!
 //! store.commit(&Commit::new("baton.care-events.v1").with_state(state).with_position(0, 1))?;
 //!

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_care::fixtures::{admitted, transferred};
-use baton_care::{ValidEvent, apply, new_state};
+use baton_care::{LogPosition, ValidEvent, apply, new_state};
 use baton_proto::events::v1::CareEvent;
 use baton_proto::state::v1::{AppliedPosition, PatientCareState};
 use baton_store::{Commit, Store, StoreConfig};
@@ -21,8 +21,8 @@ fn state(events: Vec<CareEvent>, partition: u32, offset: u64) -> PatientCareStat
         .map(|event| ValidEvent::new(event).unwrap())
         .collect();
     let mut state = new_state(events[0].key());
-    for event in &events {
-        apply(&mut state, event).unwrap();
+    for (index, event) in events.iter().enumerate() {
+        apply(&mut state, event, LogPosition::new(partition, index as u64)).unwrap();
     }
     state.applied = Some(AppliedPosition { partition, offset });
     state

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use baton_care::cohort::{self, Cohort};
 use baton_care::fixtures::{self, admitted, discharged, transferred, virtual_ward_started};
-use baton_care::{ValidEvent, apply, new_state};
+use baton_care::{LogPosition, ValidEvent, apply, new_state};
 use baton_proto::events::v1::care_event::Payload;
 use baton_proto::events::v1::{CareEvent, DischargeDestination, PatientsMerged};
 use baton_proto::state::v1::{CareSetting, PatientCareState};
@@ -22,8 +22,10 @@ fn fold(state: Option<PatientCareState>, events: Vec<CareEvent>) -> PatientCareS
         .map(|event| ValidEvent::new(event).expect("fixture events are valid"))
         .peekable();
     let mut state = state.unwrap_or_else(|| new_state(events.peek().expect("an event").key()));
+    // As if each event followed the last one applied in the log.
     for event in events {
-        apply(&mut state, &event).expect("fixture events apply");
+        let offset = state.applied.as_ref().map_or(0, |a| a.offset + 1);
+        apply(&mut state, &event, LogPosition::new(0, offset)).expect("fixture events apply");
     }
     state
 }

@@ -783,6 +783,7 @@ impl<'a> Journey<'a> {
                 System::Pas,
                 Payload::PatientClassChanged(PatientClassChanged {
                     patient_class: PatientClass::Inpatient as i32,
+                    ..Default::default()
                 }),
             )
             .in_encounter(&encounter_id);
@@ -822,7 +823,10 @@ impl<'a> Journey<'a> {
                     self.draft(
                         cancelled_at,
                         System::Pas,
-                        Payload::TransferCancelled(TransferCancelled { cancelled_event_id }),
+                        Payload::TransferCancelled(TransferCancelled {
+                            cancelled_event_id,
+                            ..Default::default()
+                        }),
                     )
                     .in_encounter(&encounter_id)
                     .caused_by(wrong)

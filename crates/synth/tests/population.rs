@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use baton_care::{ValidEvent, apply, new_state, payload_name};
+use baton_care::{LogPosition, ValidEvent, apply, new_state, payload_name};
 use baton_proto::events::v1::care_event::Payload;
 use baton_proto::events::v1::{CareEvent, DischargeDestination, EpisodeEndReason};
 use baton_proto::state::v1::{CareSetting, EncounterStatus, EpisodeStatus, PatientCareState};
@@ -14,13 +14,14 @@ use proptest::prelude::*;
 /// Validates and folds a feed in its order, patient by patient.
 fn fold(feed: &[CareEvent]) -> Result<HashMap<String, PatientCareState>, String> {
     let mut states: HashMap<String, PatientCareState> = HashMap::new();
-    for event in feed {
+    // The feed's order is the log's: one partition, offset by index.
+    for (offset, event) in (0..).zip(feed) {
         let valid = ValidEvent::from_producer(event.clone()).map_err(|error| error.to_string())?;
         let key = valid.key().to_string();
         let state = states
             .entry(key.clone())
             .or_insert_with(|| new_state(valid.key()));
-        apply(state, &valid).map_err(|rejection| {
+        apply(state, &valid, LogPosition::new(0, offset)).map_err(|rejection| {
             format!(
                 "patient {key}: {} {} rejected: {rejection}",
                 valid.payload_name(),

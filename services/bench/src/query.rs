@@ -307,7 +307,7 @@ async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<P
     let progress = ProgressBar::new(patients as u64);
     let folded = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PatientCareState>> {
         let mut states: HashMap<String, PatientCareState> = HashMap::new();
-        for event in baton_synth::Population::new(config) {
+        for (offset, event) in (0..).zip(baton_synth::Population::new(config)) {
             let event = ValidEvent::new(event)?;
             let state = states
                 .entry(event.key().to_string())
@@ -315,7 +315,7 @@ async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<P
             // The feed never meets a rejection; a merge's retired side is
             // the other patient's and handed over by the projector, so left
             // out here.
-            let _ = apply(state, &event);
+            let _ = apply(state, &event, baton_care::LogPosition::new(0, offset));
             progress.set_position(states.len() as u64);
         }
         progress.finish_and_clear();

@@ -187,7 +187,11 @@ fn fold_in_memory(records: &[Record]) -> anyhow::Result<usize> {
             new_state(&baton_care::PatientKey::parse(key).expect("a valid key"))
         });
         // A rejection is a result too: the projector dead-letters it.
-        let _ = apply(state, &event);
+        let _ = apply(
+            state,
+            &event,
+            baton_care::LogPosition::new(record.partition, record.offset),
+        );
     }
     Ok(records.len())
 }

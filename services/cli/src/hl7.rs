@@ -1,6 +1,8 @@
 //! `baton hl7`: tools for integration engineers connecting an HL7 v2 feed.
 //! `map` shows what messages would become without publishing anything;
-//! `send` sends them over MLLP and shows each acknowledgement.
+//! `send` sends them over MLLP and shows each acknowledgement, and with
+//! `--then-get` the care state of each patient, read with the consistency
+//! token the acknowledgements carried.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 use baton_hl7::{AckCode, Header, MapConfig, Message, ReadAck, Zone};
 use baton_ingest::mllp::MllpClient;
+use baton_log::ConsistencyToken;
 use baton_proto::events::v1::CareEvent;
+use baton_proto::query::v1::GetCareStateRequest;
 use clap::{Args, Subcommand};
+
+use crate::read::{QueryAddress, connect, patient_ref};
+use crate::render;
 
 /// HL7 v2: see what messages map to, and send them over MLLP.
 #[derive(Debug, Subcommand)]
@@ -26,7 +33,11 @@ pub(crate) enum Hl7Command {
     /// Send messages over MLLP, one at a time, and print each
     /// acknowledgement.
     ///
-    /// Exits 1 when any message is not acknowledged AA.
+    /// Baton's AA carries the consistency token of the message's events
+    /// (segment ZBT); `send` prints it, and the token of them all at the
+    /// end. With --then-get it then reads each patient's care state from
+    /// the query API with that token, so what it shows includes every
+    /// message sent. Exits 1 when any message is not acknowledged AA.
     Send(SendArgs),
 }
 
@@ -51,6 +62,12 @@ pub(crate) struct SendArgs {
     /// How long to wait for each acknowledgement
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Then show the care state of each patient of the messages accepted,
+    /// read with their consistency token (--query names the query API)
+    #[arg(long)]
+    then_get: bool,
+    #[command(flatten)]
+    query: QueryAddress,
 }
 
 pub(crate) async fn hl7(command: Hl7Command) -> anyhow::Result<()> {
@@ -163,6 +180,8 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     })?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut not_accepted = 0;
+    let mut token = ConsistencyToken::empty();
+    let mut patients: Vec<String> = Vec::new();
     for (name, bytes) in &messages {
         let ack = tokio::time::timeout(timeout, client.send(bytes))
             .await
@@ -170,16 +189,75 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{name}: sending to {}", args.to))?;
         let ack =
             ReadAck::parse(&ack).with_context(|| format!("{name}: the answer is not an ACK"))?;
-        println!("{name}: {} {}", ack.code.as_str(), ack.control_id);
+        match &ack.consistency_token {
+            Some(written) => {
+                println!(
+                    "{name}: {} {}  (consistency token {written})",
+                    ack.code.as_str(),
+                    ack.control_id
+                );
+                if let Ok(written) = written.parse::<ConsistencyToken>() {
+                    token.merge(&written);
+                }
+            }
+            None => println!("{name}: {} {}", ack.code.as_str(), ack.control_id),
+        }
         for problem in &ack.problems {
             println!("  {problem}");
         }
-        if ack.code != AckCode::Accept {
+        if ack.code == AckCode::Accept {
+            for patient in patients_of(bytes) {
+                if !patients.contains(&patient) {
+                    patients.push(patient);
+                }
+            }
+        } else {
             not_accepted += 1;
+        }
+    }
+    if !token.is_empty() {
+        println!("consistency token: {token}");
+        if !args.then_get {
+            println!(
+                "(pass it to `baton state get <patient> --consistency-token {token}` to read your writes, or send with --then-get)"
+            );
+        }
+    }
+    if args.then_get && !patients.is_empty() {
+        let mut query = connect(&args.query).await?;
+        for patient in &patients {
+            let state = query
+                .get_care_state(GetCareStateRequest {
+                    patient: Some(patient_ref(patient)),
+                    consistency_token: token.to_string(),
+                })
+                .await
+                .map_err(|status| anyhow::anyhow!("reading {patient}: {}", status.message()))?
+                .into_inner()
+                .state
+                .unwrap_or_default();
+            println!();
+            print!("{}", render::care_state(&state));
         }
     }
     if not_accepted > 0 {
         anyhow::bail!("{not_accepted} of {} messages not accepted", messages.len());
     }
     Ok(())
+}
+
+/// The patients a message's events are about (their patient keys), as
+/// Baton maps it; none for one that does not map.
+fn patients_of(bytes: &[u8]) -> Vec<String> {
+    let Ok(message) = Message::parse(bytes) else {
+        return Vec::new();
+    };
+    let Ok(mapped) = baton_hl7::map(&message, &MapConfig::default()) else {
+        return Vec::new();
+    };
+    mapped
+        .events()
+        .filter_map(|event| baton_care::ValidEvent::new(event.clone()).ok())
+        .map(|event| event.key().to_string())
+        .collect()
 }

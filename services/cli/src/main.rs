@@ -10,9 +10,11 @@
 //! - `cohort.rs`: `baton cohort` and `baton watch`, and their filters.
 //! - `render.rs`: care states as people read them.
 //! - `ops.rs`: `baton replay`, `verify`, `lag` and `dlq`, for operators.
+//! - `endpoint.rs`: `--query` and `--ingest` addresses.
 
 mod cohort;
 mod demo;
+mod endpoint;
 mod hl7;
 mod ops;
 mod publish;
@@ -45,8 +47,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   baton verify                 check the projection against a fresh fold
 ///   baton replay                 rebuild the projection, no read downtime
 ///   baton dlq list               the records that could not be applied
+///   baton hl7 send adt.hl7 --then-get
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, propagate_version = true)]
+// Verbatim: the "Start here" block is a list, one command a line.
+#[command(
+    name = "baton",
+    version,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,4 +113,24 @@ fn main() -> std::process::ExitCode {
 fn fail(error: &anyhow::Error) -> std::process::ExitCode {
     eprintln!("error: {error:#}");
     std::process::ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_start_here_block_keeps_one_command_a_line() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("Start here:\n  baton up --demo              run everything, with a synthetic population\n  baton cohort --setting virtual-ward\n"),
+            "{help}"
+        );
+        assert!(
+            help.contains("\n  baton hl7 send adt.hl7 --then-get\n"),
+            "{help}"
+        );
+    }
 }

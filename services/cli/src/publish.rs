@@ -25,8 +25,13 @@ use tonic_types::StatusExt;
 pub(crate) struct PublishArgs {
     /// JSON-lines file of care events, or - for standard input
     file: PathBuf,
-    /// Address of the ingest API
-    #[arg(long, env = "BATON_INGEST", default_value = "http://127.0.0.1:50051")]
+    /// Address of the ingest API: HOST:PORT, or a URL
+    #[arg(
+        long,
+        env = "BATON_INGEST",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:50051"
+    )]
     ingest: String,
     /// Events per Publish call
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -44,7 +49,7 @@ pub(crate) struct LineEvent {
 }
 
 pub(crate) async fn connect(address: &str) -> anyhow::Result<CareEventIngestClient<Channel>> {
-    let client = CareEventIngestClient::connect(address.to_owned())
+    let client = CareEventIngestClient::connect(crate::endpoint::grpc_url(address))
         .await
         .with_context(|| {
             format!("cannot reach the ingest API at {address}: is `baton up` running?")
@@ -208,8 +213,8 @@ mod tests {
             .map(|e| baton_care::ValidEvent::from_producer(e.event).unwrap())
             .collect();
         let mut state = baton_care::new_state(valid[0].key());
-        for event in &valid {
-            baton_care::apply(&mut state, event).unwrap();
+        for (offset, event) in (0..).zip(&valid) {
+            baton_care::apply(&mut state, event, baton_care::LogPosition::new(0, offset)).unwrap();
         }
         assert_eq!(
             state.setting(),

@@ -113,17 +113,18 @@ pub(crate) fn json_line<M: NamedMessage>(message: &M) -> anyhow::Result<String> 
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct QueryAddress {
-    /// Address of the query API
+    /// Address of the query API: HOST:PORT, or a URL
     #[arg(
         long = "query",
         env = "BATON_QUERY",
-        default_value = "http://127.0.0.1:50052"
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:50052"
     )]
     address: String,
 }
 
 pub(crate) async fn connect(query: &QueryAddress) -> anyhow::Result<CareStateQueryClient<Channel>> {
-    let client = CareStateQueryClient::connect(query.address.clone())
+    let client = CareStateQueryClient::connect(crate::endpoint::grpc_url(&query.address))
         .await
         .with_context(|| {
             format!(

@@ -9,7 +9,8 @@ use baton_proto::events::v1::care_event::Payload;
 use baton_proto::events::v1::{CareEvent, Date, Demographics, Location};
 use baton_proto::query::v1::{CohortChange, TimelineEntry};
 use baton_proto::state::v1::{
-    CareSetting, Encounter, EpisodeStatus, PatientCareState, ReferralStatus,
+    CancelMatch, CareSetting, Discharge, Encounter, EpisodeStatus, MergeKind, MergeLink,
+    PatientCareState, ReferralStatus,
 };
 use prost_types::Timestamp;
 
@@ -92,15 +93,14 @@ pub(crate) fn care_state(state: &PatientCareState) -> String {
             line("Local identifiers", ids.join(", "));
         }
     }
+    // A retired record: what it last said is not where the patient is.
     if let Some(merged) = &state.merged_into {
-        line(
-            "MERGED INTO",
-            format!(
-                "{} at {} — read that record instead",
-                merged.patient_key,
-                when(merged.merged_at.as_ref())
-            ),
-        );
+        line("Setting", merged_into(merged));
+        for merged in &state.merged_from {
+            line("Merged from", merged_from(merged));
+        }
+        line("Version", version(state));
+        return out;
     }
     let mut setting = format!(
         "{} since {}",
@@ -131,19 +131,7 @@ pub(crate) fn care_state(state: &PatientCareState) -> String {
         );
     }
     if let Some(discharge) = &state.last_discharge {
-        line(
-            "Last discharge",
-            format!(
-                "{} from {} to {} ({})",
-                when(discharge.discharged_at.as_ref()),
-                discharge.encounter_id,
-                words(
-                    discharge.destination().as_str_name(),
-                    "DISCHARGE_DESTINATION_"
-                ),
-                words(discharge.method().as_str_name(), "DISCHARGE_METHOD_"),
-            ),
-        );
+        line("Last discharge", last_discharge(state, discharge));
     }
     if let Some(frailty) = &state.frailty {
         line(
@@ -226,12 +214,17 @@ pub(crate) fn care_state(state: &PatientCareState) -> String {
         line("Died", when(death.died_at.as_ref()));
     }
     for merged in &state.merged_from {
+        line("Merged from", merged_from(merged));
+    }
+    for moved in &state.moved_visits {
         line(
-            "Merged from",
+            "Visit moved",
             format!(
-                "{} at {}",
-                merged.patient_key,
-                when(merged.merged_at.as_ref())
+                "{} to {} (as {}) at {}",
+                moved.encounter_id,
+                moved.to_patient_key,
+                moved.to_encounter_id,
+                when(moved.moved_at.as_ref())
             ),
         );
     }
@@ -251,25 +244,111 @@ pub(crate) fn care_state(state: &PatientCareState) -> String {
             .collect();
         line("Past encounters", past.join("; "));
     }
-    let applied = state.applied.as_ref().map_or(String::new(), |a| {
-        format!(", last applied p{}@{}", a.partition, a.offset)
-    });
-    line(
-        "Version",
-        format!(
-            "{}{applied}, last recorded {}",
-            state.version,
-            when(state.last_recorded_at.as_ref())
-        ),
-    );
+    line("Version", version(state));
     out
 }
 
+fn version(state: &PatientCareState) -> String {
+    let applied = state.applied.as_ref().map_or(String::new(), |a| {
+        format!(", last applied p{}@{}", a.partition, a.offset)
+    });
+    format!(
+        "{}{applied}, last recorded {}",
+        state.version,
+        when(state.last_recorded_at.as_ref())
+    )
+}
+
+/// `merged into 9434765919 at … — read that record instead`.
+fn merged_into(link: &MergeLink) -> String {
+    let why = match link.kind() {
+        MergeKind::IdentifierChanged => "identifier changed: now",
+        MergeKind::PatientsMerged | MergeKind::Unspecified => "merged into",
+    };
+    format!(
+        "{why} {} at {} — read that record instead",
+        link.patient_key,
+        when(link.merged_at.as_ref())
+    )
+}
+
+fn merged_from(link: &MergeLink) -> String {
+    let why = match link.kind() {
+        MergeKind::IdentifierChanged => " (identifier changed)",
+        MergeKind::PatientsMerged | MergeKind::Unspecified => "",
+    };
+    format!(
+        "{} at {}{why}",
+        link.patient_key,
+        when(link.merged_at.as_ref())
+    )
+}
+
+/// Where to, as the feed said it: the destination, else the code sent
+/// (one Baton does not map), else that none was given.
+fn destination(discharge: &Discharge) -> String {
+    match (discharge.destination(), discharge.destination_code.as_str()) {
+        (baton_proto::events::v1::DischargeDestination::Unspecified, "") => {
+            "destination not given".to_owned()
+        }
+        (baton_proto::events::v1::DischargeDestination::Unspecified, code) => {
+            format!("to {code:?}")
+        }
+        (known, _) => format!(
+            "to {}",
+            words(known.as_str_name(), "DISCHARGE_DESTINATION_")
+        ),
+    }
+}
+
+/// `2026-11-05 11:00 from V2001 at WARD-7 to home (RYY), clinical advice`.
+fn last_discharge(state: &PatientCareState, discharge: &Discharge) -> String {
+    let from = discharge.location.as_ref().or_else(|| {
+        state
+            .past_encounters
+            .iter()
+            .find(|e| e.encounter_id == discharge.encounter_id)
+            .and_then(|e| e.location.as_ref())
+    });
+    let mut text = format!(
+        "{} from {}",
+        when(discharge.discharged_at.as_ref()),
+        discharge.encounter_id
+    );
+    if from.is_some() {
+        text.push_str(&format!(" at {}", place(from)));
+    }
+    text.push_str(&format!(" {}", destination(discharge)));
+    if !discharge.destination_organisation.is_empty() {
+        text.push_str(&format!(" ({})", discharge.destination_organisation));
+    }
+    if discharge.method() != baton_proto::events::v1::DischargeMethod::Unspecified {
+        text.push_str(&format!(
+            ", {}",
+            words(discharge.method().as_str_name(), "DISCHARGE_METHOD_")
+        ));
+    }
+    text
+}
+
 fn encounter_lines(encounter: &Encounter, line: &mut impl FnMut(&str, String)) {
+    let class = if encounter.patient_class == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({})",
+            words(encounter.patient_class().as_str_name(), "PATIENT_CLASS_")
+        )
+    };
+    // An attendance not (yet) an admission says when the patient arrived.
+    let since = match (&encounter.admitted_at, &encounter.started_at) {
+        (None, Some(started)) => format!("arrived {}", when(Some(started))),
+        (admitted, _) => format!("admitted {}", when(admitted.as_ref())),
+    };
     line(
         "Encounter",
         format!(
-            "{} {} at {}, admitted {}",
+            "{} {}{class} at {}, {since}",
             encounter.encounter_id,
             words(encounter.status().as_str_name(), "ENCOUNTER_STATUS_"),
             if encounter.organisation.is_empty() {
@@ -277,10 +356,20 @@ fn encounter_lines(encounter: &Encounter, line: &mut impl FnMut(&str, String)) {
             } else {
                 &encounter.organisation
             },
-            when(encounter.admitted_at.as_ref())
         ),
     );
     line("Location", place(encounter.location.as_ref()));
+    if let Some(planned) = &encounter.planned_transfer {
+        let mut text = format!("to {}", place(planned.to.as_ref()));
+        if planned.planned_at.is_some() {
+            text.push_str(&format!(" at {}", when(planned.planned_at.as_ref())));
+        }
+        text.push_str(&format!(
+            " (planned {})",
+            when(planned.requested_at.as_ref())
+        ));
+        line("Planned move", text);
+    }
     if encounter.location_history.len() > 1 {
         let moves: Vec<String> = encounter
             .location_history
@@ -492,7 +581,21 @@ pub(crate) fn timeline(patient_key: &str, entries: &[TimelineEntry]) -> String {
             ));
         }
         if !entry.cancels_event_id.is_empty() {
-            line.push_str(&format!("  corrects {}", short_id(&entry.cancels_event_id)));
+            line.push_str(&format!(
+                "  corrects {}{}",
+                short_id(&entry.cancels_event_id),
+                match entry.cancel_match() {
+                    CancelMatch::EventId => " (named)",
+                    CancelMatch::ClinicalTimeAndLocation => " (same time and places)",
+                    CancelMatch::ClinicalTime => " (same time)",
+                    CancelMatch::Location => " (same places)",
+                    CancelMatch::LatestInEffect => " (latest by then: nothing matched)",
+                    CancelMatch::Repeat => " (again)",
+                    CancelMatch::Pending | CancelMatch::Unspecified => "",
+                }
+            ));
+        } else if entry.cancel_match() == CancelMatch::Pending {
+            line.push_str("  WAITING for what it cancels");
         }
         if !entry.merged_record_key.is_empty() {
             line.push_str(&format!("  (merged record {})", entry.merged_record_key));
@@ -523,9 +626,27 @@ fn event_summary(event: &CareEvent) -> String {
         Payload::Admitted(a) => format!(" to {}", place(a.location.as_ref())),
         Payload::Transferred(t) => format!(" to {}", place(t.to.as_ref())),
         Payload::PreAdmitted(p) => format!(" to {}", place(p.expected_location.as_ref())),
+        Payload::AttendanceStarted(a) => format!(" at {}", place(a.location.as_ref())),
+        Payload::PatientClassChanged(c) => {
+            let class = words(c.patient_class().as_str_name(), "PATIENT_CLASS_");
+            match &c.location {
+                Some(at) => format!(" to {class} at {}", place(Some(at))),
+                None => format!(" to {class}"),
+            }
+        }
+        Payload::TransferPlanned(t) => format!(" to {}", place(t.to.as_ref())),
         Payload::Discharged(d) => format!(
-            " to {}",
-            words(d.destination().as_str_name(), "DISCHARGE_DESTINATION_")
+            " {}",
+            destination(&Discharge {
+                destination: d.destination,
+                destination_code: d.destination_code.clone(),
+                ..Default::default()
+            })
+        ),
+        Payload::VisitMoved(v) => format!(
+            ": {} of {} moved here",
+            v.from_encounter_id,
+            v.from.as_ref().map_or("", |p| p.nhs_number.as_str())
         ),
         Payload::FrailtyAssessed(f) => format!(": CFS {}", f.clinical_frailty_scale),
         Payload::EpisodeStarted(e) => format!(
@@ -586,5 +707,63 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("WARD-7"), "{table}");
+    }
+
+    #[test]
+    fn a_discharge_says_where_from_and_where_to() {
+        use baton_care::fixtures::{discharged, encounter_event};
+        use baton_proto::events::v1::{DischargeDestination, DischargeMethod, Discharged};
+        let home = state_of([
+            admitted("9434765919", "V1", 1_767_600_000, "AMU"),
+            transferred("9434765919", "V1", 1_767_603_600, "WARD-7"),
+            discharged(
+                "9434765919",
+                "V1",
+                1_767_700_000,
+                DischargeDestination::Home,
+            ),
+        ]);
+        let text = care_state(&home);
+        assert!(
+            text.contains(
+                "Last discharge      2026-01-06 11:46 from V1 at WARD-7 to home, clinical advice"
+            ),
+            "{text}"
+        );
+        // A destination code Baton does not map is shown as sent.
+        let unmapped = encounter_event(
+            "9434765919",
+            "V1",
+            1_767_700_000,
+            Payload::Discharged(Discharged {
+                method: DischargeMethod::Unspecified as i32,
+                destination_code: "Nursing home".into(),
+                ..Default::default()
+            }),
+        );
+        let state = state_of([admitted("9434765919", "V1", 1_767_600_000, "AMU"), unmapped]);
+        let text = care_state(&state);
+        assert!(
+            text.contains("from V1 at AMU to \"Nursing home\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("unspecified"), "{text}");
+    }
+
+    #[test]
+    fn a_merged_record_points_at_the_survivor_not_its_last_setting() {
+        use baton_care::fixtures::patients_merged;
+        use baton_care::{LogPosition, ValidEvent, apply};
+        let mut retired = state_of([admitted("4010232137", "V9", 1_767_600_000, "WARD-9")]);
+        let merge =
+            ValidEvent::new(patients_merged("9434765919", "4010232137", 1_767_700_000)).unwrap();
+        apply(&mut retired, &merge, LogPosition::new(0, 9)).unwrap();
+        let text = care_state(&retired);
+        assert!(
+            text.contains("Setting             merged into 9434765919 at 2026-01-06 11:46 — read that record instead"),
+            "{text}"
+        );
+        assert!(!text.contains("hospital"), "{text}");
+        assert!(!text.contains("WARD-9"), "{text}");
     }
 }

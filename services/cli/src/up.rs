@@ -300,14 +300,9 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!("Try, in another terminal:");
-    println!("  baton cohort --setting virtual-ward");
-    println!("  baton cohort --setting hospital --ward WARD-7");
-    println!("  baton cohort --setting hospital --min-frailty 6 --min-age 65");
-    println!("  baton watch --setting virtual-ward");
-    println!("  baton state get <NHS number>");
-    println!("  baton timeline <NHS number>");
-    println!("  baton publish docs/examples/events.jsonl");
-    println!("  baton hl7 send docs/examples/hl7/story.hl7");
+    for command in try_commands(ingest_address, query_address, mllp_address) {
+        println!("  {command}");
+    }
     println!("Ctrl-C to stop.");
 
     tokio::select! {
@@ -318,6 +313,50 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     shutdown(stop, services, log, store).await
+}
+
+/// The commands the banner suggests, each naming the address Baton listens
+/// on where it is not the one the command assumes (a listener on every
+/// interface is reached on loopback).
+fn try_commands(ingest: SocketAddr, query: SocketAddr, mllp: Option<SocketAddr>) -> Vec<String> {
+    let reachable = |mut address: SocketAddr| {
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        address
+    };
+    let flag = |name: &str, address: SocketAddr, default: SocketAddr| {
+        let address = reachable(address);
+        if address == default {
+            String::new()
+        } else {
+            format!(" --{name} {address}")
+        }
+    };
+    let query = flag("query", query, QueryConfig::default().listen);
+    let ingest = flag("ingest", ingest, IngestConfig::default().listen);
+    let mut commands: Vec<String> = [
+        "cohort --setting virtual-ward",
+        "cohort --setting hospital --ward WARD-7",
+        "cohort --setting hospital --min-frailty 6 --min-age 65",
+        "watch --setting virtual-ward",
+        "state get <NHS number>",
+        "timeline <NHS number>",
+    ]
+    .iter()
+    .map(|command| format!("baton {command}{query}"))
+    .collect();
+    commands.push(format!("baton publish docs/examples/events.jsonl{ingest}"));
+    if let Some(mllp) = mllp {
+        let to = match MllpListen::default().address() {
+            Some(default) if reachable(mllp) == default => String::new(),
+            _ => format!(" --to {}", reachable(mllp)),
+        };
+        commands.push(format!(
+            "baton hl7 send docs/examples/hl7/story.hl7{to} --then-get{query}"
+        ));
+    }
+    commands
 }
 
 async fn bind(address: SocketAddr, service: &str) -> anyhow::Result<TcpListener> {
@@ -368,5 +407,49 @@ fn service_failed_or_ok(outcome: ServiceOutcome) -> anyhow::Result<()> {
     match outcome {
         Ok(result) => result,
         Err(error) => Err(anyhow::anyhow!("a service panicked: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_suggests_commands_that_reach_baton_where_it_listens() {
+        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
+        let defaults = try_commands(
+            at("127.0.0.1:50051"),
+            at("127.0.0.1:50052"),
+            Some(at("127.0.0.1:2575")),
+        );
+        assert!(
+            defaults.contains(&"baton cohort --setting virtual-ward".to_owned()),
+            "{defaults:?}"
+        );
+        assert!(
+            defaults.contains(&"baton hl7 send docs/examples/hl7/story.hl7 --then-get".to_owned()),
+            "{defaults:?}"
+        );
+        let elsewhere = try_commands(
+            at("0.0.0.0:7001"),
+            at("127.0.0.1:7002"),
+            Some(at("127.0.0.1:7003")),
+        );
+        assert!(
+            elsewhere.contains(&"baton state get <NHS number> --query 127.0.0.1:7002".to_owned()),
+            "{elsewhere:?}"
+        );
+        assert!(
+            elsewhere.contains(
+                &"baton publish docs/examples/events.jsonl --ingest 127.0.0.1:7001".to_owned()
+            ),
+            "{elsewhere:?}"
+        );
+        assert!(
+            elsewhere.contains(&"baton hl7 send docs/examples/hl7/story.hl7 --to 127.0.0.1:7003 --then-get --query 127.0.0.1:7002".to_owned()),
+            "{elsewhere:?}"
+        );
+        let no_mllp = try_commands(at("127.0.0.1:50051"), at("127.0.0.1:50052"), None);
+        assert!(no_mllp.iter().all(|c| !c.contains("hl7")), "{no_mllp:?}");
     }
 }

@@ -7,7 +7,9 @@
 //! log. A message whose content is wrong, or that the log could not take,
 //! is answered `AE` (the sender fixes it, or retries); one Baton does not
 //! take (an unsupported type, bytes that are not HL7) `AR`. Every refusal
-//! carries ERR segments naming the segment, field and problem.
+//! carries ERR segments naming the segment, field and problem. An `AA`
+//! ends with a `ZBT` segment carrying the consistency token of the
+//! message's events, for a sender that wants to read its writes.
 //!
 //! Messages of one connection are handled in order, one at a time, as MLLP
 //! senders expect; connections run concurrently. A frame past
@@ -251,18 +253,20 @@ impl Mllp {
             Err(error) => {
                 tracing::warn!(%error, "refused an unreadable message");
                 let problem = Problem::error(None, ErrorCode::DataTypeError, error.to_string());
-                return self.answer(None, "unknown", AckCode::Reject, &[problem]);
+                return self.answer(None, "unknown", AckCode::Reject, &[problem], None);
             }
         };
         let header = Header::read(&message);
         let kind = header.kind();
         let span =
             tracing::info_span!("hl7_message", kind = %kind, control_id = %header.control_id);
-        let (code, problems) = self.process(&message).instrument(span).await;
-        self.answer(Some(&header), &kind, code, &problems)
+        let (code, problems, token) = self.process(&message).instrument(span).await;
+        self.answer(Some(&header), &kind, code, &problems, token.as_deref())
     }
 
-    async fn process(&self, message: &Message) -> (AckCode, Vec<Problem>) {
+    /// What to answer: the code, the problems, and for an accepted message
+    /// the consistency token of its events.
+    async fn process(&self, message: &Message) -> (AckCode, Vec<Problem>, Option<String>) {
         let mapped = match baton_hl7::map(message, &self.map) {
             Ok(mapped) => mapped,
             Err(refused) => {
@@ -276,13 +280,13 @@ impl Mllp {
                     self.stats.unsupported.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::info!(code = refused.code.as_str(), %refused, "refused");
-                return (refused.code, refused.problems);
+                return (refused.code, refused.problems, None);
             }
         };
         if let Err(problems) = mapped.check() {
             let refused = problems.iter().map(ToString::to_string).collect::<Vec<_>>();
             tracing::info!(problems = ?refused, "refused: invalid events");
-            return (AckCode::Error, problems);
+            return (AckCode::Error, problems, None);
         }
         let trace = if baton_telemetry::is_exporting() {
             baton_telemetry::current_traceparent()
@@ -293,10 +297,11 @@ impl Mllp {
         match self.ingest.publish(events, false, trace).await {
             Ok(published) => {
                 tracing::debug!(events = mapped.len(), token = %published.token, "accepted");
-                (AckCode::Accept, mapped.warnings)
+                let token = published.token.to_string();
+                (AckCode::Accept, mapped.warnings, Some(token))
             }
             Err(PublishError::Invalid { invalid, .. }) => {
-                (AckCode::Error, mapped.problems_of(&invalid))
+                (AckCode::Error, mapped.problems_of(&invalid), None)
             }
             Err(error) => {
                 tracing::warn!(%error, "not accepted: the sender should send it again");
@@ -305,7 +310,7 @@ impl Mllp {
                     ErrorCode::ApplicationInternalError,
                     format!("{error}; nothing was written: send the message again"),
                 );
-                (AckCode::Error, vec![problem])
+                (AckCode::Error, vec![problem], None)
             }
         }
     }
@@ -325,7 +330,7 @@ impl Mllp {
                 "the message is larger than the {limit} bytes Baton accepts (mllp_max_message_bytes)"
             ),
         );
-        self.answer(header.as_ref(), &kind, AckCode::Reject, &[problem])
+        self.answer(header.as_ref(), &kind, AckCode::Reject, &[problem], None)
     }
 
     fn answer(
@@ -334,12 +339,13 @@ impl Mllp {
         kind: &str,
         code: AckCode,
         problems: &[Problem],
+        consistency_token: Option<&str>,
     ) -> String {
         self.stats.record(kind, code);
         let number = self.acks.fetch_add(1, Ordering::Relaxed);
         let control_id = format!("{}-{number}", self.ack_prefix);
         let at = self.map.zone.format(self.clock.now());
-        acknowledgement(header, code, problems, &control_id, &at)
+        acknowledgement(header, code, problems, &control_id, &at, consistency_token)
     }
 
     async fn connection(self, mut stream: TcpStream, stop: CancellationToken) {

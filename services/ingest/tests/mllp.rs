@@ -4,205 +4,21 @@
 //! message gets the acknowledgement it should, and only once durable.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use baton_hl7::mllp::{END_BLOCK, frame};
-use baton_hl7::{AckCode, ReadAck};
-use baton_ingest::mllp::{Clock, MllpStats, TypeCounts};
-use baton_ingest::{Ingest, IngestConfig, Mllp};
-use baton_log::embedded::EmbeddedLog;
-use baton_log::{EventLog, LogError, LogReader, NewRecord, Position, TopicSpec, topics};
+use baton_hl7::AckCode;
+use baton_hl7::mllp::frame;
+use baton_ingest::IngestConfig;
+use baton_ingest::mllp::TypeCounts;
 use baton_projector::{Projector, ProjectorConfig};
 use baton_proto::state::v1::{EncounterStatus, PatientCareState};
-use baton_store::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-const PARTITIONS: u32 = 4;
+mod support;
 
-fn topics() -> topics::Topics {
-    topics::Topics {
-        partitions: PARTITIONS,
-        ..topics::Topics::default()
-    }
-}
-
-#[derive(Debug)]
-struct FixedClock;
-
-impl Clock for FixedClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000)
-    }
-}
-
-/// The embedded log, with appends that fail while `down` is set.
-#[derive(Debug)]
-struct FlakyLog {
-    inner: EmbeddedLog,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl EventLog for FlakyLog {
-    async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> baton_log::Result<u32> {
-        self.inner.ensure_topic(topic, spec).await
-    }
-    async fn partition_count(&self, topic: &str) -> baton_log::Result<u32> {
-        self.inner.partition_count(topic).await
-    }
-    async fn append(
-        &self,
-        topic: &str,
-        records: Vec<NewRecord>,
-    ) -> baton_log::Result<Vec<Position>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(LogError::Closed);
-        }
-        self.inner.append(topic, records).await
-    }
-    async fn end_offsets(&self, topic: &str) -> baton_log::Result<Vec<u64>> {
-        self.inner.end_offsets(topic).await
-    }
-    async fn reader(
-        &self,
-        topic: &str,
-        from: BTreeMap<u32, u64>,
-    ) -> baton_log::Result<Box<dyn LogReader>> {
-        self.inner.reader(topic, from).await
-    }
-    async fn identity(&self) -> baton_log::Result<String> {
-        self.inner.identity().await
-    }
-}
-
-struct Feed {
-    log: Arc<FlakyLog>,
-    address: std::net::SocketAddr,
-    stats: Arc<MllpStats>,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Feed {
-    async fn start(config: IngestConfig) -> Self {
-        let log = Arc::new(FlakyLog {
-            inner: EmbeddedLog::temporary().unwrap(),
-            down: AtomicBool::new(false),
-        });
-        let ingest = Ingest::start(log.clone(), config.clone(), &topics())
-            .await
-            .unwrap();
-        let mllp = Mllp::new(ingest, &config, Arc::new(FixedClock)).unwrap();
-        let stats = mllp.stats();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(baton_ingest::mllp::serve(
-            mllp,
-            listener,
-            stop.clone().cancelled_owned(),
-        ));
-        Self {
-            log,
-            address,
-            stats,
-            stop,
-            server,
-        }
-    }
-
-    async fn connect(&self) -> Sender {
-        Sender {
-            stream: TcpStream::connect(self.address).await.unwrap(),
-            pending: Vec::new(),
-        }
-    }
-
-    /// Folds everything in the log into a fresh store.
-    async fn project(&self) -> Store {
-        let store = Store::temporary().unwrap();
-        let mut projector = Projector::start(
-            self.log.clone(),
-            store.clone(),
-            ProjectorConfig::default(),
-            topics(),
-        )
-        .await
-        .unwrap();
-        projector.catch_up().await.unwrap();
-        store
-    }
-
-    async fn records(&self) -> u64 {
-        self.log
-            .end_offsets(topics::CARE_EVENTS)
-            .await
-            .unwrap()
-            .iter()
-            .sum()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.server)
-            .await
-            .expect("the listener stops")
-            .unwrap();
-    }
-}
-
-/// An MLLP sender, as a PAS interface engine is one.
-struct Sender {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Sender {
-    async fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    async fn read_ack(&mut self) -> (ReadAck, String) {
-        loop {
-            if let Some(end) = self.pending.iter().position(|&b| b == END_BLOCK) {
-                let framed: Vec<u8> = self.pending.drain(..end + 2).collect();
-                let text = String::from_utf8(framed[1..end].to_vec()).unwrap();
-                return (ReadAck::parse(text.as_bytes()).unwrap(), text);
-            }
-            let mut buffer = [0_u8; 4096];
-            let count =
-                tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
-                    .await
-                    .expect("an acknowledgement within 10 s")
-                    .unwrap();
-            assert!(count > 0, "the listener closed the connection");
-            self.pending.extend_from_slice(&buffer[..count]);
-        }
-    }
-
-    async fn send(&mut self, message: &str) -> (ReadAck, String) {
-        self.write(&frame(message.as_bytes())).await;
-        self.read_ack().await
-    }
-
-    /// Sends and expects `AA`.
-    async fn accept(&mut self, message: &str) {
-        let (ack, text) = self.send(message).await;
-        assert_eq!(ack.code, AckCode::Accept, "{message}\n=> {text}");
-    }
-
-    /// Sends each in turn, expecting `AA` for every one.
-    async fn accept_all(&mut self, messages: &[String]) {
-        for message in messages {
-            self.accept(message).await;
-        }
-    }
-}
+use support::{Feed, topics};
 
 const NHS_A: &str = "9434765919";
 const NHS_B: &str = "4010232137";

@@ -369,7 +369,11 @@ impl Replays {
 
     /// Records of the events topic the new generation has not applied yet.
     async fn unread(&self, store: &Store) -> Result<u64> {
-        let ends = self.inner.log.end_offsets(&self.inner.topics.events).await?;
+        let ends = self
+            .inner
+            .log
+            .end_offsets(&self.inner.topics.events)
+            .await?;
         let applied = store.applied(&self.inner.topics.events)?;
         Ok(ends
             .iter()

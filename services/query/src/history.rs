@@ -4,11 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use baton_care::{Instant, PatientKey, ValidEvent, apply, new_state};
+use baton_care::{Instant, LogPosition, PatientKey, ValidEvent, apply, new_state};
 use baton_proto::events::v1::CareEvent;
-use baton_proto::events::v1::care_event::Payload;
 use baton_proto::query::v1::{TimeAxis, TimelineEntry};
-use baton_proto::state::v1::{AppliedPosition, PatientCareState};
+use baton_proto::state::v1::{AppliedPosition, CancelMatch, PatientCareState};
 use baton_store::{Store, StoreError, TimelineRecord};
 use prost::Message;
 
@@ -55,7 +54,10 @@ pub(crate) fn timeline(
         )
     });
 
+    // What each correction cancelled, and by which rule it was matched
+    // (see baton.state.v1.Cancellation): the fold worked it out.
     let mut cancelled_by = HashMap::new();
+    let mut cancels: HashMap<String, (String, CancelMatch)> = HashMap::new();
     for record in &records {
         for encounter in record
             .active_encounter
@@ -70,12 +72,17 @@ pub(crate) fn timeline(
                     );
                 }
             }
+            for cancellation in &encounter.cancellations {
+                cancels.insert(
+                    cancellation.event_id.clone(),
+                    (
+                        cancellation.cancelled_event_id.clone(),
+                        cancellation.matched_by(),
+                    ),
+                );
+            }
         }
     }
-    let cancels: HashMap<&String, &String> = cancelled_by
-        .iter()
-        .map(|(cancelled, by)| (by, cancelled))
-        .collect();
 
     // Late: recorded after something of the patient that happened later.
     let mut late = vec![false; events.len()];
@@ -93,9 +100,14 @@ pub(crate) fn timeline(
         .zip(late)
         .map(|(applied, late)| {
             let id = &applied.event.event().event_id;
+            let (cancels_event_id, cancel_match) = cancels
+                .get(id)
+                .cloned()
+                .unwrap_or((String::new(), CancelMatch::Unspecified));
             TimelineEntry {
                 cancelled_by_event_id: cancelled_by.get(id).cloned().unwrap_or_default(),
-                cancels_event_id: cancels.get(id).map(|c| (*c).clone()).unwrap_or_default(),
+                cancels_event_id,
+                cancel_match: cancel_match as i32,
                 merged_record_key: applied.merged_record_key.unwrap_or_default(),
                 late,
                 position: Some(applied.position),
@@ -131,7 +143,7 @@ pub(crate) fn as_of(
         TimeAxis::Clinical => {
             event.occurred() <= time
                 && !cancelled.contains(event.event().event_id.as_str())
-                && !is_correction(event.event())
+                && !event.is_correction()
         }
         TimeAxis::Recorded | TimeAxis::Unspecified => event.recorded() <= time,
     };
@@ -142,25 +154,16 @@ pub(crate) fn as_of(
     let mut then = new_state(&key);
     let mut folded = 0u32;
     for applied in events.iter().filter(|applied| included(&applied.event)) {
-        // An event that needs something left out (a move within an
-        // admission that came later) is left out too.
-        if let Ok(baton_care::Applied::Changed { .. }) = apply(&mut then, &applied.event) {
-            then.applied = Some(applied.position);
+        // At its own position, so ties in time resolve as they did in the
+        // projector. An event that needs something left out (a move within
+        // an admission that came later) is left out too.
+        let position = LogPosition::new(applied.position.partition, applied.position.offset);
+        if let Ok(baton_care::Applied::Changed { .. }) = apply(&mut then, &applied.event, position)
+        {
             folded += 1;
         }
     }
     Ok(((folded > 0).then_some(then), folded))
-}
-
-fn is_correction(event: &CareEvent) -> bool {
-    matches!(
-        event.payload,
-        Some(
-            Payload::AdmissionCancelled(_)
-                | Payload::TransferCancelled(_)
-                | Payload::DischargeCancelled(_)
-        )
-    )
 }
 
 /// `state` first, then every record merged into it, directly or through

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use baton_care::fixtures::{
-    self, admitted, care_plan_changed, discharged, episode_ended, expected_discharge_date_set,
-    frailty_assessed, medically_optimised, patients_merged, recorded_at, referral_accepted,
-    referral_requested, registered, transfer_cancelled, transferred, virtual_ward_started,
+    self, admitted, care_plan_changed, discharge_cancelled, discharged, episode_ended,
+    expected_discharge_date_set, frailty_assessed, medically_optimised, patients_merged,
+    recorded_at, referral_accepted, referral_requested, registered, transfer_cancelled,
+    transferred, virtual_ward_started,
 };
 use baton_ingest::{Ingest, IngestConfig};
 use baton_log::embedded::EmbeddedLog;
@@ -26,7 +27,7 @@ use baton_proto::query::v1::{
     GetTimelineRequest, ListCohortRequest, MedicallyOptimisedCriterion, PatientRef,
     ReferralCriterion, TimeAxis, WatchCohortRequest, WatchCohortResponse,
 };
-use baton_proto::state::v1::{CareSetting, PatientCareState, ReferralStatus};
+use baton_proto::state::v1::{CancelMatch, CareSetting, PatientCareState, ReferralStatus};
 use baton_query::{QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::FixedClock;
 use baton_store::Store;
@@ -754,6 +755,86 @@ async fn a_timeline_shows_corrections_as_corrections_and_the_past_can_be_asked_b
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(refused.message().contains("axis"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_timeline_says_how_each_correction_found_what_it_cancels_and_ties_replay_alike() {
+    let mut baton = start(QueryConfig::default(), T0 + 10 * DAY).await;
+    let nhs = PATIENTS[1];
+    // Two admissions stamped the same: the second (later in the log) corrects the ward.
+    let first = admitted(nhs, "V1", T0, "WARD-1");
+    let corrected = admitted(nhs, "V1", T0, "WARD-2");
+    let discharge = discharged(nhs, "V1", T0 + DAY, DischargeDestination::Home);
+    // The A13 as feeds send it: no event id, the discharge's clinical time.
+    let cancel = recorded_at(
+        discharge_cancelled(nhs, "V1", T0 + DAY, ""),
+        T0 + DAY + HOUR,
+    );
+    // An A12 for a move that has not arrived: it waits.
+    let waiting = recorded_at(
+        transfer_cancelled(nhs, "V1", T0 + 2 * DAY, ""),
+        T0 + 2 * DAY,
+    );
+    baton.publish(vec![first, corrected]).await;
+    let token = baton
+        .publish(vec![discharge.clone(), cancel.clone(), waiting.clone()])
+        .await;
+    let timeline = baton.timeline(nhs, &token).await.unwrap();
+    let corrections: Vec<_> = timeline
+        .entries
+        .iter()
+        .filter(|entry| entry.cancel_match() != CancelMatch::Unspecified)
+        .map(|entry| {
+            (
+                entry.event.as_ref().unwrap().event_id.clone(),
+                entry.cancels_event_id.clone(),
+                entry.cancel_match(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        corrections,
+        vec![
+            (
+                cancel.event_id.clone(),
+                discharge.event_id.clone(),
+                CancelMatch::ClinicalTime
+            ),
+            (
+                waiting.event_id.clone(),
+                String::new(),
+                CancelMatch::Pending
+            ),
+        ]
+    );
+    // As of then, on either axis, the tie resolves as the projector did.
+    for axis in [TimeAxis::Clinical, TimeAxis::Recorded] {
+        let then = baton
+            .query
+            .get_care_state_as_of(GetCareStateAsOfRequest {
+                patient: Some(key(nhs)),
+                time: Some(fixtures::timestamp(T0 + HOUR)),
+                axis: axis as i32,
+                consistency_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .state
+            .unwrap();
+        let stay = then.active_encounter.as_ref().unwrap();
+        assert_eq!(
+            stay.location.as_ref().unwrap().point_of_care,
+            "WARD-2",
+            "{axis:?}"
+        );
+    }
+    let now = baton.state(nhs).await;
+    assert_eq!(
+        now.setting(),
+        CareSetting::Hospital,
+        "the discharge was cancelled"
+    );
 }
 
 #[tokio::test]

@@ -87,7 +87,8 @@ fn current_setting(state: &PatientCareState) -> (CareSetting, Option<Timestamp>,
 
     if let Some(encounter) = state.active_encounter.as_ref().filter(|e| is_live(e)) {
         let admitted = encounter
-            .admitted_at
+            .started_at
+            .or(encounter.admitted_at)
             .or_else(|| first_movement(encounter).and_then(|m| m.occurred_at));
         let (setting, since) = if encounter.status() == EncounterStatus::OnLeave {
             let leave = encounter

@@ -12,7 +12,7 @@ use baton_proto::state::v1::{
     FactStamp, FrailtyScore, PatientCareState, Referral, ReferralStatus, ReferralTransition,
 };
 
-use crate::ValidEvent;
+use super::Incoming;
 use crate::time::{Instant, compare_stamps, insert_by_stamp, start_of_latest_run, supersedes};
 
 pub(super) const ACCEPTED: ReferralStatus = ReferralStatus::Accepted;
@@ -25,7 +25,7 @@ pub(super) const COMPLETED: ReferralStatus = ReferralStatus::Completed;
 /// set it, whatever order the updates arrive in.
 pub(super) fn record_demographics(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     incoming: Option<&Demographics>,
 ) {
     let Some(incoming) = incoming else { return };
@@ -77,7 +77,7 @@ pub(super) fn merge_demographics(
     take!(gp_practice, !incoming.gp_practice.is_empty());
 }
 
-pub(super) fn record_death(state: &mut PatientCareState, event: &ValidEvent, died: &Died) {
+pub(super) fn record_death(state: &mut PatientCareState, event: &Incoming<'_>, died: &Died) {
     let stamp = event.stamp();
     if state
         .death
@@ -111,7 +111,7 @@ fn referral_mut<'a>(state: &'a mut PatientCareState, referral_id: &str) -> &'a m
 
 pub(super) fn request_referral(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     request: &ReferralRequested,
 ) {
     let referral = referral_mut(state, &request.referral_id);
@@ -134,7 +134,7 @@ pub(super) fn request_referral(
 /// request went to another system, or comes late) is kept all the same.
 pub(super) fn referral_transition(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     referral_id: &str,
     status: ReferralStatus,
     reason: &str,
@@ -153,7 +153,7 @@ pub(super) fn sort_referrals(state: &mut PatientCareState) {
 
 fn add_transition(
     referral: &mut Referral,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     status: ReferralStatus,
     reason: &str,
 ) {
@@ -198,7 +198,7 @@ fn episode_mut<'a>(state: &'a mut PatientCareState, episode_id: &str) -> &'a mut
 
 pub(super) fn start_episode(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     started: &EpisodeStarted,
 ) {
     let episode = episode_mut(state, &started.episode_id);
@@ -212,7 +212,11 @@ pub(super) fn start_episode(
 
 /// Ends an episode; an end that arrives before its start is kept, and the
 /// start fills in the rest when it comes.
-pub(super) fn end_episode(state: &mut PatientCareState, event: &ValidEvent, ended: &EpisodeEnded) {
+pub(super) fn end_episode(
+    state: &mut PatientCareState,
+    event: &Incoming<'_>,
+    ended: &EpisodeEnded,
+) {
     let episode = episode_mut(state, &ended.episode_id);
     episode.ended_at = event.event().occurred_at;
     episode.end_reason = ended.reason;
@@ -239,7 +243,7 @@ pub(super) fn sort_episodes(state: &mut PatientCareState) {
 /// the greater id, so every arrival order picks the same plan.
 pub(super) fn change_care_plan(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     changed: &CarePlanChanged,
 ) {
     let occurred = event.occurred();
@@ -272,7 +276,7 @@ pub(super) fn change_care_plan(
 
 pub(super) fn assess_frailty(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     assessed: &FrailtyAssessed,
 ) {
     let stamp = event.stamp();
@@ -313,7 +317,7 @@ fn care_team_entry<'a>(state: &'a mut PatientCareState, member_id: &str) -> &'a 
 
 pub(super) fn assign_care_team_member(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     assigned: &CareTeamMemberAssigned,
 ) {
     let Some(member) = &assigned.member else {
@@ -332,7 +336,7 @@ pub(super) fn assign_care_team_member(
 /// late, older assignment cannot make them current again.
 pub(super) fn remove_care_team_member(
     state: &mut PatientCareState,
-    event: &ValidEvent,
+    event: &Incoming<'_>,
     member_id: &str,
 ) {
     let change = CareTeamChange {

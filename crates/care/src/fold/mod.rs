@@ -8,7 +8,9 @@
 //!   care plan, death, and each demographics field), care team membership
 //!   kept as a history of assignments and removals, and the episode and
 //!   referral lifecycles.
-//! - `merge`: patients merged (A40) and the hand-over of a retired record.
+//! - `merge`: patients merged (A40) or an identifier changed (A47), and the
+//!   hand-over of the retired record.
+//! - `visit`: a visit moved to another patient (A45) and its hand-over.
 //! - `derive`: what is computed from the rest after every event: which
 //!   encounter is active, the last discharge, the current care setting.
 //!
@@ -19,11 +21,14 @@ mod derive;
 mod encounter;
 mod facts;
 mod merge;
+mod visit;
+
+use std::ops::Deref;
 
 use baton_proto::events::v1::{CareEvent, PatientIdentity, care_event::Payload};
-use baton_proto::state::v1::{FactStamp, MovementKind, PatientCareState};
+use baton_proto::state::v1::{FactStamp, MergeKind, MovementKind, PatientCareState};
 
-use crate::time::{Instant, supersedes};
+use crate::time::{Instant, LogPosition, supersedes};
 use crate::{PatientKey, ValidEvent};
 
 /// What applying an event did.
@@ -61,15 +66,7 @@ pub enum Rejection {
         payload: &'static str,
         encounter_id: String,
     },
-    #[error("{payload} for encounter {encounter_id:?}: there is no {what} in effect to cancel")]
-    NothingToCancel {
-        payload: &'static str,
-        encounter_id: String,
-        what: &'static str,
-    },
-    #[error(
-        "{payload}: event {cancelled_event_id} is not a {what} in effect in encounter {encounter_id:?}"
-    )]
+    #[error("{payload}: event {cancelled_event_id} of encounter {encounter_id:?} is not a {what}")]
     CancelTargetNotFound {
         payload: &'static str,
         encounter_id: String,
@@ -80,6 +77,14 @@ pub enum Rejection {
         "{payload}: the patient has no hospital encounter in progress; name one with encounter_id"
     )]
     NoActiveEncounter { payload: &'static str },
+    #[error(
+        "{payload} for encounter {encounter_id:?}: the visit was moved to patient {moved_to} (HL7 A45); send its events under that patient"
+    )]
+    VisitMovedAway {
+        payload: &'static str,
+        encounter_id: String,
+        moved_to: String,
+    },
 }
 
 /// A state for a patient Baton has not seen yet.
@@ -90,21 +95,68 @@ pub fn new_state(key: &PatientKey) -> PatientCareState {
     }
 }
 
-/// Applies one valid event to a patient's state.
+/// The event being applied and where it is in the log: what orders it
+/// among events with the same clinical and system times.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Incoming<'a> {
+    event: &'a ValidEvent,
+    position: LogPosition,
+}
+
+impl Deref for Incoming<'_> {
+    type Target = ValidEvent;
+
+    fn deref(&self) -> &ValidEvent {
+        self.event
+    }
+}
+
+impl Incoming<'_> {
+    pub(super) fn position(&self) -> LogPosition {
+        self.position
+    }
+
+    /// The event's place in the order of facts.
+    pub(super) fn stamp(&self) -> FactStamp {
+        let envelope = self.event.event();
+        FactStamp {
+            occurred_at: envelope.occurred_at,
+            recorded_at: envelope.recorded_at,
+            event_id: envelope.event_id.clone(),
+            position: Some(self.position.into()),
+        }
+    }
+}
+
+/// Applies one valid event, found at `position` in the log, to a patient's
+/// state.
 ///
-/// `state` must be the state of the event's patient, or for a merge, of the
-/// retired patient (whose state is then marked merged and handed over to
-/// the survivor with an [`Effect::Append`]). A duplicate event id is a
-/// no-op; a rejection leaves `state` untouched.
-pub fn apply(state: &mut PatientCareState, event: &ValidEvent) -> Result<Applied, Rejection> {
+/// `state` must be the state of the event's patient, or, for an event about
+/// two patients, of the other one: the retired record of a merge (A40) or
+/// the previous identity of an identifier change (A47), whose state is then
+/// marked merged and handed over with an [`Effect::Append`]; the patient a
+/// visit moves from (A45), whose encounter is handed over likewise. A
+/// duplicate event id is a no-op; a rejection leaves `state` untouched.
+/// Events with equal clinical and system times are ordered by `position`:
+/// the later record wins.
+pub fn apply(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    position: LogPosition,
+) -> Result<Applied, Rejection> {
     let event_id = event.event().event_id.as_str();
     let is_subject = event.key().as_str() == state.patient_key;
-    let is_retired = !is_subject
-        && matches!(event.payload(), Payload::PatientsMerged(_))
+    let is_other = !is_subject
+        && matches!(
+            event.payload(),
+            Payload::PatientsMerged(_)
+                | Payload::PatientIdentifierChanged(_)
+                | Payload::VisitMoved(_)
+        )
         && event
-            .retired_key()
+            .other_key()
             .is_some_and(|k| k.as_str() == state.patient_key);
-    if !is_subject && !is_retired {
+    if !is_subject && !is_other {
         return Err(Rejection::WrongPatient {
             event_id: event_id.to_owned(),
             event_patient: event.key().to_string(),
@@ -114,19 +166,30 @@ pub fn apply(state: &mut PatientCareState, event: &ValidEvent) -> Result<Applied
     if state.applied_event_ids.iter().any(|id| id == event_id) {
         return Ok(Applied::Duplicate);
     }
+    let incoming = Incoming { event, position };
 
-    let effects = if is_retired {
-        merge::retire(state, event)
+    let effects = if is_other {
+        match event.payload() {
+            Payload::PatientsMerged(_) => {
+                merge::retire(state, &incoming, MergeKind::PatientsMerged)
+            }
+            Payload::PatientIdentifierChanged(_) => {
+                merge::retire(state, &incoming, MergeKind::IdentifierChanged)
+            }
+            _ => visit::move_away(state, &incoming),
+        }
     } else {
-        apply_payload(state, event)?;
+        visit::refuse_moved_away(state, &incoming)?;
+        apply_payload(state, &incoming)?;
         if let Some(identity) = &event.event().patient {
-            absorb_identity(state, identity, &event.stamp());
+            absorb_identity(state, identity, &incoming.stamp());
         }
         Vec::new()
     };
 
     state.applied_event_ids.push(event_id.to_owned());
     state.version += 1;
+    state.applied = Some(position.into());
     if event.occurred() > Instant::of(state.last_occurred_at.as_ref()) {
         state.last_occurred_at = event.event().occurred_at;
     }
@@ -137,8 +200,8 @@ pub fn apply(state: &mut PatientCareState, event: &ValidEvent) -> Result<Applied
     Ok(Applied::Changed { effects })
 }
 
-fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(), Rejection> {
-    use encounter::MovementFacts;
+fn apply_payload(state: &mut PatientCareState, event: &Incoming<'_>) -> Result<(), Rejection> {
+    use encounter::{CancelFacts, MovementFacts};
     match event.payload() {
         Payload::Registered(p) => facts::record_demographics(state, event, p.demographics.as_ref()),
         Payload::DetailsUpdated(p) => {
@@ -153,6 +216,17 @@ fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(),
                 patient_class: p.patient_class,
                 admission_method: p.admission_method,
                 expected_at: p.expected_admission_at,
+                ..Default::default()
+            },
+        ),
+        Payload::AttendanceStarted(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::Attendance,
+                location: p.location.clone(),
+                patient_class: p.patient_class,
+                attending_clinician: p.attending_clinician.clone(),
                 ..Default::default()
             },
         ),
@@ -174,6 +248,17 @@ fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(),
             MovementFacts {
                 kind: MovementKind::Transfer,
                 location: p.to.clone(),
+                from: p.from.clone(),
+                ..Default::default()
+            },
+        ),
+        Payload::TransferPlanned(p) => encounter::record(
+            state,
+            event,
+            MovementFacts {
+                kind: MovementKind::TransferPlanned,
+                location: p.to.clone(),
+                expected_at: p.planned_at,
                 ..Default::default()
             },
         ),
@@ -200,6 +285,8 @@ fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(),
             MovementFacts {
                 kind: MovementKind::ClassChange,
                 patient_class: p.patient_class,
+                location: p.location.clone(),
+                from: p.from.clone(),
                 ..Default::default()
             },
         ),
@@ -212,18 +299,54 @@ fn apply_payload(state: &mut PatientCareState, event: &ValidEvent) -> Result<(),
                 ..Default::default()
             },
         ),
-        Payload::AdmissionCancelled(p) => {
-            encounter::cancel(state, event, MovementKind::Admission, &p.cancelled_event_id)?
-        }
-        Payload::TransferCancelled(p) => {
-            encounter::cancel(state, event, MovementKind::Transfer, &p.cancelled_event_id)?
-        }
-        Payload::DischargeCancelled(p) => {
-            encounter::cancel(state, event, MovementKind::Discharge, &p.cancelled_event_id)?
-        }
+        Payload::AdmissionCancelled(p) => encounter::cancel(
+            state,
+            event,
+            MovementKind::Admission,
+            CancelFacts {
+                named_event_id: &p.cancelled_event_id,
+                ..Default::default()
+            },
+        )?,
+        Payload::TransferCancelled(p) => encounter::cancel(
+            state,
+            event,
+            MovementKind::Transfer,
+            CancelFacts {
+                named_event_id: &p.cancelled_event_id,
+                from: p.from.clone(),
+                to: p.to.clone(),
+            },
+        )?,
+        Payload::DischargeCancelled(p) => encounter::cancel(
+            state,
+            event,
+            MovementKind::Discharge,
+            CancelFacts {
+                named_event_id: &p.cancelled_event_id,
+                ..Default::default()
+            },
+        )?,
+        Payload::TransferPlanCancelled(p) => encounter::cancel(
+            state,
+            event,
+            MovementKind::TransferPlanned,
+            CancelFacts {
+                named_event_id: &p.cancelled_event_id,
+                to: p.to.clone(),
+                ..Default::default()
+            },
+        )?,
         Payload::Died(p) => facts::record_death(state, event, p),
-        Payload::PatientsMerged(_) => merge::record_survivor(state, event),
+        Payload::PatientsMerged(_) => {
+            merge::record_survivor(state, event, MergeKind::PatientsMerged)
+        }
+        Payload::PatientIdentifierChanged(p) => {
+            merge::change_identifier(state, event, p.previous.as_ref())
+        }
         Payload::MergedRecordTransferred(p) => merge::absorb(state, p),
+        Payload::VisitMoved(_) => {}
+        Payload::MovedVisitTransferred(p) => visit::absorb(state, event, p),
         Payload::ReferralRequested(p) => facts::request_referral(state, event, p),
         Payload::ReferralAccepted(p) => {
             facts::referral_transition(state, event, &p.referral_id, facts::ACCEPTED, "")

@@ -1,9 +1,10 @@
 //! ADT and REF messages to `baton.events.v1` care events.
 //!
 //! [`map`] turns one parsed message into the events it means (one, or
-//! several: an A03 with a date of death is a discharge and a death), each
-//! with a deterministic event id, or refuses it with every problem found
-//! and where in the message it is. Nothing here does IO or reads a clock.
+//! several: an A03 of a patient who died is a discharge and a death, an
+//! A04 with a visit a registration and an attendance, an A17 two moves),
+//! each with a deterministic event id, or refuses it with every problem
+//! found and where in the message it is. Nothing here does IO or reads a clock.
 //!
 //! **Event ids** are name-based (v5) UUIDs under
 //! [`baton_care::BATON_NAMESPACE`], derived from the sending application
@@ -235,7 +236,8 @@ impl std::fmt::Display for Refused {
 }
 
 /// The message types and events Baton maps, for messages and docs.
-pub const SUPPORTED: &str = "ADT^A01–A08, A11–A13, A21, A22, A28, A31, A40 and REF^I12–I14";
+pub const SUPPORTED: &str =
+    "ADT^A01–A08, A11–A13, A15, A17, A21, A22, A26, A28, A31, A40, A45, A47 and REF^I12–I14";
 
 /// Maps one message to care events.
 pub fn map(message: &Message, config: &MapConfig) -> Result<Mapped, Refused> {
@@ -289,6 +291,9 @@ struct Envelope {
     occurred_at: Option<Timestamp>,
     recorded_at: Option<Timestamp>,
     sources: Vec<(String, Location)>,
+    /// Where the visit number came from: PV1-19, or that of the PV1 of
+    /// this patient's group in a message about two (A17).
+    visit_at: Location,
 }
 
 /// The state of one mapping: the message, what was found wrong, and the
@@ -474,6 +479,7 @@ impl<'m> Mapper<'m> {
             occurred_at,
             recorded_at,
             sources,
+            visit_at: Location::field("PV1", 19),
         }
     }
 
@@ -679,7 +685,7 @@ impl<'m> Mapper<'m> {
         let event_id = self.event_id(index, name);
         sources.extend(envelope.sources.iter().cloned());
         if encounter_id.is_some() {
-            sources.push(("encounter_id".to_owned(), Location::field("PV1", 19)));
+            sources.push(("encounter_id".to_owned(), envelope.visit_at.clone()));
         }
         self.events.push(MappedEvent {
             event: CareEvent {

@@ -6,6 +6,12 @@ use baton_proto::events::v1::{
 
 use super::*;
 
+/// The triggers of real UK ADT feeds beyond the first set: deaths as PID-30
+/// says, attendances, class changes that move, cancellations with their
+/// times and locations, planned moves, swaps, visit moves, identifier
+/// changes.
+mod feeds;
+
 const MSH: &str = "MSH|^~\\&|PAS|RXX|BATON|BATON|20260715093100||";
 
 fn message(kind: &str, control: &str, rest: &[&str]) -> Message {

@@ -1,0 +1,207 @@
+//! What the MLLP scenario tests share: the real listener on loopback over
+//! an embedded log (whose appends can be made to fail), a sender that
+//! speaks MLLP as an interface engine does, and the real projector folding
+//! the log into a sled store.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use baton_hl7::AckCode;
+use baton_hl7::ReadAck;
+use baton_hl7::mllp::{END_BLOCK, frame};
+use baton_ingest::mllp::{Clock, MllpStats};
+use baton_ingest::{Ingest, IngestConfig, Mllp};
+use baton_log::embedded::EmbeddedLog;
+use baton_log::{EventLog, LogError, LogReader, NewRecord, Position, TopicSpec, topics};
+use baton_projector::{Projector, ProjectorConfig};
+use baton_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+pub const PARTITIONS: u32 = 4;
+
+pub fn topics() -> topics::Topics {
+    topics::Topics {
+        partitions: PARTITIONS,
+        ..topics::Topics::default()
+    }
+}
+
+#[derive(Debug)]
+pub struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000)
+    }
+}
+
+/// The embedded log, with appends that fail while `down` is set.
+#[derive(Debug)]
+pub struct FlakyLog {
+    pub inner: EmbeddedLog,
+    pub down: AtomicBool,
+}
+
+#[async_trait]
+impl EventLog for FlakyLog {
+    async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> baton_log::Result<u32> {
+        self.inner.ensure_topic(topic, spec).await
+    }
+    async fn partition_count(&self, topic: &str) -> baton_log::Result<u32> {
+        self.inner.partition_count(topic).await
+    }
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<NewRecord>,
+    ) -> baton_log::Result<Vec<Position>> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(LogError::Closed);
+        }
+        self.inner.append(topic, records).await
+    }
+    async fn end_offsets(&self, topic: &str) -> baton_log::Result<Vec<u64>> {
+        self.inner.end_offsets(topic).await
+    }
+    async fn reader(
+        &self,
+        topic: &str,
+        from: BTreeMap<u32, u64>,
+    ) -> baton_log::Result<Box<dyn LogReader>> {
+        self.inner.reader(topic, from).await
+    }
+    async fn identity(&self) -> baton_log::Result<String> {
+        self.inner.identity().await
+    }
+}
+
+pub struct Feed {
+    pub log: Arc<FlakyLog>,
+    pub address: std::net::SocketAddr,
+    pub stats: Arc<MllpStats>,
+    pub stop: CancellationToken,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    pub async fn start(config: IngestConfig) -> Self {
+        let log = Arc::new(FlakyLog {
+            inner: EmbeddedLog::temporary().unwrap(),
+            down: AtomicBool::new(false),
+        });
+        let ingest = Ingest::start(log.clone(), config.clone(), &topics())
+            .await
+            .unwrap();
+        let mllp = Mllp::new(ingest, &config, Arc::new(FixedClock)).unwrap();
+        let stats = mllp.stats();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(baton_ingest::mllp::serve(
+            mllp,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            log,
+            address,
+            stats,
+            stop,
+            server,
+        }
+    }
+
+    pub async fn connect(&self) -> Sender {
+        Sender {
+            stream: TcpStream::connect(self.address).await.unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Folds everything in the log into a fresh store.
+    pub async fn project(&self) -> Store {
+        let store = Store::temporary().unwrap();
+        let mut projector = Projector::start(
+            self.log.clone(),
+            store.clone(),
+            ProjectorConfig::default(),
+            topics(),
+        )
+        .await
+        .unwrap();
+        projector.catch_up().await.unwrap();
+        store
+    }
+
+    pub async fn records(&self) -> u64 {
+        self.log
+            .end_offsets(topics::CARE_EVENTS)
+            .await
+            .unwrap()
+            .iter()
+            .sum()
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("the listener stops")
+            .unwrap();
+    }
+}
+
+/// An MLLP sender, as a PAS interface engine is one.
+pub struct Sender {
+    pub stream: TcpStream,
+    pub pending: Vec<u8>,
+}
+
+impl Sender {
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn read_ack(&mut self) -> (ReadAck, String) {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == END_BLOCK) {
+                let framed: Vec<u8> = self.pending.drain(..end + 2).collect();
+                let text = String::from_utf8(framed[1..end].to_vec()).unwrap();
+                return (ReadAck::parse(text.as_bytes()).unwrap(), text);
+            }
+            let mut buffer = [0_u8; 4096];
+            let count =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
+                    .await
+                    .expect("an acknowledgement within 10 s")
+                    .unwrap();
+            assert!(count > 0, "the listener closed the connection");
+            self.pending.extend_from_slice(&buffer[..count]);
+        }
+    }
+
+    pub async fn send(&mut self, message: &str) -> (ReadAck, String) {
+        self.write(&frame(message.as_bytes())).await;
+        self.read_ack().await
+    }
+
+    /// Sends and expects `AA`.
+    pub async fn accept(&mut self, message: &str) {
+        let (ack, text) = self.send(message).await;
+        assert_eq!(ack.code, AckCode::Accept, "{message}\n=> {text}");
+    }
+
+    /// Sends each in turn, expecting `AA` for every one.
+    pub async fn accept_all(&mut self, messages: &[String]) {
+        for message in messages {
+            self.accept(message).await;
+        }
+    }
+}
