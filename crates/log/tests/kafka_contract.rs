@@ -37,7 +37,9 @@ async fn group_offsets_are_committed_for_standard_lag_tools() {
     };
     let log = connect(broker.bootstrap_servers()).await;
     let topic = testkit::unique_topic("group-offsets");
-    log.ensure_topic(&topic, TopicSpec::events(3)).await.unwrap();
+    log.ensure_topic(&topic, TopicSpec::events(3))
+        .await
+        .unwrap();
     let records = (0..7)
         .map(|i| NewRecord::new(format!("k{i}"), "v").to_partition(i % 3))
         .collect();
@@ -75,7 +77,9 @@ async fn group_offsets_are_committed_for_standard_lag_tools() {
     };
     let first = BTreeMap::from([(0, 2), (1, 1)]);
     assert_eq!(
-        log.commit_group_offsets(&group, &topic, &first).await.unwrap(),
+        log.commit_group_offsets(&group, &topic, &first)
+            .await
+            .unwrap(),
         GroupOffsets::Committed
     );
     assert_eq!(

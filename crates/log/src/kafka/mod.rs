@@ -253,17 +253,17 @@ impl KafkaLog {
         if let Some(committer) = committers.get(group) {
             return Ok(Arc::clone(committer));
         }
-        let committer: BaseConsumer = self
-            .inner
-            .config
-            .group_committer(group)
-            .create()
-            .map_err(|source| LogError::InvalidConfig {
-                key: "kafka.client".to_owned(),
-                reason: format!(
-                    "librdkafka refused the settings of a consumer of group {group:?}: {source}"
-                ),
-            })?;
+        let committer: BaseConsumer =
+            self.inner
+                .config
+                .group_committer(group)
+                .create()
+                .map_err(|source| LogError::InvalidConfig {
+                    key: "kafka.client".to_owned(),
+                    reason: format!(
+                        "librdkafka refused the settings of a consumer of group {group:?}: {source}"
+                    ),
+                })?;
         let committer = Arc::new(committer);
         committers.insert(group.to_owned(), Arc::clone(&committer));
         Ok(committer)
@@ -602,7 +602,8 @@ impl EventLog for KafkaLog {
         if group.trim().is_empty() {
             return Err(LogError::InvalidConfig {
                 key: "consumer group".to_owned(),
-                reason: "empty: expected a consumer group name, e.g. \"baton-projector\"".to_owned(),
+                reason: "empty: expected a consumer group name, e.g. \"baton-projector\""
+                    .to_owned(),
             });
         }
         if positions.is_empty() {

@@ -25,9 +25,7 @@ async fn lag_of(
         .unwrap_or_else(|error| panic!("lag({topic:?}, {applied:?}) failed: {error}"))
 }
 
-pub(super) async fn lag_counts_unapplied_records_and_the_age_of_the_oldest(
-    log: Arc<dyn EventLog>,
-) {
+pub(super) async fn lag_counts_unapplied_records_and_the_age_of_the_oldest(log: Arc<dyn EventLog>) {
     let topic = topic_with(&*log, "lag", 3).await;
     // Partition 0: three records, then two more a little later, so the
     // oldest unapplied record is older than the newest.
