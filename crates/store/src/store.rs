@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use baton_care::Instant;
@@ -79,6 +80,8 @@ struct Inner {
     /// Every committed state, for watches of cohorts; nothing is kept
     /// while nobody listens.
     changes: broadcast::Sender<Arc<PatientCareState>>,
+    /// How many states there are, as `meta/states` holds it.
+    states: AtomicU64,
 }
 
 impl Store {
@@ -108,6 +111,7 @@ impl Store {
         );
         let store = Self::from_db(db, Some(path.to_owned()), config);
         store.check_index_version()?;
+        store.load_state_count()?;
         Ok(store)
     }
 
@@ -133,6 +137,7 @@ impl Store {
                 writer: Mutex::new(()),
                 watchers: Mutex::new(HashMap::new()),
                 changes,
+                states: AtomicU64::new(0),
             }),
         }
     }
@@ -209,6 +214,30 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reads `meta/states`; a store written before the count was kept is
+    /// counted now, once.
+    fn load_state_count(&self) -> Result<()> {
+        let count = match self.inner.db.get(keys::STATE_COUNT_KEY)? {
+            Some(value) => decode_offset(keys::STATE_COUNT_KEY, &value)?,
+            None => {
+                let _writer = self.lock_writer();
+                let count = self.state_count()? as u64;
+                self.inner
+                    .db
+                    .insert(keys::STATE_COUNT_KEY, &count.to_be_bytes()[..])?;
+                if count > 0 {
+                    info!(
+                        states = count,
+                        "states counted once, for the store's metrics"
+                    );
+                }
+                count
+            }
+        };
+        self.inner.states.store(count, Ordering::Release);
+        Ok(())
+    }
+
     /// Where the store lives; `None` when temporary.
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
@@ -232,8 +261,15 @@ impl Store {
             latest.insert(state.patient_key.as_str(), state);
         }
         let mut batch = sled::Batch::default();
+        let mut created = 0;
         for (key, state) in &latest {
-            self.stage_state(&mut batch, key, state)?;
+            if self.stage_state(&mut batch, key, state)? {
+                created += 1;
+            }
+        }
+        let states = self.inner.states.load(Ordering::Acquire) + created;
+        if created > 0 {
+            batch.insert(keys::STATE_COUNT_KEY, &states.to_be_bytes()[..]);
         }
         for record in &commit.timeline {
             batch.insert(
@@ -259,6 +295,7 @@ impl Store {
             batch.insert(keys::UNPUBLISHED_KEY, keys::encode_entries(&keys));
         }
         self.inner.db.apply_batch(batch)?;
+        self.inner.states.store(states, Ordering::Release);
 
         for (topic, positions) in &advanced {
             self.notify_watchers(topic, positions);
@@ -316,16 +353,18 @@ impl Store {
     }
 
     /// Adds `state` and the difference between its stored and new index
-    /// entries to `batch`.
+    /// entries to `batch`; whether the patient had no state before.
     fn stage_state(
         &self,
         batch: &mut sled::Batch,
         key: &str,
         state: &PatientCareState,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.stage_entries(batch, key, state)?;
-        batch.insert(keys::state_key(key), state.encode_to_vec());
-        Ok(())
+        let state_key = keys::state_key(key);
+        let created = !self.inner.db.contains_key(&state_key)?;
+        batch.insert(state_key, state.encode_to_vec());
+        Ok(created)
     }
 
     /// Adds the difference between the stored index entries of `key` and
@@ -644,6 +683,17 @@ impl Store {
         Ok(count)
     }
 
+    /// How many patients have a state, merged-away ones included, as kept
+    /// with every commit: costs nothing, unlike [`Store::state_count`].
+    pub fn stored_states(&self) -> u64 {
+        self.inner.states.load(Ordering::Acquire)
+    }
+
+    /// The size of the store's files on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
     /// Every cohort index entry in order, as [`cohort::index_entries`]
     /// makes them: to verify the index against the states.
     pub fn index_entries(&self) -> impl Iterator<Item = Result<String>> + use<> {
@@ -736,4 +786,31 @@ fn decode_offset(key: &[u8], value: &[u8]) -> Result<u64> {
         key: keys::describe_key(key),
         reason,
     })
+}
+
+#[cfg(test)]
+mod state_count_tests {
+    use super::*;
+
+    /// A store written before `meta/states` existed is counted when opened.
+    #[test]
+    fn a_store_without_the_count_is_counted_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = |key: &str| PatientCareState {
+            patient_key: key.to_owned(),
+            version: 1,
+            ..Default::default()
+        };
+        {
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            store
+                .commit(&Commit::new("events").with_states([state("RXX:H1"), state("RXX:H2")]))
+                .unwrap();
+            store.inner.db.remove(keys::STATE_COUNT_KEY).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert_eq!(store.stored_states(), 2);
+        assert!(store.inner.db.contains_key(keys::STATE_COUNT_KEY).unwrap());
+    }
 }
