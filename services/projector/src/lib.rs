@@ -27,8 +27,12 @@
 //! - `lib.rs`: [`ProjectorConfig`], [`Projector`] and its run loop.
 //! - `batch.rs`: folding one batch, without IO.
 //! - `publish.rs`: commit, then publish to the changelog.
+//! - `metrics.rs`: the projector's Prometheus metrics, and the
+//!   [monitor](metrics::spawn_monitor) beside the loop: lag, store size,
+//!   the monitoring consumer group, readiness.
 
 mod batch;
+pub mod metrics;
 mod publish;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +44,7 @@ use baton_log::topics::Topics;
 use baton_log::{EventLog, LogError, LogReader, NewRecord};
 use baton_proto::state::v1::PatientCareState;
 use baton_store::{Commit, Store, StoreError};
+use baton_telemetry::metrics::MetricsListen;
 use serde::{Deserialize, Serialize};
 
 pub use batch::dead_letter_headers;
@@ -66,6 +71,16 @@ pub struct ProjectorConfig {
     /// sled's page cache of the projection store, in MiB: memory stays
     /// bounded by it however large the store grows.
     pub store_cache_mib: u64,
+    /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
+    /// (`baton-projector` only: `baton up` serves `[up] metrics_listen`).
+    pub metrics_listen: MetricsListen,
+    /// Kafka consumer group the applied positions are committed to, for
+    /// monitoring only (`kafka-consumer-groups --describe`, Burrow): never
+    /// read back. Empty commits to none.
+    pub consumer_group: String,
+    /// How often the lag and store metrics are measured and the consumer
+    /// group committed.
+    pub monitor_interval_ms: u64,
 }
 
 impl Default for ProjectorConfig {
@@ -76,6 +91,9 @@ impl Default for ProjectorConfig {
             state_cache_entries: 200_000,
             publish_states: true,
             store_cache_mib: 256,
+            metrics_listen: MetricsListen::loopback(metrics::DEFAULT_METRICS_PORT),
+            consumer_group: "baton-projector".to_owned(),
+            monitor_interval_ms: 5_000,
         }
     }
 }
@@ -95,6 +113,12 @@ impl ProjectorConfig {
         }
         if self.store_cache_mib == 0 {
             return Err("store_cache_mib: expected at least 1 (MiB of page cache)".into());
+        }
+        if self.monitor_interval_ms < 100 {
+            return Err(format!(
+                "monitor_interval_ms: {} is too often: expected at least 100 (milliseconds)",
+                self.monitor_interval_ms
+            ));
         }
         Ok(())
     }
@@ -274,9 +298,11 @@ impl Projector {
             positions,
             appends,
             dead_letters,
+            dead_letter_kinds,
             applied,
             duplicates,
         } = outcome;
+        metrics::record_batch(records, applied, duplicates, &dead_letter_kinds, folded);
         let dead = dead_letters.len() as u64;
         // Effects and dead letters first: if the commit is lost, they are
         // written again on replay, and the duplicates are harmless.
