@@ -178,6 +178,7 @@ impl MllpStats {
     }
 
     fn record(&self, kind: &str, code: AckCode) {
+        crate::metrics::record_message(kind, code);
         let counter = match code {
             AckCode::Accept => &self.accepted,
             AckCode::Error => &self.errored,
@@ -313,6 +314,7 @@ impl Mllp {
     /// A frame past the size limit: answered from its MSH, if readable.
     fn too_large(&self, head: &[u8], limit: usize) -> String {
         self.stats.too_large.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record_too_large();
         let header = Header::sniff(head);
         let kind = header
             .as_ref()
@@ -418,16 +420,19 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
                 Ok((stream, peer)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         mllp.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::record_connection_refused();
                         tracing::warn!(%peer, max = mllp.max_connections, "closed a connection: mllp_max_connections are open");
                         drop(stream);
                         continue;
                     };
                     mllp.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let open = crate::metrics::connection_opened();
                     let _ = stream.set_nodelay(true);
                     let span = tracing::info_span!("mllp_connection", %peer);
                     let connection = mllp.clone().connection(stream, stop.clone());
                     connections.spawn(async move {
                         connection.await;
+                        drop(open);
                         drop(slot);
                     }.instrument(span));
                 }
