@@ -33,11 +33,14 @@
 //! - `follow.rs`: following a log topic into the store, shared by
 //!   `materialise.rs` ([`Materialiser`], the replica's changelog follower)
 //!   and `timeline.rs` ([`TimelineIndexer`]).
+//! - `metrics.rs`: watch clients and dropped watches; a replica's lag and
+//!   store size ([`metrics::spawn_replica_monitor`]).
 
 mod consistency;
 mod follow;
 mod history;
 mod materialise;
+pub mod metrics;
 mod raw;
 mod timeline;
 mod watch;
@@ -61,6 +64,7 @@ use baton_proto::query::v1::{
 use baton_proto::state::v1::PatientCareState;
 use baton_runtime::{Clock, SystemClock};
 use baton_store::{Store, StoreError};
+use baton_telemetry::metrics::MetricsListen;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -104,6 +108,11 @@ pub struct QueryConfig {
     /// sled's page cache of a replica's store, in MiB: `GetCareState` is
     /// fastest when the states read often fit in it.
     pub store_cache_mib: u64,
+    /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
+    /// (`baton-query` only: `baton up` serves `[up] metrics_listen`).
+    pub metrics_listen: MetricsListen,
+    /// How often a replica measures its lag and store size for the metrics.
+    pub monitor_interval_ms: u64,
 }
 
 impl Default for QueryConfig {
@@ -115,6 +124,8 @@ impl Default for QueryConfig {
             watch_recheck_ms: 60_000,
             watch_slow_client_ms: 2_000,
             store_cache_mib: 256,
+            metrics_listen: MetricsListen::loopback(metrics::DEFAULT_METRICS_PORT),
+            monitor_interval_ms: 5_000,
         }
     }
 }
@@ -138,6 +149,12 @@ impl QueryConfig {
         }
         if self.store_cache_mib == 0 {
             return Err("store_cache_mib: expected at least 1 (MiB of page cache)".into());
+        }
+        if self.monitor_interval_ms < 100 {
+            return Err(format!(
+                "monitor_interval_ms: {} is too often: expected at least 100 (milliseconds)",
+                self.monitor_interval_ms
+            ));
         }
         Ok(())
     }
