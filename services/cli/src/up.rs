@@ -12,6 +12,7 @@ use baton_projector::{Projector, ProjectorConfig};
 use baton_query::{QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::{Backbone, DataDir};
 use baton_store::Store;
+use baton_telemetry::metrics::{self, MetricsListen, Readiness};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -26,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 /// changelog and the dead letters are Kafka topics, created if missing, and
 /// query replicas (`baton-query`) can run beside it. Ctrl-C stops it
 /// cleanly.
+///
+/// One listener (--metrics-listen) serves the Prometheus metrics of all
+/// three, /live, and /ready once the projector has caught up with the log.
 ///
 /// Settings come from, in rising precedence: defaults, the [up], [kafka]
 /// and [topics] tables of --config, BATON_UP__<KEY>, BATON_KAFKA__<KEY> and
@@ -53,6 +57,10 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     mllp_listen: Option<MllpListen>,
+    /// Address of /metrics, /live and /ready, or "off" [default: 127.0.0.1:9460]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<MetricsListen>,
     #[command(flatten)]
     #[serde(skip)]
     log: baton_runtime::LogFlags,
@@ -70,6 +78,10 @@ pub(crate) struct UpArgs {
     demo_seed: u64,
 }
 
+/// The port `baton up` serves `/metrics`, `/live` and `/ready` on unless
+/// configured otherwise (the services on their own use 9461 to 9463).
+pub(crate) const DEFAULT_METRICS_PORT: u16 = 9460;
+
 /// Settings of `baton up`, as the `[up]` table of a configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +90,8 @@ pub(crate) struct UpConfig {
     ingest_listen: SocketAddr,
     query_listen: SocketAddr,
     mllp_listen: MllpListen,
+    /// The one metrics listener of the three services.
+    metrics_listen: MetricsListen,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -92,6 +106,7 @@ impl Default for UpConfig {
             ingest_listen: ingest.listen,
             query_listen: query.listen,
             mllp_listen: ingest.mllp_listen,
+            metrics_listen: MetricsListen::loopback(DEFAULT_METRICS_PORT),
             projector: ProjectorConfig::default(),
             query,
             ingest,
@@ -107,6 +122,9 @@ impl UpConfig {
         self.ingest.listen = self.ingest_listen;
         self.ingest.mllp_listen = self.mllp_listen;
         self.query.listen = self.query_listen;
+        self.ingest.metrics_listen = self.metrics_listen;
+        self.projector.metrics_listen = self.metrics_listen;
+        self.query.metrics_listen = self.metrics_listen;
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -128,6 +146,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
+    baton_ingest::metrics::register();
+    baton_projector::metrics::register();
+    baton_query::metrics::register();
+    let readiness = Readiness::new();
+    let caught_up = readiness.gate("projector catching up with the log");
+    let metrics_listener = metrics::bind(config.metrics_listen).await?;
+    let metrics_address = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let log = backbone.open_log(&data).await?;
     // One store serves the projector and the query API: the larger cache.
     let mut store_config = config.projector.store();
@@ -156,6 +184,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ingest_address = ingest_listener.local_addr()?;
     let query_address = query_listener.local_addr()?;
 
+    let stop = CancellationToken::new();
     let ingest = Ingest::start(log.clone(), config.ingest.clone(), &backbone.topics).await?;
     let mllp = Mllp::new(
         ingest.clone(),
@@ -170,11 +199,28 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         backbone.topics.clone(),
     )
     .await?;
+    let monitor = baton_projector::metrics::spawn_monitor(
+        log.clone(),
+        store.clone(),
+        &backbone.topics,
+        &config.projector,
+        Some(caught_up),
+        std::sync::Arc::new(baton_runtime::SystemClock),
+        stop.clone().cancelled_owned(),
+    );
     let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
     let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
 
-    let stop = CancellationToken::new();
     let mut services = tokio::task::JoinSet::new();
+    services.spawn(async move { monitor.await.context("projector monitor") });
+    if let Some(listener) = metrics_listener {
+        let readiness = readiness.clone();
+        let stop = stop.clone();
+        services.spawn(async move {
+            metrics::serve(listener, readiness, stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
     {
         let stop = stop.clone();
         services.spawn(async move {
@@ -220,6 +266,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             config.ingest.hl7_time_zone
         ),
         None => println!("  mllp    off"),
+    }
+    match metrics_address {
+        Some(address) => {
+            println!("  metrics http://{address}/metrics  (Prometheus; /live, /ready)")
+        }
+        None => println!("  metrics off"),
     }
     println!(
         "Health checking and server reflection are on (grpcurl -plaintext {query_address} list)."

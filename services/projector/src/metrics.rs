@@ -363,9 +363,16 @@ impl Monitor {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let Some(applied) = self.applied().await else {
+            let Some(mut applied) = self.applied().await else {
                 continue;
             };
+            // Every partition, those never applied at 0, so lag tools
+            // count all of their records as behind.
+            if let Ok(partitions) = self.log.partition_count(&self.topic).await {
+                for partition in 0..partitions {
+                    applied.entry(partition).or_insert(0);
+                }
+            }
             if last.as_ref().is_some_and(|(committed, at)| {
                 *committed == applied && at.elapsed() < GROUP_REFRESH
             }) {
