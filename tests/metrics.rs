@@ -141,8 +141,9 @@ impl Prometheus {
         }
     }
 
-    /// The value of an instant PromQL query with one result.
-    fn query(&self, promql: &str) -> Option<f64> {
+    /// Prometheus's answer to an instant PromQL query: its HTTP status
+    /// and JSON.
+    fn answer(&self, promql: &str) -> Option<(u16, Value)> {
         let encoded: String = promql
             .bytes()
             .map(|byte| match byte {
@@ -153,10 +154,15 @@ impl Prometheus {
             })
             .collect();
         let (status, body) = http_get(self.address, &format!("/api/v1/query?query={encoded}"))?;
+        Some((status, serde_json::from_str(&body).ok()?))
+    }
+
+    /// The value of an instant PromQL query with one result.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let (status, answer) = self.answer(promql)?;
         if status != 200 {
             return None;
         }
-        let answer: Value = serde_json::from_str(&body).ok()?;
         let result = answer["data"]["result"].as_array()?;
         (result.len() == 1)
             .then(|| result[0]["value"][1].as_str()?.parse().ok())
@@ -200,6 +206,7 @@ fn wait_ready(service: &str, address: SocketAddr) {
 fn prometheus_scrapes_baton_up_and_answers_promql_for_lag_and_events_applied() {
     let data = tempfile::tempdir().unwrap();
     let (ingest, query, metrics) = (free_address(), free_address(), free_address());
+    let mllp = free_address();
     let _up = Service::start(
         "baton",
         [
@@ -210,6 +217,8 @@ fn prometheus_scrapes_baton_up_and_answers_promql_for_lag_and_events_applied() {
             &query.to_string(),
             "--metrics-listen",
             &metrics.to_string(),
+            "--mllp-listen",
+            &mllp.to_string(),
             "--data-dir",
             data.path().to_str().unwrap(),
         ]
@@ -273,6 +282,101 @@ fn prometheus_scrapes_baton_up_and_answers_promql_for_lag_and_events_applied() {
         "{text}"
     );
     assert!(!text.contains("9434765919"), "no patient in the metrics");
+
+    // An HL7 feed, and an event the fold cannot apply (it cancels an
+    // admission the patient never had): counted by type and ACK code, and
+    // by dead-letter reason.
+    let story = workspace().join("docs/examples/hl7/story.hl7");
+    let sent = baton(&[
+        "hl7",
+        "send",
+        "--to",
+        &mllp.to_string(),
+        story.to_str().unwrap(),
+    ]);
+    let acknowledged = sent.lines().filter(|line| line.contains(": AA ")).count() as f64;
+    assert!(acknowledged >= 5.0, "{sent}");
+    let unknown_encounter = data.path().join("dead-letter.jsonl");
+    std::fs::write(
+        &unknown_encounter,
+        r#"{"eventId": "0b7f6f1e-3c1d-4a7e-9a55-2f1f4f0c9d11", "patient": {"nhsNumber": "9434765919"}, "occurredAt": "2026-11-09T10:00:00Z", "recordedAt": "2026-11-09T10:00:00Z", "source": {"system": "PAS", "organisation": "RXX", "messageId": "MSG-DL-1"}, "encounterId": "V-NEVER", "admissionCancelled": {}}"#,
+    )
+    .unwrap();
+    baton(&[
+        "publish",
+        unknown_encounter.to_str().unwrap(),
+        "--ingest",
+        &format!("http://{ingest}"),
+    ]);
+    eventually(
+        "Prometheus reporting the dead letter and the HL7 messages",
+        Duration::from_secs(60),
+        || {
+            let dead = prometheus
+                .query("sum(baton_projector_dead_letters_total{reason=\"unknown_encounter\"})")?;
+            let messages = prometheus.query("sum(baton_mllp_messages_total{ack_code=\"AA\"})")?;
+            (dead == 1.0 && messages == acknowledged).then_some(())
+        },
+    );
+    let text = exposition(metrics);
+    assert_promtool_passes("baton up", &text);
+    for secret in [
+        "9434765919",
+        "4010232137",
+        "V-NEVER",
+        "H200456",
+        "V2001",
+        "PAS-100",
+    ] {
+        assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
+    }
+    check_dashboard(&prometheus, &text);
+}
+
+/// Every query of the Grafana dashboard is valid PromQL that Prometheus
+/// evaluates, over families `baton up` exposes.
+fn check_dashboard(prometheus: &Prometheus, exposition: &str) {
+    let path = workspace().join("deploy/grafana/baton.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .expect("the dashboard is JSON");
+    let families: Vec<&str> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "5m");
+            let (status, answer) = prometheus.answer(&promql).unwrap();
+            assert_eq!(
+                (status, answer["status"].as_str()),
+                (200, Some("success")),
+                "panel {:?}: {expr}: {answer}",
+                panel["title"]
+            );
+            for name in promql
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("baton_"))
+            {
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|family| families.contains(family))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(&family),
+                    "panel {:?} uses {name}, which baton up does not expose",
+                    panel["title"]
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 20, "{queries} queries in the dashboard");
 }
 
 /// The three services as separate processes on a real broker.
