@@ -35,7 +35,12 @@ async fn group_offsets_are_committed_for_standard_lag_tools() {
     let Some(broker) = TestBroker::start() else {
         return;
     };
-    let log = connect(broker.bootstrap_servers()).await;
+    let log = KafkaLog::connect(KafkaConfig {
+        operation_timeout_ms: 3_000,
+        ..KafkaConfig::new(broker.bootstrap_servers())
+    })
+    .await
+    .unwrap();
     let topic = testkit::unique_topic("group-offsets");
     log.ensure_topic(&topic, TopicSpec::events(3))
         .await
@@ -100,4 +105,17 @@ async fn group_offsets_are_committed_for_standard_lag_tools() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("partition 5 out of range"), "{error}");
+
+    // With the cluster gone the commit fails, within the operation
+    // timeout, instead of waiting for a coordinator without end.
+    let mut broker = broker;
+    broker.kill();
+    let started = std::time::Instant::now();
+    let outcome = log.commit_group_offsets(&group, &topic, &second).await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a commit to a cluster that is gone took {:?}",
+        started.elapsed()
+    );
 }

@@ -82,7 +82,7 @@ struct Inner {
     /// when appends run concurrently.
     enqueue: tokio::sync::Mutex<()>,
     /// One committing consumer per monitoring group, made on first use.
-    group_committers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    group_committers: Mutex<HashMap<String, Arc<GroupCommitter>>>,
 }
 
 impl KafkaLog {
@@ -244,7 +244,7 @@ impl KafkaLog {
     }
 
     /// The consumer that commits `group`'s offsets.
-    fn group_committer(&self, group: &str) -> Result<Arc<BaseConsumer>> {
+    fn group_committer(&self, group: &str) -> Result<Arc<GroupCommitter>> {
         let mut committers = self
             .inner
             .group_committers
@@ -253,7 +253,7 @@ impl KafkaLog {
         if let Some(committer) = committers.get(group) {
             return Ok(Arc::clone(committer));
         }
-        let committer: BaseConsumer =
+        let consumer: BaseConsumer =
             self.inner
                 .config
                 .group_committer(group)
@@ -264,7 +264,10 @@ impl KafkaLog {
                         "librdkafka refused the settings of a consumer of group {group:?}: {source}"
                     ),
                 })?;
-        let committer = Arc::new(committer);
+        let committer = Arc::new(GroupCommitter {
+            consumer: std::mem::ManuallyDrop::new(consumer),
+            committing: Mutex::new(()),
+        });
         committers.insert(group.to_owned(), Arc::clone(&committer));
         Ok(committer)
     }
@@ -290,6 +293,29 @@ impl KafkaLog {
                 .collect()
         })
         .await
+    }
+}
+
+/// A consumer of one monitoring group, used only to commit its offsets.
+///
+/// Never closed: closing a consumer that has talked to a group coordinator
+/// waits until the coordinator answers, without end when the cluster is
+/// gone, and would hold a process stopping while Kafka is down. It is left
+/// to the operating system when the process ends.
+struct GroupCommitter {
+    consumer: std::mem::ManuallyDrop<BaseConsumer>,
+    /// One commit at a time per group.
+    committing: Mutex<()>,
+}
+
+impl GroupCommitter {
+    /// Commits `offsets`, waiting for the broker's answer.
+    fn commit(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
+        let _one = self
+            .committing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.consumer.commit(offsets, CommitMode::Sync)
     }
 }
 
@@ -593,6 +619,7 @@ impl EventLog for KafkaLog {
     /// Commits through a consumer of `group` that never joins it: the
     /// OffsetCommit carries no generation, as for a consumer of assigned
     /// partitions, which Kafka accepts for a group without active members.
+    /// Fails after `operation_timeout_ms` when the cluster does not answer.
     async fn commit_group_offsets(
         &self,
         group: &str,
@@ -627,12 +654,25 @@ impl EventLog for KafkaLog {
         }
         let committer = self.group_committer(group)?;
         let name = topic.to_owned();
-        run_blocking(move || {
+        let timeout = self.inner.config.operation_timeout();
+        let commit = run_blocking(move || {
             committer
-                .commit(&offsets, CommitMode::Sync)
+                .commit(&offsets)
                 .map_err(|source| kafka_error("commit group offsets", Some(&name), None, source))
-        })
-        .await?;
+        });
+        // The caller is answered by the operation timeout; a commit the
+        // cluster has not answered by then finishes, or fails, by itself.
+        match tokio::time::timeout(timeout, commit).await {
+            Ok(committed) => committed?,
+            Err(_) => {
+                return Err(kafka_error(
+                    "commit group offsets",
+                    Some(topic),
+                    None,
+                    KafkaError::ConsumerCommit(RDKafkaErrorCode::RequestTimedOut),
+                ));
+            }
+        }
         Ok(GroupOffsets::Committed)
     }
 
