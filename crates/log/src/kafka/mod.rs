@@ -304,17 +304,25 @@ impl KafkaLog {
 /// to the operating system when the process ends.
 struct GroupCommitter {
     consumer: std::mem::ManuallyDrop<BaseConsumer>,
-    /// One commit at a time per group.
+    /// One commit at a time per group; a commit while one is unanswered
+    /// fails at once.
     committing: Mutex<()>,
 }
 
 impl GroupCommitter {
     /// Commits `offsets`, waiting for the broker's answer.
+    /// Fails at once while an earlier commit is still unanswered, so
+    /// commits to a cluster that is gone never pile up.
     fn commit(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
-        let _one = self
-            .committing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _one = match self.committing.try_lock() {
+            Ok(one) => one,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::RequestTimedOut,
+                ));
+            }
+        };
         self.consumer.commit(offsets, CommitMode::Sync)
     }
 }
