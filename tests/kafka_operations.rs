@@ -253,6 +253,34 @@ async fn lag_verify_replay_and_dead_letters_on_kafka_with_a_replica() {
         "{listed}"
     );
 
+    // Purging asks first; then the group's committed offsets mark the
+    // start, as any Kafka client reads them, and the letter stays in the topic.
+    let (ok, asked, _) = try_baton(&["dlq", "purge", "--admin", &backbone.admin()]);
+    assert!(
+        !ok && asked.contains("1 dead letters would be purged"),
+        "{asked}"
+    );
+    let purged = baton(&["dlq", "purge", "--yes", "--admin", &backbone.admin()]);
+    assert!(
+        purged.contains("consumer group baton-dead-letters"),
+        "{purged}"
+    );
+    let listed = baton(&["dlq", "list", "--admin", &backbone.admin()]);
+    assert!(listed.contains("No dead letters."), "{listed}");
+    let committed: u64 = support::kafka_client(&[
+        "group-offsets",
+        "--bootstrap",
+        &backbone.broker.bootstrap_servers(),
+        "--topic",
+        "baton.dead-letters.v1",
+        "--group",
+        "baton-dead-letters",
+    ])
+    .iter()
+    .filter_map(|line| line["committed"].as_u64())
+    .sum();
+    assert_eq!(committed, 1, "the start moved past the one letter");
+
     // The projector restarts on the generation swapped in.
     backbone.projector.stop();
     backbone.projector.restart();

@@ -54,6 +54,7 @@ impl Up {
             .env("BATON_LOG", "warn")
             .env("BATON_UP__MLLP_LISTEN", "127.0.0.1:0")
             .env("BATON_UP__ADMIN_LISTEN", "127.0.0.1:0")
+            .env("BATON_UP__METRICS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -434,6 +434,37 @@ def cmd_read_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group_offsets(args: argparse.Namespace) -> int:
+    """What a lag tool sees of a consumer group: its committed offset and the
+    partition's high watermark, per partition. Reads committed offsets
+    (OffsetFetch) without joining the group or committing anything."""
+    ck = kafka()
+    config = common_config(args, "group-offsets")
+    config.update({"group.id": args.group, "enable.auto.commit": False})
+    consumer = ck.Consumer(config)
+    try:
+        partitions = topic_partitions(consumer, args)
+        wanted = [ck.TopicPartition(args.topic, p) for p in partitions]
+        committed = consumer.committed(wanted, timeout=args.timeout_s)
+        for tp in sorted(committed, key=lambda tp: tp.partition):
+            if tp.error is not None:
+                raise ClientError(f"committed offset of {args.topic} partition {tp.partition}: {tp.error}")
+            low, high = consumer.get_watermark_offsets(
+                ck.TopicPartition(args.topic, tp.partition), timeout=args.timeout_s
+            )
+            emit(
+                {
+                    "partition": tp.partition,
+                    # OFFSET_INVALID (-1001): the group committed nothing there.
+                    "committed": tp.offset if tp.offset >= 0 else None,
+                    "high_watermark": high,
+                }
+            )
+    finally:
+        consumer.close()
+    return 0
+
+
 def cmd_gen(args: argparse.Namespace) -> int:
     proto_dir = Path(args.proto_dir)
     if not proto_dir.is_dir():
@@ -577,6 +608,18 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_args(records, "give up after this long")
     reader_args(records)
     records.set_defaults(run=cmd_read_records)
+
+    group = add(
+        "group-offsets",
+        "a consumer group's committed offsets, as lag tools see them",
+        "Reads the offsets consumer group --group has committed in --topic (OffsetFetch, as "
+        "kafka-consumer-groups --describe does), without joining the group or committing "
+        'anything, and each partition\'s high watermark. Prints one line per partition: '
+        '{"partition","committed","high_watermark"}, committed null where the group has none.',
+    )
+    kafka_args(group, "how long each request may take")
+    group.add_argument("--group", required=True, help="the consumer group, e.g. baton-projector")
+    group.set_defaults(run=cmd_group_offsets)
     return parser
 
 

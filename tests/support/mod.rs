@@ -107,6 +107,11 @@ impl Service {
             .env("BATON_UP__ADMIN_LISTEN", "127.0.0.1:0")
             .env("BATON_PROJECTOR__ADMIN_LISTEN", "127.0.0.1:0")
             .env("BATON_QUERY__ADMIN_LISTEN", "127.0.0.1:0")
+            // Likewise for the metrics listeners (9460 to 9463 by default).
+            .env("BATON_INGEST__METRICS_LISTEN", "127.0.0.1:0")
+            .env("BATON_PROJECTOR__METRICS_LISTEN", "127.0.0.1:0")
+            .env("BATON_QUERY__METRICS_LISTEN", "127.0.0.1:0")
+            .env("BATON_UP__METRICS_LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -3,9 +3,11 @@
 //! The traits follow Kafka's model so the rdkafka backend is a thin mapping:
 //! `append` is an idempotent `FutureProducer` send awaited for every record,
 //! and a [`LogReader`] is a `BaseConsumer` that `assign()`s explicit
-//! partitions at explicit offsets. There are no consumer groups and no
-//! committed offsets: a projector keeps its positions in its own store,
-//! committed atomically with the state they produced.
+//! partitions at explicit offsets. No reader joins a consumer group or
+//! reads committed offsets: a projector keeps its positions in its own
+//! store, committed atomically with the state they produced. It may *write*
+//! them to a consumer group as well ([`EventLog::commit_group_offsets`]),
+//! for Kafka's monitoring tools only; nothing reads them back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,6 +56,42 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Records `positions` (partition → next offset to read) as the
+    /// committed offsets of consumer group `group` in `topic`, so standard
+    /// lag tools (`kafka-consumer-groups --describe`, Burrow,
+    /// kafka-lag-exporter) show how far Baton is behind. For monitoring
+    /// only: Baton never reads them back, and never joins the group.
+    ///
+    /// A backend without consumer groups (the embedded log) does nothing
+    /// and answers [`GroupOffsets::NotSupported`].
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<GroupOffsets> {
+        let _ = (group, topic, positions);
+        Ok(GroupOffsets::NotSupported)
+    }
+
+    /// The offsets committed for `group` in each partition of `topic`
+    /// (partitions without one are absent); `None` on a backend without
+    /// consumer groups. For tools that keep a marker in a group, as
+    /// `baton dlq purge` does on Kafka.
+    async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {
+        let _ = (group, topic);
+        Ok(None)
+    }
+}
+
+/// What [`EventLog::commit_group_offsets`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOffsets {
+    /// The group's offsets are the given positions now.
+    Committed,
+    /// The backend has no consumer groups: nothing was written.
+    NotSupported,
 }
 
 /// Reads assigned partitions from explicit offsets, following the tail.
@@ -97,6 +135,19 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     async fn flush(&self) -> Result<()> {
         (**self).flush().await
     }
+
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<GroupOffsets> {
+        (**self).commit_group_offsets(group, topic, positions).await
+    }
+
+    async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {
+        (**self).group_offsets(group, topic).await
+    }
 }
 
 #[async_trait]
@@ -127,6 +178,19 @@ impl<T: EventLog + ?Sized> EventLog for Box<T> {
 
     async fn flush(&self) -> Result<()> {
         (**self).flush().await
+    }
+
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<GroupOffsets> {
+        (**self).commit_group_offsets(group, topic, positions).await
+    }
+
+    async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {
+        (**self).group_offsets(group, topic).await
     }
 }
 

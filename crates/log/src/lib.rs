@@ -15,6 +15,8 @@
 //! - [`LogReader`]: follows assigned partitions from explicit offsets, in batches;
 //! - [`NewRecord`] in, [`Record`] out, located by a [`Position`] (`p3@120`);
 //! - [`ConsistencyToken`]: read-your-writes across services (`v1:0=12,3=40`);
+//! - [`lag()`]: how far a consumer's applied positions are behind a topic's
+//!   end, in records and seconds, per partition;
 //! - [`embedded::EmbeddedLog`]: the sled backend, the default of `baton up`;
 //! - [`testkit`]: the contract suite every backend must pass.
 //!
@@ -53,6 +55,7 @@ pub mod embedded;
 mod error;
 mod event_log;
 pub mod kafka;
+pub mod lag;
 mod partitioner;
 mod record;
 pub mod testkit;
@@ -60,7 +63,8 @@ mod token;
 pub mod topics;
 
 pub use error::{KafkaFailure, LogError, Result};
-pub use event_log::{EventLog, LogReader};
+pub use event_log::{EventLog, GroupOffsets, LogReader};
+pub use lag::{PartitionLag, lag};
 pub use partitioner::{murmur2, partition_for_key};
 pub use record::{Header, NewRecord, Position, Record, TopicSpec};
 pub use token::ConsistencyToken;

@@ -448,3 +448,19 @@ async fn arc_dyn_event_log_is_an_event_log() {
     let shared: Arc<Arc<dyn EventLog>> = Arc::new(Arc::clone(&log));
     assert_eq!(count_partitions(&shared, "shared").await, 2);
 }
+
+/// The embedded log has no consumer groups: committing a monitoring group's
+/// offsets does nothing, says so, and is no error (through `Arc<dyn>` too,
+/// as services hold the log).
+#[tokio::test]
+async fn the_embedded_log_has_no_consumer_groups() {
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::temporary().expect("temporary log"));
+    log.ensure_topic("events", TopicSpec::events(2))
+        .await
+        .unwrap();
+    let outcome = log
+        .commit_group_offsets("baton-projector", "events", &BTreeMap::from([(0, 0)]))
+        .await
+        .unwrap();
+    assert_eq!(outcome, baton_log::GroupOffsets::NotSupported);
+}

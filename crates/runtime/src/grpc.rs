@@ -1,6 +1,6 @@
 //! Serving a Baton gRPC API: the one place every listener is set up, so
-//! each API gets the same health checking, server reflection and socket
-//! options.
+//! each API gets the same health checking, server reflection, request
+//! metrics and socket options.
 //!
 //! ```no_run
 //! # async fn example(listener: tokio::net::TcpListener) -> Result<(), tonic::transport::Error> {
@@ -17,9 +17,46 @@
 //! ```
 
 use std::future::Future;
+use std::sync::LazyLock;
 
+use baton_telemetry::metrics::grpc::{GrpcMethod, GrpcMetricsLayer};
 use tokio::net::TcpListener;
 use tonic::transport::server::{Router, TcpIncoming};
+use tower_layer::{Identity, Stack};
+
+/// The router `serve` hands to its `add` function: every call through it
+/// is counted and timed ([`GrpcMetricsLayer`]).
+pub type GrpcRouter = Router<Stack<GrpcMetricsLayer, Identity>>;
+
+/// Every method a Baton gRPC server can serve: those of Baton's own
+/// services (from the descriptor set, so a new API is covered as soon as
+/// its proto is), health checking and reflection. Calls to any other path
+/// are counted as `unknown`.
+static METHODS: LazyLock<GrpcMetricsLayer> = LazyLock::new(|| {
+    let mut methods: Vec<GrpcMethod> = baton_proto::json::descriptor_pool()
+        .services()
+        .flat_map(|service| {
+            let name = service.full_name().to_owned();
+            service
+                .methods()
+                .map(|method| GrpcMethod {
+                    service: name.clone(),
+                    method: method.name().to_owned(),
+                    streaming: method.is_client_streaming() || method.is_server_streaming(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    methods.push(GrpcMethod::unary("grpc.health.v1.Health", "Check"));
+    methods.push(GrpcMethod::streaming("grpc.health.v1.Health", "Watch"));
+    for reflection in ["grpc.reflection.v1", "grpc.reflection.v1alpha"] {
+        methods.push(GrpcMethod::streaming(
+            &format!("{reflection}.ServerReflection"),
+            "ServerReflectionInfo",
+        ));
+    }
+    GrpcMetricsLayer::new(methods)
+});
 
 /// Serves the services `add` puts on the router, beside gRPC health
 /// checking (each name in `serving` reported `SERVING`, and the server as a
@@ -28,12 +65,16 @@ use tonic::transport::server::{Router, TcpIncoming};
 /// older Postman, Evans and grpcui speak only the latter), until `shutdown`
 /// completes; calls in flight are then finished.
 ///
+/// Every call is counted by service, method and status code, and unary
+/// calls timed (`baton_grpc_server_handled_total`,
+/// `baton_grpc_server_handling_seconds`).
+///
 /// `api` names the API in logs (`query`, `ingest`, `admin`).
 pub async fn serve(
     api: &'static str,
     serving: &[&'static str],
     listener: TcpListener,
-    add: impl FnOnce(Router) -> Router,
+    add: impl FnOnce(GrpcRouter) -> GrpcRouter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -53,6 +94,7 @@ pub async fn serve(
     let address = listener.local_addr().ok();
     tracing::info!(api, ?address, "gRPC API listening");
     let router = tonic::transport::Server::builder()
+        .layer(METHODS.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

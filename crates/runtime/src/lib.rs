@@ -29,9 +29,7 @@
 //! ```
 
 pub mod grpc;
-mod listen;
-
-pub use listen::Listen;
+pub use baton_telemetry::Listen;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -48,6 +48,10 @@ pub(crate) const INDEX_VERSION_KEY: &[u8] = b"meta/index";
 /// its log record's value: the patient's timeline in clinical order, then
 /// log order. See [`timeline_key`].
 pub(crate) const TIMELINE_PREFIX: &str = "t/";
+/// `meta/states` → how many `s/` keys there are, u64 big-endian, kept in
+/// every commit's batch so the count costs no scan (metrics read it); a
+/// store written before it existed is counted once when opened.
+pub(crate) const STATE_COUNT_KEY: &[u8] = b"meta/states";
 /// `meta/source/<topic>` → the identity of the log the topic's positions
 /// are in (see [`Store::bind_source`](crate::Store::bind_source)).
 pub(crate) const SOURCE_PREFIX: &str = "meta/source/";

@@ -34,6 +34,7 @@
 //! | `i/<index entry>` | empty; entries come from [`baton_care::cohort::index_entries`] and end with the patient key, so a cohort is one or a few ordered range scans |
 //! | `t/<patient key>\x1f<occurred_at><partition><offset>` | the event, as logged: the patient's timeline in clinical order |
 //! | `meta/index` | the version of the index entries; another version is rebuilt from the states on open |
+//! | `meta/states` | how many states there are, u64 big-endian, updated in each commit's batch ([`Store::stored_states`]) |
 //! | `p/<topic>\x1f<partition, u32 BE>` | next offset to read, u64 big-endian (the timeline's under `<topic>#timeline`) |
 //!
 //! # Atomicity and recovery

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -92,6 +92,9 @@ struct Inner {
     /// Set while a swap waits for the writers, so they stop at their next
     /// boundary instead of starting another batch.
     swap_requested: AtomicBool,
+    /// How many states the live generation holds, as its `meta/states`
+    /// says.
+    states: AtomicU64,
     config: StoreConfig,
 }
 
@@ -189,6 +192,7 @@ impl Store {
         );
         let store = Self::from_db(db, Some(path.to_owned()), number, config);
         store.check_index_version()?;
+        store.load_state_count()?;
         Ok(store)
     }
 
@@ -255,6 +259,7 @@ impl Store {
                 changes,
                 writers: Arc::new(RwLock::new(())),
                 swap_requested: AtomicBool::new(false),
+                states: AtomicU64::new(0),
                 config: config.clone(),
             }),
         }
@@ -343,6 +348,29 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reads `meta/states`; a store written before the count was kept is
+    /// counted now, once.
+    fn load_state_count(&self) -> Result<()> {
+        let count = match self.db().get(keys::STATE_COUNT_KEY)? {
+            Some(value) => decode_offset(keys::STATE_COUNT_KEY, &value)?,
+            None => {
+                let _writer = self.lock_writer();
+                let count = self.state_count()? as u64;
+                self.db()
+                    .insert(keys::STATE_COUNT_KEY, &count.to_be_bytes()[..])?;
+                if count > 0 {
+                    info!(
+                        states = count,
+                        "states counted once, for the store's metrics"
+                    );
+                }
+                count
+            }
+        };
+        self.inner.states.store(count, Ordering::Release);
+        Ok(())
+    }
+
     /// Where the live generation lives; `None` when temporary.
     pub fn path(&self) -> Option<PathBuf> {
         self.inner.live.load().path.clone()
@@ -368,8 +396,15 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         let mut digests = BTreeMap::new();
+        let mut created = 0;
         for (key, state) in &latest {
-            stage_state(&db, &mut batch, &mut digests, key, state)?;
+            if stage_state(&db, &mut batch, &mut digests, key, state)? {
+                created += 1;
+            }
+        }
+        let states = self.inner.states.load(Ordering::Acquire) + created;
+        if created > 0 {
+            batch.insert(keys::STATE_COUNT_KEY, &states.to_be_bytes()[..]);
         }
         for (&partition, digest) in &digests {
             batch.insert(keys::digest_key(partition), digest.encode());
@@ -404,6 +439,7 @@ impl Store {
             batch.insert(keys::UNPUBLISHED_KEY, keys::encode_entries(&keys));
         }
         db.apply_batch(batch)?;
+        self.inner.states.store(states, Ordering::Release);
 
         for (topic, positions) in &advanced {
             self.notify_watchers(topic, positions);
@@ -574,6 +610,10 @@ impl Store {
     pub fn swap_in(&self, replacement: &Store) -> Result<Store> {
         let _writer = self.lock_writer();
         let previous = self.inner.live.swap(replacement.inner.live.load_full());
+        self.inner.states.store(
+            replacement.inner.states.load(Ordering::Acquire),
+            Ordering::Release,
+        );
         let topics: Vec<String> = self.lock_watchers().keys().cloned().collect();
         for topic in topics {
             let positions = self.applied(&topic)?;
@@ -863,6 +903,17 @@ impl Store {
         Ok(count)
     }
 
+    /// How many patients have a state, merged-away ones included, as kept
+    /// with every commit: costs nothing, unlike [`Store::state_count`].
+    pub fn stored_states(&self) -> u64 {
+        self.inner.states.load(Ordering::Acquire)
+    }
+
+    /// The size of the store's files on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db().size_on_disk()?)
+    }
+
     /// Every cohort index entry in order, as [`cohort::index_entries`]
     /// makes them: to verify the index against the states.
     pub fn index_entries(&self) -> impl Iterator<Item = Result<String>> + use<> {
@@ -956,14 +1007,15 @@ fn digest_in<'a>(
 }
 
 /// Adds `state`, the difference between its stored and new index entries
-/// and its move in the digests to `batch`.
+/// and its move in the digests to `batch`; whether the patient had no state
+/// before (every stored state has its `e/` summary).
 fn stage_state(
     db: &sled::Db,
     batch: &mut sled::Batch,
     digests: &mut BTreeMap<u32, PartitionDigest>,
     key: &str,
     state: &PatientCareState,
-) -> Result<()> {
+) -> Result<bool> {
     let entries_key = keys::entries_key(key);
     let (old_summary, old) = match db.get(&entries_key)? {
         Some(value) => {
@@ -991,7 +1043,7 @@ fn stage_state(
     digest_in(db, digests, summary.partition)?.add(summary.hash);
     batch.insert(entries_key, keys::encode_summary(&summary, &new));
     batch.insert(keys::state_key(key), encoded);
-    Ok(())
+    Ok(old_summary.is_none())
 }
 
 /// Adds the `positions` of `topic` that move forward to `batch`, and
@@ -1143,4 +1195,31 @@ fn decode_offset(key: &[u8], value: &[u8]) -> Result<u64> {
         key: keys::describe_key(key),
         reason,
     })
+}
+
+#[cfg(test)]
+mod state_count_tests {
+    use super::*;
+
+    /// A store written before `meta/states` existed is counted when opened.
+    #[test]
+    fn a_store_without_the_count_is_counted_once_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = |key: &str| PatientCareState {
+            patient_key: key.to_owned(),
+            version: 1,
+            ..Default::default()
+        };
+        {
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            store
+                .commit(&Commit::new("events").with_states([state("RXX:H1"), state("RXX:H2")]))
+                .unwrap();
+            store.db().remove(keys::STATE_COUNT_KEY).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert_eq!(store.stored_states(), 2);
+        assert!(store.db().contains_key(keys::STATE_COUNT_KEY).unwrap());
+    }
 }

@@ -833,3 +833,44 @@ fn a_cohort_listed_from_several_ranges_shows_each_patient_once() {
         assert_eq!(listed, vec!["4010232137", "9434765919"], "limit {limit}");
     }
 }
+
+/// The state count the metrics read is kept with every commit, counts each
+/// patient once however often their state changes, and survives a reopen.
+#[test]
+fn the_state_count_follows_commits_without_a_scan() {
+    let dir = TempDir::new().unwrap();
+    let config = StoreConfig::default();
+    {
+        let store = Store::open(dir.path(), &config).unwrap();
+        assert_eq!(store.stored_states(), 0);
+        let first = inpatient("H1", "WARD-7");
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_states([first.clone(), inpatient("H2", "WARD-8"), first.clone()])
+                    .with_position(0, 3),
+            )
+            .unwrap();
+        assert_eq!(store.stored_states(), 2);
+        let moved = fold(Some(first), vec![transferred("H1", "V1", 2_000, "WARD-8")]);
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_states([moved, inpatient("H3", "WARD-9")])
+                    .with_position(0, 5),
+            )
+            .unwrap();
+        assert_eq!(store.stored_states(), 3);
+        assert_eq!(store.stored_states(), store.state_count().unwrap() as u64);
+        assert!(store.size_on_disk().unwrap() > 0);
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &config).unwrap();
+    assert_eq!(store.stored_states(), 3);
+
+    let temporary = Store::temporary().unwrap();
+    temporary
+        .commit(&Commit::new(TOPIC).with_state(inpatient("H9", "WARD-1")))
+        .unwrap();
+    assert_eq!(temporary.stored_states(), 1);
+}

@@ -1,6 +1,7 @@
 //! Observability for every Baton process: one call at start-up sets up
 //! structured logs with `tracing` and, when a collector is configured,
-//! OpenTelemetry traces exported over OTLP/gRPC.
+//! OpenTelemetry traces exported over OTLP/gRPC; [`metrics`] holds the
+//! process's Prometheus registry and serves it with `/live` and `/ready`.
 //!
 //! One trace follows an event from ingest through the projector to the query
 //! service: the W3C `traceparent` ([`TraceParent`]) travels in log record
@@ -12,6 +13,8 @@
 //! - [`init`] installs the global subscriber and returns a [`TelemetryGuard`]
 //!   that flushes spans when dropped: hold it until `main` returns.
 //! - [`TraceParent`]: a parsed, valid W3C `traceparent`.
+//! - [`Listen`]: a listener's address setting (gRPC, MLLP, metrics), or
+//!   `off`.
 //! - [`TraceExport`]: the OTLP pipeline itself, for tests and tools that
 //!   assemble their own subscriber.
 //!
@@ -55,6 +58,10 @@
 //! # }
 //! ```
 
+mod listen;
+
+pub use listen::Listen;
+
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,6 +71,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 mod export;
+pub mod metrics;
 pub mod trace_context;
 
 pub use export::TraceExport;
@@ -101,6 +109,13 @@ pub enum TelemetryError {
     ExportThread(#[source] std::io::Error),
     #[error("cannot flush spans to the OTLP collector at {endpoint:?}: {reason}")]
     Flush { endpoint: String, reason: String },
+    #[error(
+        "cannot listen on {address} for metrics: {source} (choose another address with --metrics-listen, or turn them off with --metrics-listen off)"
+    )]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = TelemetryError> = std::result::Result<T, E>;

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use baton_ingest::mllp::SystemClock;
 use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
-use baton_projector::dead_letters::{DeadLetters, FilePurgeStart};
+use baton_projector::dead_letters::DeadLetters;
 use baton_projector::{AdminService, Projector, ProjectorConfig, Replays};
 use baton_query::{QueryConfig, QueryService, TimelineIndexer, TimelineRebuild};
 use baton_runtime::{Backbone, DataDir, Listen};
 use baton_store::Store;
+use baton_telemetry::metrics::{self, Readiness};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -28,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// changelog and the dead letters are Kafka topics, created if missing, and
 /// query replicas (`baton-query`) can run beside it. Ctrl-C stops it
 /// cleanly.
+///
+/// One listener (--metrics-listen) serves the Prometheus metrics of all
+/// three, /live, and /ready once the projector has caught up with the log.
 ///
 /// Settings come from, in rising precedence: defaults, the [up], [kafka]
 /// and [topics] tables of --config, BATON_UP__<KEY>, BATON_KAFKA__<KEY> and
@@ -60,6 +64,10 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<Listen>,
+    /// Address of /metrics, /live and /ready, or "off" [default: 127.0.0.1:9460]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<Listen>,
     #[command(flatten)]
     #[serde(skip)]
     log: baton_runtime::LogFlags,
@@ -77,6 +85,10 @@ pub(crate) struct UpArgs {
     demo_seed: u64,
 }
 
+/// The port `baton up` serves `/metrics`, `/live` and `/ready` on unless
+/// configured otherwise (the services on their own use 9461 to 9463).
+pub(crate) const DEFAULT_METRICS_PORT: u16 = 9460;
+
 /// Settings of `baton up`, as the `[up]` table of a configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -86,6 +98,8 @@ pub(crate) struct UpConfig {
     query_listen: SocketAddr,
     mllp_listen: MllpListen,
     admin_listen: Listen,
+    /// The one metrics listener of the three services.
+    metrics_listen: Listen,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -102,6 +116,7 @@ impl Default for UpConfig {
             query_listen: query.listen,
             mllp_listen: ingest.mllp_listen,
             admin_listen: projector.admin_listen,
+            metrics_listen: Listen::loopback(DEFAULT_METRICS_PORT),
             projector,
             query,
             ingest,
@@ -118,6 +133,9 @@ impl UpConfig {
         self.ingest.mllp_listen = self.mllp_listen;
         self.query.listen = self.query_listen;
         self.projector.admin_listen = self.admin_listen;
+        self.ingest.metrics_listen = self.metrics_listen;
+        self.projector.metrics_listen = self.metrics_listen;
+        self.query.metrics_listen = self.metrics_listen;
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -139,6 +157,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
+    baton_ingest::metrics::register();
+    baton_projector::metrics::register();
+    baton_query::metrics::register();
+    let readiness = Readiness::new();
+    let caught_up = readiness.gate("projector catching up with the log");
+    let metrics_listener = metrics::bind(config.metrics_listen).await?;
+    let metrics_address = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let log = backbone.open_log(&data).await?;
     let generations = data.store_generations();
     let store_path = generations.live_path()?;
@@ -179,6 +207,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let ingest_address = ingest_listener.local_addr()?;
     let query_address = query_listener.local_addr()?;
 
+    let stop = CancellationToken::new();
     let ingest = Ingest::start(log.clone(), config.ingest.clone(), &backbone.topics).await?;
     let mllp = Mllp::new(
         ingest.clone(),
@@ -207,7 +236,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let dead_letters = DeadLetters::new(
         log.clone(),
         backbone.topics.clone(),
-        Arc::new(FilePurgeStart::new(data.dead_letters_start_path())),
+        baton_projector::dead_letters::purge_start(
+            &log,
+            &backbone.topics,
+            backbone.is_kafka(),
+            data.dead_letters_start_path(),
+        ),
     );
     let admin = admin_listener.map(|listener| {
         let admin = AdminService::projector(
@@ -219,11 +253,28 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
         (admin, listener)
     });
+    let monitor = baton_projector::metrics::spawn_monitor(
+        log.clone(),
+        store.clone(),
+        &backbone.topics,
+        &config.projector,
+        Some(caught_up),
+        std::sync::Arc::new(baton_runtime::SystemClock),
+        stop.clone().cancelled_owned(),
+    );
     let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
     let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
 
-    let stop = CancellationToken::new();
     let mut services = tokio::task::JoinSet::new();
+    services.spawn(async move { monitor.await.context("projector monitor") });
+    if let Some(listener) = metrics_listener {
+        let readiness = readiness.clone();
+        let stop = stop.clone();
+        services.spawn(async move {
+            metrics::serve(listener, readiness, stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
     {
         let stop = stop.clone();
         services.spawn(async move {
@@ -279,6 +330,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             "  admin   http://{address}  (gRPC baton.admin.v1.Operations: baton replay | verify | lag | dlq)"
         ),
         None => println!("  admin   off"),
+    }
+    match metrics_address {
+        Some(address) => {
+            println!("  metrics http://{address}/metrics  (Prometheus; /live, /ready)")
+        }
+        None => println!("  metrics off"),
     }
     println!(
         "Health checking and server reflection are on (grpcurl -plaintext {query_address} list)."
@@ -348,7 +405,7 @@ fn try_commands(ingest: SocketAddr, query: SocketAddr, mllp: Option<SocketAddr>)
     .collect();
     commands.push(format!("baton publish docs/examples/events.jsonl{ingest}"));
     if let Some(mllp) = mllp {
-        let to = match MllpListen::default().address() {
+        let to = match IngestConfig::default().mllp_listen.address() {
             Some(default) if reachable(mllp) == default => String::new(),
             _ => format!(" --to {}", reachable(mllp)),
         };

@@ -19,8 +19,11 @@
 //!   [`run_with_mllp`].
 //! - `grpc.rs`: the tonic service mapping [`PublishError`] to gRPC statuses.
 //! - `mllp.rs`: the MLLP listener: HL7 in, events published, ACKs out.
+//! - `metrics.rs`: events accepted and refused, publish latency, MLLP
+//!   messages by type and ACK code; the readiness probe of the log.
 
 mod grpc;
+pub mod metrics;
 pub mod mllp;
 
 use std::future::Future;
@@ -33,6 +36,7 @@ use baton_log::{ConsistencyToken, EventLog, LogError, NewRecord};
 use baton_proto::NamedMessage;
 use baton_proto::events::v1::CareEvent;
 use baton_proto::ingest::v1::PublishedEvent;
+use baton_telemetry::Listen;
 use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -68,6 +72,9 @@ pub struct IngestConfig {
     pub mllp_max_connections: usize,
     /// IANA zone of HL7 timestamps sent without an offset.
     pub hl7_time_zone: String,
+    /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
+    /// (`baton-ingest` only: `baton up` serves `[up] metrics_listen`).
+    pub metrics_listen: Listen,
 }
 
 impl Default for IngestConfig {
@@ -75,11 +82,12 @@ impl Default for IngestConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_batch_events: 10_000,
-            mllp_listen: MllpListen::default(),
+            mllp_listen: MllpListen::loopback(mllp::DEFAULT_MLLP_PORT),
             mllp_max_message_bytes: 1024 * 1024,
             mllp_idle_timeout_ms: 300_000,
             mllp_max_connections: 64,
             hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
+            metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
         }
     }
 }
@@ -182,7 +190,16 @@ impl Ingest {
         validate_only: bool,
         trace: Option<TraceParent>,
     ) -> Result<Published, PublishError> {
-        let valid = self.validate(events)?;
+        let started = std::time::Instant::now();
+        let valid = match self.validate(events) {
+            Ok(valid) => valid,
+            Err(refused) => {
+                if !validate_only {
+                    metrics::record_refused(&refused);
+                }
+                return Err(refused);
+            }
+        };
         if validate_only {
             return Ok(Published {
                 events: valid.iter().map(|v| published(v, None)).collect(),
@@ -205,7 +222,15 @@ impl Ingest {
                 records.push(record);
             }
         }
-        let positions = self.log.append(&self.events_topic, records).await?;
+        let appending = std::time::Instant::now();
+        let positions = match self.log.append(&self.events_topic, records).await {
+            Ok(positions) => positions,
+            Err(error) => {
+                metrics::record_log_unavailable(valid.len());
+                return Err(error.into());
+            }
+        };
+        metrics::record_accepted(valid.len(), started.elapsed(), appending.elapsed());
         let token = ConsistencyToken::from_positions(&positions);
         let mut positions = positions.into_iter();
         let events = valid

@@ -7,8 +7,11 @@ use anyhow::Context;
 use baton_ingest::mllp::SystemClock;
 use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
 use baton_runtime::ServiceArgs;
+use baton_telemetry::Listen;
+use baton_telemetry::metrics::{self, Readiness};
 use clap::Parser;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 /// Baton's ingest service: validates care events and appends them to the
 /// event log (gRPC baton.ingest.v1.CareEventIngest, and HL7 v2 ADT/REF
@@ -17,7 +20,10 @@ use serde::Serialize;
 /// Settings come from, in rising precedence: defaults, the [ingest],
 /// [kafka] and [topics] tables of --config, BATON_INGEST__<KEY>,
 /// BATON_KAFKA__<KEY> and BATON_TOPICS__<KEY> environment variables, and
-/// flags. With --kafka it runs beside any number of other Baton processes;
+/// flags. Prometheus metrics are served on --metrics-listen (/metrics,
+/// /live, and /ready while the event log answers).
+///
+/// With --kafka it runs beside any number of other Baton processes;
 /// without, on the embedded log in --data-dir, which one process at a time
 /// can open (to run the whole backbone on one machine use `baton up`).
 #[derive(Debug, Parser, Serialize)]
@@ -34,6 +40,10 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     mllp_listen: Option<MllpListen>,
+    /// Address of /metrics, /live and /ready, or "off" [default: 127.0.0.1:9461]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<Listen>,
 }
 
 #[tokio::main]
@@ -43,6 +53,17 @@ async fn main() -> anyhow::Result<()> {
     let config: IngestConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "ingest", &args)?;
     let backbone = args.service.backbone()?;
+    baton_ingest::metrics::register();
+    let readiness = Readiness::new();
+    let log_reachable = readiness.gate("event log reachable");
+    let stop = CancellationToken::new();
+    let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            readiness.clone(),
+            stop.clone().cancelled_owned(),
+        ))
+    });
     let log = backbone.open_log(&args.service.data()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -58,8 +79,22 @@ async fn main() -> anyhow::Result<()> {
     let ingest = Ingest::start(log.clone(), config.clone(), &backbone.topics).await?;
     let mllp = Mllp::new(ingest.clone(), &config, Arc::new(SystemClock))?;
     let mllp = mllp_listener.map(|listener| (mllp, listener));
-    tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, "ingest starting");
-    baton_ingest::run_with_mllp(ingest, listener, mllp, baton_runtime::shutdown_signal()).await?;
+    let probe = tokio::spawn(baton_ingest::metrics::probe_log(
+        log.clone(),
+        backbone.topics.events.clone(),
+        log_reachable,
+        baton_ingest::metrics::LOG_PROBE_INTERVAL,
+        stop.clone().cancelled_owned(),
+    ));
+    tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, metrics = %config.metrics_listen, "ingest starting");
+    let served =
+        baton_ingest::run_with_mllp(ingest, listener, mllp, baton_runtime::shutdown_signal()).await;
+    stop.cancel();
+    probe.await?;
+    if let Some(server) = metrics_server {
+        server.await?;
+    }
+    served?;
     log.flush().await?;
     Ok(())
 }

@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -31,7 +30,6 @@ use std::time::{Duration, SystemTime};
 use baton_hl7::mllp::{Frame, FrameDecoder};
 use baton_hl7::{AckCode, ErrorCode, Header, MapConfig, Message, Problem, Zone, acknowledgement};
 use baton_telemetry::TraceParent;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -43,64 +41,9 @@ use crate::{Ingest, IngestConfig, PublishError};
 /// (the IANA port for HL7).
 pub const DEFAULT_MLLP_PORT: u16 = 2575;
 
-/// Where the MLLP listener listens: an address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum MllpListen {
-    Off,
-    At(SocketAddr),
-}
-
-impl MllpListen {
-    pub fn address(self) -> Option<SocketAddr> {
-        match self {
-            Self::Off => None,
-            Self::At(address) => Some(address),
-        }
-    }
-}
-
-impl Default for MllpListen {
-    fn default() -> Self {
-        Self::At(SocketAddr::from(([127, 0, 0, 1], DEFAULT_MLLP_PORT)))
-    }
-}
-
-impl FromStr for MllpListen {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        if text.trim().eq_ignore_ascii_case("off") {
-            return Ok(Self::Off);
-        }
-        text.trim().parse().map(Self::At).map_err(|_| {
-            format!("expected host:port such as \"127.0.0.1:2575\", or \"off\", got {text:?}")
-        })
-    }
-}
-
-impl TryFrom<String> for MllpListen {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        text.parse()
-    }
-}
-
-impl From<MllpListen> for String {
-    fn from(listen: MllpListen) -> Self {
-        listen.to_string()
-    }
-}
-
-impl fmt::Display for MllpListen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Off => f.write_str("off"),
-            Self::At(address) => write!(f, "{address}"),
-        }
-    }
-}
+/// Where the MLLP listener listens: an address, or `off`
+/// (`127.0.0.1:2575` unless configured).
+pub type MllpListen = baton_telemetry::Listen;
 
 /// The time an acknowledgement is stamped with (MSH-7); injected so tests
 /// can fix it.
@@ -180,6 +123,7 @@ impl MllpStats {
     }
 
     fn record(&self, kind: &str, code: AckCode) {
+        crate::metrics::record_message(kind, code);
         let counter = match code {
             AckCode::Accept => &self.accepted,
             AckCode::Error => &self.errored,
@@ -318,6 +262,7 @@ impl Mllp {
     /// A frame past the size limit: answered from its MSH, if readable.
     fn too_large(&self, head: &[u8], limit: usize) -> String {
         self.stats.too_large.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record_too_large();
         let header = Header::sniff(head);
         let kind = header
             .as_ref()
@@ -424,16 +369,19 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
                 Ok((stream, peer)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         mllp.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::record_connection_refused();
                         tracing::warn!(%peer, max = mllp.max_connections, "closed a connection: mllp_max_connections are open");
                         drop(stream);
                         continue;
                     };
                     mllp.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let open = crate::metrics::connection_opened();
                     let _ = stream.set_nodelay(true);
                     let span = tracing::info_span!("mllp_connection", %peer);
                     let connection = mllp.clone().connection(stream, stop.clone());
                     connections.spawn(async move {
                         connection.await;
+                        drop(open);
                         drop(slot);
                     }.instrument(span));
                 }

@@ -358,7 +358,7 @@ fn settings_are_checked_naming_the_bad_one() {
     assert_eq!("off".parse::<MllpListen>().unwrap(), MllpListen::Off);
     assert_eq!(
         "127.0.0.1:2575".parse::<MllpListen>().unwrap(),
-        MllpListen::default()
+        baton_ingest::IngestConfig::default().mllp_listen
     );
     assert!(
         "2575"

@@ -41,6 +41,9 @@ pub(crate) struct BatchOutcome {
     pub(crate) appends: Vec<NewRecord>,
     /// Records that could not be applied, with their reason in headers.
     pub(crate) dead_letters: Vec<NewRecord>,
+    /// The kind of each dead letter's reason, in the same order: a bounded
+    /// label for metrics ([`Refusal::kind`]).
+    pub(crate) dead_letter_kinds: Vec<&'static str>,
     pub(crate) applied: u64,
     pub(crate) duplicates: u64,
 }
@@ -107,15 +110,10 @@ pub(crate) fn fold_batch(
                 changed.insert(key);
             }
             Ok(Folded::Duplicate) => outcome.duplicates += 1,
-            Err(reason) => {
-                tracing::warn!(
-                    topic = %record.topic,
-                    partition = record.partition,
-                    offset = record.offset,
-                    %reason,
-                    "dead-lettered"
-                );
+            Err(Refusal { kind, reason }) => {
+                // The caller logs it: a rebuild meets letters written before.
                 outcome.dead_letters.push(dead_letter(record, &reason));
+                outcome.dead_letter_kinds.push(kind);
             }
         }
     }
@@ -134,47 +132,71 @@ enum Folded {
     Duplicate,
 }
 
+/// Why a record cannot be applied.
+pub(crate) struct Refusal {
+    /// A bounded category, `snake_case`, naming no patient: `content_type`,
+    /// `key_not_utf8`, `invalid_key`, `undecodable`, `invalid_event`, or the
+    /// fold's [`Rejection::kind`](baton_care::Rejection::kind).
+    pub(crate) kind: &'static str,
+    /// In words, with the values involved: the dead letter's header.
+    pub(crate) reason: String,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The outer `Result` is a store failure (stop, retry the batch later); the
 /// inner one a bad record (dead-letter it, go on).
 fn fold_record(
     record: &Record,
     states: &mut HashMap<String, Arc<PatientCareState>>,
     source: &mut impl StateSource,
-) -> Result<Result<Folded, String>, baton_store::StoreError> {
+) -> Result<Result<Folded, Refusal>, baton_store::StoreError> {
     if let Some(content_type) = record.header("content-type")
         && !content_type.ends_with(CareEvent::FULL_NAME.as_bytes())
     {
-        return Ok(Err(format!(
-            "content-type {:?} is not a {}",
-            String::from_utf8_lossy(content_type),
-            CareEvent::FULL_NAME
+        return Ok(Err(Refusal::new(
+            "content_type",
+            format!(
+                "content-type {:?} is not a {}",
+                String::from_utf8_lossy(content_type),
+                CareEvent::FULL_NAME
+            ),
         )));
     }
     let Ok(key) = std::str::from_utf8(&record.key) else {
-        return Ok(Err(
-            "the record key is not UTF-8: expected a patient key".into()
-        ));
+        return Ok(Err(Refusal::new(
+            "key_not_utf8",
+            "the record key is not UTF-8: expected a patient key",
+        )));
     };
     let key = match PatientKey::parse(key) {
         Ok(key) => key,
         Err(problem) => {
-            return Ok(Err(format!(
-                "the record key is not a patient key: {problem}"
+            return Ok(Err(Refusal::new(
+                "invalid_key",
+                format!("the record key is not a patient key: {problem}"),
             )));
         }
     };
     let event = match CareEvent::decode(record.value.as_slice()) {
         Ok(event) => event,
         Err(error) => {
-            return Ok(Err(format!(
-                "cannot decode a {}: {error}",
-                CareEvent::FULL_NAME
+            return Ok(Err(Refusal::new(
+                "undecodable",
+                format!("cannot decode a {}: {error}", CareEvent::FULL_NAME),
             )));
         }
     };
     let event = match ValidEvent::new(event) {
         Ok(event) => event,
-        Err(invalid) => return Ok(Err(invalid.to_string())),
+        Err(invalid) => return Ok(Err(Refusal::new("invalid_event", invalid.to_string()))),
     };
     if !states.contains_key(key.as_str()) {
         let state = source
@@ -192,7 +214,7 @@ fn fold_record(
             effects,
         }),
         Ok(Applied::Duplicate) => Ok(Folded::Duplicate),
-        Err(rejection) => Err(rejection.to_string()),
+        Err(rejection) => Err(Refusal::new(rejection.kind(), rejection.to_string())),
     })
 }
 
@@ -324,6 +346,11 @@ mod tests {
             })
             .collect();
         assert_eq!(offsets, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+        assert_eq!(
+            outcome.dead_letter_kinds,
+            vec!["undecodable", "invalid_key", "cancel_target_not_found"],
+            "each dead letter's kind, bounded, in order"
+        );
     }
 
     #[test]

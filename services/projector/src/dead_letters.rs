@@ -427,3 +427,73 @@ impl PurgeStart for FilePurgeStart {
         )
     }
 }
+
+/// The consumer group whose committed offsets mark where the dead letters
+/// are listed from on Kafka (`baton dlq purge`).
+pub const PURGE_GROUP: &str = "baton-dead-letters";
+
+/// A [`PurgeStart`] kept as a consumer group's committed offsets on the
+/// dead-letter topic: on Kafka the topic keeps its records forever, and
+/// any Kafka tool sees where Baton's listing starts.
+#[derive(Debug, Clone)]
+pub struct GroupPurgeStart {
+    log: Arc<dyn EventLog>,
+    topic: String,
+    group: String,
+}
+
+impl GroupPurgeStart {
+    pub fn new(log: Arc<dyn EventLog>, topics: &Topics) -> Self {
+        Self {
+            log,
+            topic: topics.dead_letters.clone(),
+            group: PURGE_GROUP.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl PurgeStart for GroupPurgeStart {
+    async fn start(&self) -> Result<BTreeMap<u32, u64>> {
+        Ok(self
+            .log
+            .group_offsets(&self.group, &self.topic)
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn move_start(&self, start: BTreeMap<u32, u64>) -> Result<()> {
+        match self
+            .log
+            .commit_group_offsets(&self.group, &self.topic, &start)
+            .await?
+        {
+            baton_log::GroupOffsets::Committed => Ok(()),
+            baton_log::GroupOffsets::NotSupported => Err(ProjectorError::Invalid(
+                "this log has no consumer groups to keep the purge start in".into(),
+            )),
+        }
+    }
+
+    fn effect(&self) -> String {
+        format!(
+            "{} keeps its records (retention forever); the committed offsets of consumer group {} now mark where listing and redriving start",
+            self.topic, self.group
+        )
+    }
+}
+
+/// Where the purge start is kept for `log`: a consumer group on Kafka, a
+/// file at `file` beside the embedded log.
+pub fn purge_start(
+    log: &Arc<dyn EventLog>,
+    topics: &Topics,
+    kafka: bool,
+    file: impl Into<std::path::PathBuf>,
+) -> Arc<dyn PurgeStart> {
+    if kafka {
+        Arc::new(GroupPurgeStart::new(Arc::clone(log), topics))
+    } else {
+        Arc::new(FilePurgeStart::new(file))
+    }
+}

@@ -32,10 +32,14 @@
 //! - `verify.rs`: folding the log again in memory to check stores' digests.
 //! - `dead_letters.rs`: listing, showing, redriving and purging dead letters.
 //! - `admin.rs`: [`AdminService`], the `baton.admin.v1.Operations` API.
+//! - `metrics.rs`: the projector's Prometheus metrics, and the
+//!   [monitor](metrics::spawn_monitor) beside the loop: lag, store size,
+//!   the monitoring consumer group, readiness.
 
 pub mod admin;
 mod batch;
 pub mod dead_letters;
+pub mod metrics;
 mod publish;
 pub mod replay;
 pub mod verify;
@@ -50,6 +54,7 @@ use baton_log::topics::Topics;
 use baton_log::{EventLog, LogError, LogReader, NewRecord};
 use baton_proto::state::v1::PatientCareState;
 use baton_store::{Commit, Store, StoreError};
+use baton_telemetry::Listen;
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminService;
@@ -81,6 +86,16 @@ pub struct ProjectorConfig {
     /// Address of the admin API (`baton.admin.v1.Operations`: replay,
     /// verify, lag, dead letters), or `off`.
     pub admin_listen: baton_runtime::Listen,
+    /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
+    /// (`baton-projector` only: `baton up` serves `[up] metrics_listen`).
+    pub metrics_listen: Listen,
+    /// Kafka consumer group the applied positions are committed to, for
+    /// monitoring only (`kafka-consumer-groups --describe`, Burrow): never
+    /// read back. Empty commits to none.
+    pub consumer_group: String,
+    /// How often the lag and store metrics are measured and the consumer
+    /// group committed.
+    pub monitor_interval_ms: u64,
 }
 
 impl Default for ProjectorConfig {
@@ -92,6 +107,9 @@ impl Default for ProjectorConfig {
             publish_states: true,
             store_cache_mib: 256,
             admin_listen: baton_runtime::Listen::loopback(admin::DEFAULT_PORT),
+            metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
+            consumer_group: "baton-projector".to_owned(),
+            monitor_interval_ms: 5_000,
         }
     }
 }
@@ -111,6 +129,12 @@ impl ProjectorConfig {
         }
         if self.store_cache_mib == 0 {
             return Err("store_cache_mib: expected at least 1 (MiB of page cache)".into());
+        }
+        if self.monitor_interval_ms < 100 {
+            return Err(format!(
+                "monitor_interval_ms: {} is too often: expected at least 100 (milliseconds)",
+                self.monitor_interval_ms
+            ));
         }
         Ok(())
     }
@@ -373,9 +397,34 @@ impl Projector {
             positions,
             appends,
             dead_letters,
+            dead_letter_kinds,
             applied,
             duplicates,
         } = outcome;
+        if !self.rebuild {
+            // A replay's records are counted by its progress, not as the
+            // live projection's, and the letters it meets were written when
+            // the live projector first met them.
+            metrics::record_batch(records, applied, duplicates, &dead_letter_kinds, folded);
+            for (letter, kind) in dead_letters.iter().zip(&dead_letter_kinds) {
+                let header = |name: &str| {
+                    letter
+                        .headers
+                        .iter()
+                        .find(|header| header.name == name)
+                        .map(|header| String::from_utf8_lossy(&header.value).into_owned())
+                        .unwrap_or_default()
+                };
+                tracing::warn!(
+                    topic = %self.topics.events,
+                    partition = %header(dead_letter_headers::SOURCE_PARTITION),
+                    offset = %header(dead_letter_headers::SOURCE_OFFSET),
+                    kind,
+                    reason = %header(dead_letter_headers::REASON),
+                    "dead-lettered"
+                );
+            }
+        }
         let dead = dead_letters.len() as u64;
         self.records_read
             .fetch_add(records as u64, Ordering::Relaxed);

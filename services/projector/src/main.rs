@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use baton_projector::dead_letters::{DeadLetters, FilePurgeStart};
+use baton_projector::dead_letters::DeadLetters;
 use baton_projector::{AdminService, Projector, ProjectorConfig, Replays};
-use baton_runtime::{Listen, ServiceArgs};
+use baton_runtime::{Listen, ServiceArgs, SystemClock};
 use baton_store::Store;
+use baton_telemetry::metrics::{self, Readiness};
 use clap::Parser;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 /// Baton's projector: folds the care event log into each patient's care
 /// state in the projection store (in --data-dir), exactly once,
@@ -16,7 +18,12 @@ use serde::Serialize;
 /// state to the state changelog topic for query replicas.
 ///
 /// It serves the admin API (baton.admin.v1.Operations) on --admin-listen,
-/// for `baton replay`, `baton verify`, `baton lag` and `baton dlq`.
+/// for `baton replay`, `baton verify`, `baton lag` and `baton dlq`, and
+/// Prometheus metrics on --metrics-listen (/metrics, with /live, and
+/// /ready once it has applied the log's end as it was at start). It commits
+/// its applied positions to the Kafka consumer group `consumer_group`
+/// (default baton-projector) for Kafka's lag tools; it never reads them
+/// back.
 ///
 /// Settings come from, in rising precedence: defaults, the [projector],
 /// [kafka] and [topics] tables of --config, BATON_PROJECTOR__<KEY>,
@@ -36,6 +43,10 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<Listen>,
+    /// Address of /metrics, /live and /ready, or "off" [default: 127.0.0.1:9462]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<Listen>,
 }
 
 #[tokio::main]
@@ -46,6 +57,17 @@ async fn main() -> anyhow::Result<()> {
         baton_runtime::load_config(args.service.config.as_deref(), "projector", &args)?;
     let backbone = args.service.backbone()?;
     let data = args.service.data();
+    baton_projector::metrics::register();
+    let readiness = Readiness::new();
+    let caught_up = readiness.gate("projector catching up with the log");
+    let stop = CancellationToken::new();
+    let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            readiness.clone(),
+            stop.clone().cancelled_owned(),
+        ))
+    });
     let log = backbone.open_log(&data).await?;
     let generations = data.store_generations();
     let store_path = generations.live_path()?;
@@ -75,7 +97,21 @@ async fn main() -> anyhow::Result<()> {
     let dead_letters = DeadLetters::new(
         log.clone(),
         backbone.topics.clone(),
-        Arc::new(FilePurgeStart::new(data.dead_letters_start_path())),
+        baton_projector::dead_letters::purge_start(
+            &log,
+            &backbone.topics,
+            backbone.is_kafka(),
+            data.dead_letters_start_path(),
+        ),
+    );
+    let monitor = baton_projector::metrics::spawn_monitor(
+        log.clone(),
+        store.clone(),
+        &backbone.topics,
+        &config,
+        Some(caught_up),
+        Arc::new(SystemClock),
+        stop.clone().cancelled_owned(),
     );
     let admin = AdminService::projector(
         store,
@@ -88,14 +124,21 @@ async fn main() -> anyhow::Result<()> {
         log = %backbone.describe(&data),
         store = %store_path.display(),
         admin = %config.admin_listen,
+        metrics = %config.metrics_listen,
         "projector starting"
     );
-    baton_projector::run_with_admin(
+    let outcome = baton_projector::run_with_admin(
         projector,
         admin_listener.map(|listener| (admin, listener)),
         baton_runtime::shutdown_signal(),
     )
-    .await?;
+    .await;
+    stop.cancel();
+    monitor.await?;
+    if let Some(server) = metrics_server {
+        server.await?;
+    }
+    outcome?;
     log.flush().await?;
     Ok(())
 }

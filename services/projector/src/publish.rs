@@ -129,7 +129,9 @@ impl Shared {
     ) -> Result<()> {
         let shared = Arc::clone(&self);
         let records = tokio::task::spawn_blocking(move || -> Result<Vec<NewRecord>> {
+            let started = std::time::Instant::now();
             shared.store.commit(&commit)?;
+            crate::metrics::record_commit(started.elapsed());
             if !shared.enabled {
                 return Ok(Vec::new());
             }
@@ -147,6 +149,7 @@ impl Shared {
             .await
             .map_err(ProjectorError::Log)?;
         self.published.fetch_add(states, Ordering::Relaxed);
+        crate::metrics::record_published(states);
         Ok(())
     }
 

@@ -245,7 +245,17 @@ impl Replays {
     }
 
     fn update(&self, change: impl FnOnce(&mut ReplayStatus)) {
-        self.inner.status.send_modify(change);
+        self.inner.status.send_modify(|status| {
+            change(status);
+            let ended = match status.phase() {
+                Phase::Done => Some("done"),
+                Phase::Failed => Some("failed"),
+                Phase::Cancelled => Some("cancelled"),
+                _ => None,
+            };
+            // Counted once: the phase is set to an end only once.
+            crate::metrics::record_replay(status, ended.filter(|_| status.finished_at.is_some()));
+        });
     }
 
     /// The whole replay: `Ok(false)` when cancelled.

@@ -33,11 +33,14 @@
 //! - `follow.rs`: following a log topic into the store, shared by
 //!   `materialise.rs` ([`Materialiser`], the replica's changelog follower)
 //!   and `timeline.rs` ([`TimelineIndexer`]).
+//! - `metrics.rs`: watch clients and dropped watches; a replica's lag and
+//!   store size ([`metrics::spawn_replica_monitor`]).
 
 mod consistency;
 mod follow;
 mod history;
 mod materialise;
+pub mod metrics;
 mod raw;
 mod timeline;
 mod watch;
@@ -61,6 +64,7 @@ use baton_proto::query::v1::{
 use baton_proto::state::v1::PatientCareState;
 use baton_runtime::{Clock, SystemClock};
 use baton_store::{Store, StoreError};
+use baton_telemetry::Listen;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -107,6 +111,11 @@ pub struct QueryConfig {
     /// Address of a replica's read-only admin API (its positions and
     /// digest, for `baton lag` and `baton verify --replica`), or `off`.
     pub admin_listen: baton_runtime::Listen,
+    /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
+    /// (`baton-query` only: `baton up` serves `[up] metrics_listen`).
+    pub metrics_listen: Listen,
+    /// How often a replica measures its lag and store size for the metrics.
+    pub monitor_interval_ms: u64,
 }
 
 impl Default for QueryConfig {
@@ -121,6 +130,8 @@ impl Default for QueryConfig {
             admin_listen: baton_runtime::Listen::loopback(
                 baton_projector::admin::REPLICA_DEFAULT_PORT,
             ),
+            metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
+            monitor_interval_ms: 5_000,
         }
     }
 }
@@ -144,6 +155,12 @@ impl QueryConfig {
         }
         if self.store_cache_mib == 0 {
             return Err("store_cache_mib: expected at least 1 (MiB of page cache)".into());
+        }
+        if self.monitor_interval_ms < 100 {
+            return Err(format!(
+                "monitor_interval_ms: {} is too often: expected at least 100 (milliseconds)",
+                self.monitor_interval_ms
+            ));
         }
         Ok(())
     }

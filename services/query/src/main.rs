@@ -1,12 +1,16 @@
 //! `baton-query`: a query replica on its own.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use baton_projector::AdminService;
 use baton_query::{Materialiser, QueryConfig, QueryService, TimelineIndexer};
-use baton_runtime::ServiceArgs;
+use baton_runtime::{ServiceArgs, SystemClock};
 use baton_store::Store;
+use baton_telemetry::Listen;
+use baton_telemetry::metrics::{self, Readiness};
 use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 /// (baton.care-events.v1) on its patient's timeline for GetTimeline and
 /// GetCareStateAsOf. On start it catches up with both before it listens; a
 /// fresh data folder is filled from the compacted changelog and the log.
+///
+/// Prometheus metrics are served on --metrics-listen from the start: /live,
+/// and /ready once the catch-up is done; its own lag behind the events log
+/// is among them.
 ///
 /// Settings come from, in rising precedence: defaults, the [query], [kafka]
 /// and [topics] tables of --config, BATON_QUERY__<KEY>, BATON_KAFKA__<KEY>
@@ -40,6 +48,10 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<baton_runtime::Listen>,
+    /// Address of /metrics, /live and /ready, or "off" [default: 127.0.0.1:9463]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<Listen>,
 }
 
 #[tokio::main]
@@ -53,6 +65,18 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?;
     let backbone = args.service.backbone()?;
     let data = args.service.data();
+    baton_query::metrics::register();
+    let readiness = Readiness::new();
+    let caught_up =
+        readiness.gate("replica catching up with the state changelog and the event log");
+    let stop = CancellationToken::new();
+    let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            readiness.clone(),
+            stop.clone().cancelled_owned(),
+        ))
+    });
     let log = backbone.open_log(&data).await?;
     let store = Store::open(data.replica_store_path(), &config.store())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -65,14 +89,22 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    let monitor = baton_query::metrics::spawn_replica_monitor(
+        log.clone(),
+        store.clone(),
+        &backbone.topics,
+        Duration::from_millis(config.monitor_interval_ms),
+        Arc::new(SystemClock),
+        stop.clone().cancelled_owned(),
+    );
     let mut materialiser =
         Materialiser::start(log.clone(), store.clone(), backbone.topics.clone()).await?;
     let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
-    tracing::info!(log = %backbone.describe(&data), store = %data.replica_store_path().display(), "catching up with the state changelog and the event log");
+    tracing::info!(log = %backbone.describe(&data), store = %data.replica_store_path().display(), metrics = %config.metrics_listen, "catching up with the state changelog and the event log");
     materialiser.catch_up().await?;
     timeline.catch_up().await?;
+    caught_up.ready();
 
-    let stop = CancellationToken::new();
     let mut following = {
         let stop = stop.clone();
         tokio::spawn(async move { materialiser.run(stop.cancelled_owned()).await.map(drop) })
@@ -119,5 +151,9 @@ async fn main() -> anyhow::Result<()> {
     following.await.context("changelog follower")??;
     filing.await.context("timeline indexer")??;
     administered.await.context("admin API")??;
+    monitor.await.context("replica monitor")?;
+    if let Some(server) = metrics_server {
+        server.await.context("metrics listener")?;
+    }
     Ok(())
 }

@@ -75,7 +75,9 @@ pub(crate) fn watch(
     };
     let stopped = client_gone.clone();
     let finished = Arc::clone(&outbox);
+    let open = crate::metrics::watch_opened();
     tokio::spawn(async move {
+        let _open = open;
         if let Err(status) = watcher.run(limits.recheck, stopped).await {
             finished.finish(status);
         }
@@ -117,6 +119,7 @@ impl Watcher {
                 change = self.changes.recv() => match change {
                     Ok(state) => self.on_change(state).await,
                     Err(RecvError::Lagged(missed)) => {
+                        crate::metrics::record_watch_dropped(crate::metrics::Dropped::FellBehind);
                         return Err(Status::resource_exhausted(format!(
                             "this watch fell behind the projection by {missed} state changes: read the stream faster, or watch a narrower cohort; watch again to resync"
                         )));
@@ -268,6 +271,7 @@ impl Watcher {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(ClientGone)) => Err(Stop::Client),
                     Err(_) => {
+                        crate::metrics::record_watch_dropped(crate::metrics::Dropped::SlowClient);
                         let waiting = self.outbox.abandon();
                         Err(Stop::Status(Status::resource_exhausted(format!(
                             "this watch's client stayed {waiting} messages behind for {} ms: read the stream faster, or watch a narrower cohort; watch again to resync",

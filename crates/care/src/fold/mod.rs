@@ -87,6 +87,20 @@ pub enum Rejection {
     },
 }
 
+impl Rejection {
+    /// The kind of rejection, as a bounded label for metrics and tools:
+    /// `snake_case`, naming no patient, encounter or event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::WrongPatient { .. } => "wrong_patient",
+            Self::UnknownEncounter { .. } => "unknown_encounter",
+            Self::VisitMovedAway { .. } => "visit_moved_away",
+            Self::CancelTargetNotFound { .. } => "cancel_target_not_found",
+            Self::NoActiveEncounter { .. } => "no_active_encounter",
+        }
+    }
+}
+
 /// A state for a patient Baton has not seen yet.
 pub fn new_state(key: &PatientKey) -> PatientCareState {
     PatientCareState {

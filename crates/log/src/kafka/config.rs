@@ -223,6 +223,20 @@ impl KafkaConfig {
         )
     }
 
+    /// A consumer of `group` that only commits offsets for monitoring: it
+    /// is never subscribed or assigned, so it never joins the group, and it
+    /// commits only what it is given.
+    pub(crate) fn group_committer(&self, group: &str) -> ClientConfig {
+        self.client_config(
+            &[],
+            &[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+    }
+
     /// The admin client that creates topics.
     pub(crate) fn admin(&self) -> ClientConfig {
         self.client_config(&[], &[])
@@ -310,5 +324,9 @@ mod tests {
         assert_eq!(config.producer().get("linger.ms"), Some("20"));
         assert_eq!(config.producer().get("enable.idempotence"), Some("true"));
         assert_eq!(config.reader().get("auto.offset.reset"), Some("error"));
+        let committer = config.group_committer("baton-projector");
+        assert_eq!(committer.get("group.id"), Some("baton-projector"));
+        assert_eq!(committer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(committer.get("security.protocol"), Some("SSL"));
     }
 }

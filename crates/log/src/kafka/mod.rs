@@ -9,6 +9,9 @@
 //! - A [`LogReader`] is a consumer that `assign`s explicit partitions at
 //!   explicit offsets: no consumer group, no committed offsets. Positions
 //!   live in the projector's store, committed with the states they produced.
+//! - `commit_group_offsets` writes a projector's positions to a consumer
+//!   group for Kafka's lag tools, through a consumer of that group that is
+//!   never subscribed or assigned: it commits, never joins, never reads.
 //! - Topics are created by `ensure_topic` when missing, and topic
 //!   auto-creation is off in every client, so a typo in a topic name is an
 //!   error rather than a new empty topic.
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -41,7 +44,8 @@ use tracing::{debug, info, warn};
 use crate::blocking::run_blocking;
 use crate::topics::validate_topic_name;
 use crate::{
-    EventLog, LogError, LogReader, NewRecord, Position, Result, TopicSpec, partition_for_key,
+    EventLog, GroupOffsets, LogError, LogReader, NewRecord, Position, Result, TopicSpec,
+    partition_for_key,
 };
 pub use config::KafkaConfig;
 use reader::KafkaReader;
@@ -77,6 +81,8 @@ struct Inner {
     /// records of one call to one partition take consecutive offsets even
     /// when appends run concurrently.
     enqueue: tokio::sync::Mutex<()>,
+    /// One committing consumer per monitoring group, made on first use.
+    group_committers: Mutex<HashMap<String, Arc<GroupCommitter>>>,
 }
 
 impl KafkaLog {
@@ -106,6 +112,7 @@ impl KafkaLog {
                 probe: Mutex::new(probe),
                 partitions: RwLock::new(HashMap::new()),
                 enqueue: tokio::sync::Mutex::new(()),
+                group_committers: Mutex::new(HashMap::new()),
             }),
         };
         let inner = Arc::clone(&log.inner);
@@ -236,6 +243,35 @@ impl KafkaLog {
         Ok(deliveries)
     }
 
+    /// The consumer that commits `group`'s offsets.
+    fn group_committer(&self, group: &str) -> Result<Arc<GroupCommitter>> {
+        let mut committers = self
+            .inner
+            .group_committers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(committer) = committers.get(group) {
+            return Ok(Arc::clone(committer));
+        }
+        let consumer: BaseConsumer =
+            self.inner
+                .config
+                .group_committer(group)
+                .create()
+                .map_err(|source| LogError::InvalidConfig {
+                    key: "kafka.client".to_owned(),
+                    reason: format!(
+                        "librdkafka refused the settings of a consumer of group {group:?}: {source}"
+                    ),
+                })?;
+        let committer = Arc::new(GroupCommitter {
+            consumer: std::mem::ManuallyDrop::new(consumer),
+            committing: Mutex::new(()),
+        });
+        committers.insert(group.to_owned(), Arc::clone(&committer));
+        Ok(committer)
+    }
+
     /// The high watermark of each partition as the cluster reports it to
     /// ListOffsets.
     async fn listed_end_offsets(&self, topic: &str, partitions: u32) -> Result<Vec<u64>> {
@@ -257,6 +293,37 @@ impl KafkaLog {
                 .collect()
         })
         .await
+    }
+}
+
+/// A consumer of one monitoring group, used only to commit its offsets.
+///
+/// Never closed: closing a consumer that has talked to a group coordinator
+/// waits until the coordinator answers, without end when the cluster is
+/// gone, and would hold a process stopping while Kafka is down. It is left
+/// to the operating system when the process ends.
+struct GroupCommitter {
+    consumer: std::mem::ManuallyDrop<BaseConsumer>,
+    /// One commit at a time per group; a commit while one is unanswered
+    /// fails at once.
+    committing: Mutex<()>,
+}
+
+impl GroupCommitter {
+    /// Commits `offsets`, waiting for the broker's answer.
+    /// Fails at once while an earlier commit is still unanswered, so
+    /// commits to a cluster that is gone never pile up.
+    fn commit(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
+        let _one = match self.committing.try_lock() {
+            Ok(one) => one,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::RequestTimedOut,
+                ));
+            }
+        };
+        self.consumer.commit(offsets, CommitMode::Sync)
     }
 }
 
@@ -555,6 +622,93 @@ impl EventLog for KafkaLog {
 
     async fn identity(&self) -> Result<String> {
         Ok(read_lock(&self.inner.identity).clone())
+    }
+
+    /// Commits through a consumer of `group` that never joins it: the
+    /// OffsetCommit carries no generation, as for a consumer of assigned
+    /// partitions, which Kafka accepts for a group without active members.
+    /// Fails after `operation_timeout_ms` when the cluster does not answer.
+    async fn commit_group_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<GroupOffsets> {
+        if group.trim().is_empty() {
+            return Err(LogError::InvalidConfig {
+                key: "consumer group".to_owned(),
+                reason: "empty: expected a consumer group name, e.g. \"baton-projector\""
+                    .to_owned(),
+            });
+        }
+        if positions.is_empty() {
+            return Ok(GroupOffsets::Committed);
+        }
+        let partitions = self.partitions_of(topic).await?;
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &offset) in positions {
+            if partition >= partitions {
+                return Err(LogError::PartitionOutOfRange {
+                    topic: topic.to_owned(),
+                    partition,
+                    partitions,
+                });
+            }
+            offsets
+                .add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+                .map_err(|source| {
+                    kafka_error("commit group offsets", Some(topic), Some(partition), source)
+                })?;
+        }
+        let committer = self.group_committer(group)?;
+        let name = topic.to_owned();
+        let timeout = self.inner.config.operation_timeout();
+        let commit = run_blocking(move || {
+            committer
+                .commit(&offsets)
+                .map_err(|source| kafka_error("commit group offsets", Some(&name), None, source))
+        });
+        // The caller is answered by the operation timeout; a commit the
+        // cluster has not answered by then finishes, or fails, by itself.
+        match tokio::time::timeout(timeout, commit).await {
+            Ok(committed) => committed?,
+            Err(_) => {
+                return Err(kafka_error(
+                    "commit group offsets",
+                    Some(topic),
+                    None,
+                    KafkaError::ConsumerCommit(RDKafkaErrorCode::RequestTimedOut),
+                ));
+            }
+        }
+        Ok(GroupOffsets::Committed)
+    }
+
+    async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {
+        let partitions = self.partitions_of(topic).await?;
+        let mut asked = TopicPartitionList::new();
+        for partition in 0..partitions {
+            asked.add_partition(topic, partition as i32);
+        }
+        let committer = self.group_committer(group)?;
+        let name = topic.to_owned();
+        let timeout = self.inner.config.operation_timeout();
+        let committed = run_blocking(move || {
+            committer
+                .consumer
+                .committed_offsets(asked, timeout)
+                .map_err(|source| kafka_error("read group offsets", Some(&name), None, source))
+        })
+        .await?;
+        let mut offsets = BTreeMap::new();
+        for element in committed.elements() {
+            if let Offset::Offset(offset) = element.offset()
+                && offset >= 0
+            {
+                offsets.insert(element.partition() as u32, offset as u64);
+            }
+        }
+        Ok(Some(offsets))
     }
 
     /// Waits until every record handed to the producer is acknowledged.

@@ -26,6 +26,7 @@
 //! ```
 
 mod broker;
+mod lag;
 
 pub use broker::TestBroker;
 
@@ -92,6 +93,8 @@ impl ContractCheck {
     }
 }
 
+use lag::lag_counts_unapplied_records_and_the_age_of_the_oldest;
+
 macro_rules! checks {
     ($($check:ident),* $(,)?) => {
         &[$(ContractCheck { name: stringify!($check), run: |log| Box::pin($check(log)) }),*]
@@ -117,6 +120,7 @@ const CHECKS: &[ContractCheck] = checks![
     out_of_range_partition_is_an_error,
     reader_past_the_end_offset_is_an_error,
     identity_is_named_and_stable,
+    lag_counts_unapplied_records_and_the_age_of_the_oldest,
 ];
 
 /// Every check of the contract, for backends that want one test per check.

@@ -40,7 +40,7 @@ impl FromStr for Listen {
             return Ok(Self::Off);
         }
         text.trim().parse().map(Self::At).map_err(|_| {
-            format!("expected host:port such as \"127.0.0.1:50053\", or \"off\", got {text:?}")
+            format!("expected host:port such as \"127.0.0.1:50053\" (an IP address and a port), or \"off\", got {text:?}")
         })
     }
 }
