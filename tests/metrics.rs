@@ -283,8 +283,8 @@ fn prometheus_scrapes_baton_up_and_answers_promql_for_lag_and_events_applied() {
     );
     assert!(!text.contains("9434765919"), "no patient in the metrics");
 
-    // An HL7 feed, and an event the fold cannot apply (it cancels an
-    // admission the patient never had): counted by type and ACK code, and
+    // An HL7 feed, and an event the fold cannot apply (medically optimised
+    // on a stay the patient never had): counted by type and ACK code, and
     // by dead-letter reason.
     let story = workspace().join("docs/examples/hl7/story.hl7");
     let sent = baton(&[
@@ -299,7 +299,7 @@ fn prometheus_scrapes_baton_up_and_answers_promql_for_lag_and_events_applied() {
     let unknown_encounter = data.path().join("dead-letter.jsonl");
     std::fs::write(
         &unknown_encounter,
-        r#"{"eventId": "0b7f6f1e-3c1d-4a7e-9a55-2f1f4f0c9d11", "patient": {"nhsNumber": "9434765919"}, "occurredAt": "2026-11-09T10:00:00Z", "recordedAt": "2026-11-09T10:00:00Z", "source": {"system": "PAS", "organisation": "RXX", "messageId": "MSG-DL-1"}, "encounterId": "V-NEVER", "admissionCancelled": {}}"#,
+        r#"{"eventId": "0b7f6f1e-3c1d-4a7e-9a55-2f1f4f0c9d11", "patient": {"nhsNumber": "9434765919"}, "occurredAt": "2026-11-09T10:00:00Z", "recordedAt": "2026-11-09T10:00:00Z", "source": {"system": "PAS", "organisation": "RXX", "messageId": "MSG-DL-1"}, "encounterId": "V-NEVER", "medicallyOptimised": {}}"#,
     )
     .unwrap();
     baton(&[

@@ -1,7 +1,8 @@
 //! Server reflection as tools that speak only `grpc.reflection.v1alpha`
 //! use it (grpcurl before 1.9, older Postman, Evans, grpcui): an
 //! independent client (Python grpcio-reflection, no .proto files) lists the
-//! services of both gRPC APIs of `baton up`, resolves every method, and
+//! services of the gRPC APIs of `baton up` (ingest, query, admin, and
+//! health checking on each), resolves every method, and
 //! resolves `google.rpc.BadRequest`, so such a tool can show the field
 //! violations of an INVALID_ARGUMENT instead of raw bytes.
 
@@ -12,7 +13,7 @@ use support::{Service, free_address, reflection_client};
 #[test]
 fn a_v1alpha_reflection_client_lists_both_apis_and_resolves_bad_request() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ingest, query) = (free_address(), free_address());
+    let (ingest, query, admin) = (free_address(), free_address(), free_address());
     let _up = Service::start(
         "baton",
         [
@@ -23,6 +24,8 @@ fn a_v1alpha_reflection_client_lists_both_apis_and_resolves_bad_request() {
             &query.to_string(),
             "--mllp-listen",
             "off",
+            "--admin-listen",
+            &admin.to_string(),
             "--data-dir",
             dir.path().to_str().unwrap(),
         ]
@@ -33,6 +36,8 @@ fn a_v1alpha_reflection_client_lists_both_apis_and_resolves_bad_request() {
     for (address, service, method) in [
         (ingest, "baton.ingest.v1.CareEventIngest", "Publish"),
         (query, "baton.query.v1.CareStateQuery", "GetCareState"),
+        (admin, "baton.admin.v1.Operations", "StartReplay"),
+        (admin, "grpc.health.v1.Health", "Check"),
     ] {
         let lines = reflection_client(&[
             "--address",

@@ -29,7 +29,7 @@
 //! | family | what |
 //! |---|---|
 //! | `replay_running` | 1 while a replay rebuilds, swaps or republishes, else 0 |
-//! | `replay_records_done`, `replay_records_total` | records the replay has folded, and the log's end it measures against |
+//! | `replay_records_folded`, `replay_records_goal` | records the replay has folded, and the log's end it measures against |
 //! | `replay_records_per_second` | the replay's fold rate |
 //! | `replay_writers_paused_seconds` | how long the live writers waited at the last swap |
 //! | `replays_total{outcome}` | replays ended: `done`, `failed` or `cancelled` |
@@ -177,12 +177,12 @@ static METRICS: LazyLock<ProjectorMetrics> = LazyLock::new(|| {
             metrics.replay_running.clone(),
         );
         registry.register(
-            "replay_records_done",
+            "replay_records_folded",
             "Records the replay under way (or the last) has folded",
             metrics.replay_done.clone(),
         );
         registry.register(
-            "replay_records_total",
+            "replay_records_goal",
             "The log's end the replay measures its progress against",
             metrics.replay_total.clone(),
         );
