@@ -9,7 +9,7 @@ shows that such tools work against Baton unaided:
     .tools/venv/bin/python tests/python/baton_reflection_client.py \\
         --address 127.0.0.1:50052 --expect-service baton.query.v1.CareStateQuery
 
-It lists the services, resolves every method of each Baton service from the
+It lists the services, resolves every method of each service (Baton's and health checking) from the
 descriptors the server sends, and resolves google.rpc.BadRequest (the error
 details of INVALID_ARGUMENT) with its field violations. It prints one JSON
 line per finding on stdout and exits non-zero, naming what is missing, when
@@ -63,9 +63,16 @@ def main() -> int:
 
     pool = DescriptorPool(database)
     for name in services:
-        if not name.startswith("baton."):
+        # The reflection services describe themselves from descriptors of
+        # their own; every other service listed must resolve from what the
+        # server sends: Baton's APIs and grpc.health.v1.Health.
+        if name.startswith("grpc.reflection."):
             continue
-        service = pool.FindServiceByName(name)
+        try:
+            service = pool.FindServiceByName(name)
+        except KeyError as err:
+            print(f"error: service {name} does not resolve: {err}", file=sys.stderr)
+            return 1
         methods = [
             {
                 "method": method.name,
