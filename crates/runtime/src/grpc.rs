@@ -83,14 +83,10 @@ pub async fn serve(
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton_proto::DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection(serving)
         .build_v1()
         .expect("the compiled descriptor set is valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton_proto::DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection(serving)
         .build_v1alpha()
         .expect("the compiled descriptor set is valid");
     let address = listener.local_addr().ok();
@@ -111,4 +107,28 @@ pub async fn serve(
         .await?;
     tracing::info!(api, "gRPC API stopped");
     Ok(())
+}
+
+/// Reflection over Baton's descriptor set (and those of health checking
+/// and reflection) that lists only what this listener serves: `serving`,
+/// health checking and both reflection versions, so a tool pointed at the
+/// admin port is not offered the query API, whose calls would fail there
+/// with UNIMPLEMENTED.
+fn reflection(serving: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    const ALWAYS: [&str; 3] = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    serving.iter().copied().chain(ALWAYS).fold(
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(baton_proto::DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ),
+        |builder, name| builder.with_service_name(name),
+    )
 }

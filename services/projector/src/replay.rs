@@ -341,6 +341,10 @@ impl Replays {
             }
         }
 
+        // Written to disk before the writers pause, so the flush inside the
+        // pause has only the last pass's few records to write, not the
+        // whole generation (seconds for a million events).
+        store.flush_async().await?;
         self.update(|status| status.phase = Phase::Swapping.into());
         let pausing = Instant::now();
         let paused = inner.live.pause_writers().await;

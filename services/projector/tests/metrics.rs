@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use baton_care::fixtures::{admission_cancelled, admitted, discharged, transferred};
+use baton_care::fixtures::{admitted, discharged, medically_optimised, transferred};
 use baton_log::embedded::EmbeddedLog;
 use baton_log::{EventLog, NewRecord, TopicSpec, topics};
 use baton_projector::{Projector, ProjectorConfig};
@@ -97,14 +97,14 @@ async fn the_projection_is_counted_its_lag_measured_and_no_patient_named() {
         events.push(admitted(&id, ENCOUNTER, 1_000, "AMU"));
         events.push(transferred(&id, ENCOUNTER, 2_000, "WARD-7"));
     }
-    // A duplicate, a cancellation in an encounter the patient never had, and
+    // A duplicate, a medically-optimised flag on a stay the patient never
+    // had (a cancellation of nothing would wait for what it cancels), and
     // bytes that are no event at all.
     events.push(events[0].clone());
-    events.push(admission_cancelled(
+    events.push(medically_optimised(
         &local(PATIENTS[0]),
         "VISIT-NONE",
         2_500,
-        "",
     ));
     publish(&log, &events).await;
     log.append(
