@@ -11,6 +11,7 @@ use baton_log::embedded::{EmbeddedConfig, EmbeddedLog};
 use baton_log::{EventLog, NewRecord, Record, TopicSpec, topics};
 use baton_projector::{Projector, ProjectorConfig};
 use baton_proto::events::v1::CareEvent;
+use baton_proto::state::v1::PatientCareState;
 use baton_store::{Store, StoreConfig};
 use clap::Args;
 use indicatif::ProgressBar;
@@ -75,13 +76,16 @@ pub(crate) async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 
     let records = read_all(&log, partitions).await?;
     let started = Instant::now();
-    let folded = fold_in_memory(&records)?;
+    let states = fold_in_memory(&records)?;
     let memory = started.elapsed();
+    let folded = records.len();
     println!(
         "in-memory   {folded:>9} events decoded, validated and folded in {memory:.2?}: {}",
         rate(folded, memory)
     );
     drop(records);
+    let in_memory_digest =
+        content_digest(states.into_values().map(Ok::<_, std::convert::Infallible>))?;
 
     let store = Store::open(work.path().join("store"), &StoreConfig::default())?;
     let mut projector = Projector::start(
@@ -122,8 +126,53 @@ pub(crate) async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         store.state_count()?,
         size(&work.path().join("store"))
     );
+    let (count, bytes) = store
+        .states()
+        .try_fold((0usize, 0usize), |(count, bytes), state| {
+            anyhow::Ok((count + 1, bytes + state?.encoded_len()))
+        })?;
+    println!(
+        "state size  {} bytes encoded on average ({count} states)",
+        bytes / count.max(1)
+    );
+    let stored_digest = content_digest(store.states())?;
+    println!(
+        "digest      store {}; content {stored_digest} (in memory {in_memory_digest}{})",
+        store.digest()?,
+        if stored_digest == in_memory_digest {
+            ", equal"
+        } else {
+            ", DIFFERENT"
+        }
+    );
     println!("peak memory {}", peak_rss());
     Ok(())
+}
+
+/// A digest of what states say about their patients, comparable before and
+/// after the fold's refactoring (issue 13): the wrapping sum over states of
+/// the xxh3-128 of the patient key and the encoded state without
+/// `applied_event_ids`, the dedupe bookkeeping the issue moves out of the
+/// state. (The store's own digest hashes the state as stored, so it changes
+/// with the encoding.)
+fn content_digest<E>(
+    states: impl Iterator<Item = Result<PatientCareState, E>>,
+) -> anyhow::Result<String>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut sum = 0u128;
+    let mut bytes = Vec::new();
+    for state in states {
+        let mut state = state?;
+        state.applied_event_ids.clear();
+        bytes.clear();
+        bytes.extend_from_slice(state.patient_key.as_bytes());
+        bytes.push(0x1f);
+        state.encode(&mut bytes)?;
+        sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_128(&bytes));
+    }
+    Ok(format!("{sum:032x}"))
 }
 
 /// Streams the population into the log as the ingest service writes it;
@@ -176,8 +225,9 @@ async fn read_all(log: &EmbeddedLog, partitions: u32) -> anyhow::Result<Vec<Reco
     Ok(records)
 }
 
-/// What the projector does per record, minus the log and the store.
-fn fold_in_memory(records: &[Record]) -> anyhow::Result<usize> {
+/// What the projector does per record, minus the log and the store: the
+/// states it leaves, by patient key.
+fn fold_in_memory(records: &[Record]) -> anyhow::Result<HashMap<String, PatientCareState>> {
     let mut states = HashMap::new();
     for record in records {
         let event = CareEvent::decode(record.value.as_slice()).context("decode")?;
@@ -193,5 +243,5 @@ fn fold_in_memory(records: &[Record]) -> anyhow::Result<usize> {
             baton_care::LogPosition::new(record.partition, record.offset),
         );
     }
-    Ok(records.len())
+    Ok(states)
 }

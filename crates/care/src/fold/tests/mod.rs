@@ -41,6 +41,7 @@ use crate::fixtures::{
 use crate::{BATON_NAMESPACE, EventId, PatientKey, ValidEvent};
 
 mod feeds;
+mod oracle;
 
 // ---------------------------------------------------------------------------
 // Helpers
