@@ -81,3 +81,32 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => replay::replay(args).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// What the benchmark measures is what is deployed: every service
+    /// binary of the workspace (each `services/*/src/main.rs`) declares
+    /// mimalloc its global allocator, as this one does.
+    #[test]
+    fn every_service_binary_uses_mimalloc() {
+        let services = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("services/");
+        let mut binaries = Vec::new();
+        for entry in std::fs::read_dir(services).expect("services/ is readable") {
+            let main = entry.expect("an entry").path().join("src/main.rs");
+            let Ok(source) = std::fs::read_to_string(&main) else {
+                continue;
+            };
+            let declared = source.contains(
+                "#[global_allocator]\nstatic ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;",
+            );
+            assert!(declared, "{} does not use mimalloc", main.display());
+            binaries.push(main);
+        }
+        assert!(
+            binaries.len() >= 5,
+            "baton, bench, ingest, projector and query: {binaries:?}"
+        );
+    }
+}
