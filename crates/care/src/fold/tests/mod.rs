@@ -1944,7 +1944,10 @@ const SOURCES: &[(&str, &str)] = &[
     ("fold/visit.rs", include_str!("../visit.rs")),
     ("oracle/mod.rs", include_str!("../../oracle/mod.rs")),
     ("oracle/derive.rs", include_str!("../../oracle/derive.rs")),
-    ("oracle/encounter.rs", include_str!("../../oracle/encounter.rs")),
+    (
+        "oracle/encounter.rs",
+        include_str!("../../oracle/encounter.rs"),
+    ),
     ("oracle/facts.rs", include_str!("../../oracle/facts.rs")),
     ("oracle/merge.rs", include_str!("../../oracle/merge.rs")),
     ("oracle/stamps.rs", include_str!("../../oracle/stamps.rs")),
