@@ -15,6 +15,8 @@
 //!   against the durable embedded log, on one connection and on several.
 //! - `replay`: a replay into a new store generation under a query load and
 //!   new events, the longest read at the swap, then verification speed.
+//! - `long-history`: one patient with 40,000 events against one with 40:
+//!   fold cost per event and the size of the state served.
 //!
 //! The Kafka benchmarks start a private Tansu broker unless `--kafka` names
 //! a cluster, and use fresh topics on every run.
@@ -28,10 +30,12 @@
 //! - `query.rs`: `query`, with the bare echo service of `proto/echo.proto`.
 //! - `mllp.rs`: `mllp`.
 //! - `replay.rs`: `replay`.
+//! - `history.rs`: `long-history`.
 //! - `figures.rs`: rates, latency percentiles, sizes, peak memory.
 
 mod catch_up;
 mod figures;
+mod history;
 mod ingest;
 mod kafka;
 mod latency;
@@ -67,6 +71,7 @@ enum Command {
     Query(query::QueryArgs),
     Mllp(mllp::MllpArgs),
     Replay(replay::ReplayArgs),
+    LongHistory(history::HistoryArgs),
 }
 
 #[tokio::main]
@@ -79,5 +84,35 @@ async fn main() -> anyhow::Result<()> {
         Command::Query(args) => query::query(args).await,
         Command::Mllp(args) => mllp::mllp(args).await,
         Command::Replay(args) => replay::replay(args).await,
+        Command::LongHistory(args) => history::long_history(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What the benchmark measures is what is deployed: every service
+    /// binary of the workspace (each `services/*/src/main.rs`) declares
+    /// mimalloc its global allocator, as this one does.
+    #[test]
+    fn every_service_binary_uses_mimalloc() {
+        let services = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("services/");
+        let mut binaries = Vec::new();
+        for entry in std::fs::read_dir(services).expect("services/ is readable") {
+            let main = entry.expect("an entry").path().join("src/main.rs");
+            let Ok(source) = std::fs::read_to_string(&main) else {
+                continue;
+            };
+            let declared = source.contains(
+                "#[global_allocator]\nstatic ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;",
+            );
+            assert!(declared, "{} does not use mimalloc", main.display());
+            binaries.push(main);
+        }
+        assert!(
+            binaries.len() >= 5,
+            "baton, bench, ingest, projector and query: {binaries:?}"
+        );
     }
 }

@@ -41,6 +41,7 @@ use crate::fixtures::{
 use crate::{BATON_NAMESPACE, EventId, PatientKey, ValidEvent};
 
 mod feeds;
+mod oracle;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1941,6 +1942,16 @@ const SOURCES: &[(&str, &str)] = &[
     ("fold/facts.rs", include_str!("../facts.rs")),
     ("fold/merge.rs", include_str!("../merge.rs")),
     ("fold/visit.rs", include_str!("../visit.rs")),
+    ("oracle/mod.rs", include_str!("../../oracle/mod.rs")),
+    ("oracle/derive.rs", include_str!("../../oracle/derive.rs")),
+    (
+        "oracle/encounter.rs",
+        include_str!("../../oracle/encounter.rs"),
+    ),
+    ("oracle/facts.rs", include_str!("../../oracle/facts.rs")),
+    ("oracle/merge.rs", include_str!("../../oracle/merge.rs")),
+    ("oracle/stamps.rs", include_str!("../../oracle/stamps.rs")),
+    ("oracle/visit.rs", include_str!("../../oracle/visit.rs")),
 ];
 
 #[test]
