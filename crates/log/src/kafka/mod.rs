@@ -41,7 +41,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use crate::blocking::run_blocking;
+use crate::blocking::{run_blocking, run_detached};
 use crate::topics::validate_topic_name;
 use crate::{
     EventLog, GroupOffsets, LogError, LogReader, NewRecord, Position, Result, TopicSpec,
@@ -663,7 +663,10 @@ impl EventLog for KafkaLog {
         let committer = self.group_committer(group)?;
         let name = topic.to_owned();
         let timeout = self.inner.config.operation_timeout();
-        let commit = run_blocking(move || {
+        // On a thread of its own: a synchronous commit to a cluster that is
+        // gone may never return, and the runtime's shutdown would wait for
+        // a blocking task without end.
+        let commit = run_detached(move || {
             committer
                 .commit(&offsets)
                 .map_err(|source| kafka_error("commit group offsets", Some(&name), None, source))
