@@ -111,6 +111,10 @@ pub struct ServiceArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub log: LogFlags,
+    /// Serve a listener beyond loopback without TLS and client
+    /// authentication (refused otherwise); warned about at every start
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl ServiceArgs {

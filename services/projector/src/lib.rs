@@ -96,6 +96,11 @@ pub struct ProjectorConfig {
     /// How often the lag and store metrics are measured and the consumer
     /// group committed.
     pub monitor_interval_ms: u64,
+    /// TLS of every listener of this service (gRPC, admin, MLLP, metrics):
+    /// `cert` and `key` PEM files, `client_ca` to require client
+    /// certificates, `handshake_timeout_ms`. Files are re-read when they
+    /// change.
+    pub tls: baton_tls::TlsConfig,
 }
 
 impl Default for ProjectorConfig {
@@ -110,6 +115,7 @@ impl Default for ProjectorConfig {
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             consumer_group: "baton-projector".to_owned(),
             monitor_interval_ms: 5_000,
+            tls: baton_tls::TlsConfig::default(),
         }
     }
 }
@@ -136,6 +142,7 @@ impl ProjectorConfig {
                 self.monitor_interval_ms
             ));
         }
+        self.tls.validate().map_err(|error| error.to_string())?;
         Ok(())
     }
 }
@@ -514,7 +521,7 @@ pub async fn run(
 /// `shutdown`; both stop together.
 pub async fn run_with_admin(
     mut projector: Projector,
-    admin: Option<(AdminService, tokio::net::TcpListener)>,
+    admin: Option<(AdminService, baton_tls::TlsListener)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ProjectorStats> {
     let stop = tokio_util::sync::CancellationToken::new();

@@ -55,7 +55,26 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = baton_telemetry::init("baton-projector")?;
     let config: ProjectorConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "projector", &args)?;
+    config
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?;
     let backbone = args.service.backbone()?;
+    let exposed: Vec<_> = [
+        ("projector.admin_listen", config.admin_listen.address()),
+        ("projector.metrics_listen", config.metrics_listen.address()),
+    ]
+    .into_iter()
+    .filter_map(|(setting, address)| address.map(|address| (setting, address)))
+    .collect();
+    baton_tls::check_exposure(
+        "projector",
+        &exposed,
+        config.tls.is_on(),
+        config.tls.is_mutual(),
+        args.service.insecure,
+    )?;
+    let tls =
+        baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: projector")?;
     let data = args.service.data();
     baton_projector::metrics::register();
     let readiness = Readiness::new();
@@ -63,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
         tokio::spawn(metrics::serve(
-            listener,
+            baton_tls::TlsListener::new(listener, tls.http.clone()),
             readiness.clone(),
             stop.clone().cancelled_owned(),
         ))
@@ -129,7 +148,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let outcome = baton_projector::run_with_admin(
         projector,
-        admin_listener.map(|listener| (admin, listener)),
+        admin_listener.map(|listener| {
+            (
+                admin,
+                baton_tls::TlsListener::new(listener, tls.grpc.clone()),
+            )
+        }),
         baton_runtime::shutdown_signal(),
     )
     .await;

@@ -67,7 +67,6 @@ use baton_store::{Store, StoreError};
 use baton_telemetry::Listen;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -116,6 +115,11 @@ pub struct QueryConfig {
     pub metrics_listen: Listen,
     /// How often a replica measures its lag and store size for the metrics.
     pub monitor_interval_ms: u64,
+    /// TLS of every listener of this service (gRPC, admin, MLLP, metrics):
+    /// `cert` and `key` PEM files, `client_ca` to require client
+    /// certificates, `handshake_timeout_ms`. Files are re-read when they
+    /// change.
+    pub tls: baton_tls::TlsConfig,
 }
 
 impl Default for QueryConfig {
@@ -132,6 +136,7 @@ impl Default for QueryConfig {
             ),
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             monitor_interval_ms: 5_000,
+            tls: baton_tls::TlsConfig::default(),
         }
     }
 }
@@ -162,6 +167,7 @@ impl QueryConfig {
                 self.monitor_interval_ms
             ));
         }
+        self.tls.validate().map_err(|error| error.to_string())?;
         Ok(())
     }
 }
@@ -548,7 +554,7 @@ fn parse_page_token(token: &str, fingerprint: &str) -> Result<Option<String>, St
 /// Serves the query API on `listener` until `shutdown` completes.
 pub async fn run(
     service: QueryService,
-    listener: TcpListener,
+    listener: impl Into<baton_tls::TlsListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), QueryError> {
     use tonic::server::NamedService;

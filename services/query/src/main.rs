@@ -11,6 +11,7 @@ use baton_runtime::{ServiceArgs, SystemClock};
 use baton_store::Store;
 use baton_telemetry::Listen;
 use baton_telemetry::metrics::{self, Readiness};
+use baton_tls::TlsListener;
 use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +65,27 @@ async fn main() -> anyhow::Result<()> {
         .validate()
         .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?;
     let backbone = args.service.backbone()?;
+    let mut exposed = vec![("query.listen", config.listen)];
+    exposed.extend(
+        config
+            .admin_listen
+            .address()
+            .map(|a| ("query.admin_listen", a)),
+    );
+    exposed.extend(
+        config
+            .metrics_listen
+            .address()
+            .map(|a| ("query.metrics_listen", a)),
+    );
+    baton_tls::check_exposure(
+        "query",
+        &exposed,
+        config.tls.is_on(),
+        config.tls.is_mutual(),
+        args.service.insecure,
+    )?;
+    let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: query")?;
     let data = args.service.data();
     baton_query::metrics::register();
     let readiness = Readiness::new();
@@ -72,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
         tokio::spawn(metrics::serve(
-            listener,
+            TlsListener::new(listener, tls.http.clone()),
             readiness.clone(),
             stop.clone().cancelled_owned(),
         ))
@@ -113,13 +135,19 @@ async fn main() -> anyhow::Result<()> {
         let stop = stop.clone();
         tokio::spawn(async move { timeline.run(stop.cancelled_owned()).await.map(drop) })
     };
+    let grpc_tls = tls.grpc.clone();
     let admin = AdminService::replica(store.clone(), log, backbone.topics.clone());
     let mut administered = tokio::spawn({
         let stop = stop.clone();
         async move {
             match admin_listener {
                 Some(listener) => {
-                    baton_projector::admin::serve(admin, listener, stop.cancelled_owned()).await
+                    baton_projector::admin::serve(
+                        admin,
+                        TlsListener::new(listener, tls.grpc.clone()),
+                        stop.cancelled_owned(),
+                    )
+                    .await
                 }
                 None => {
                     stop.cancelled().await;
@@ -131,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     let service = QueryService::new(store, config, &backbone.topics);
     let mut served = tokio::spawn(baton_query::run(
         service,
-        listener,
+        TlsListener::new(listener, grpc_tls),
         stop.clone().cancelled_owned(),
     ));
     // Whichever ends first (a signal, or a task failing) stops both.

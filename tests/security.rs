@@ -1,0 +1,409 @@
+//! Security against a running `baton up` with TLS on every listener and
+//! client certificates required (certificates made by the test, never
+//! committed): the independent Python gRPC client runs every RPC over
+//! mutual TLS; without a client certificate, with one from another CA and
+//! in plaintext it is refused; an HL7 feed over MLLP with TLS is
+//! acknowledged and a plaintext MLLP sender gets nothing; the metrics
+//! listener answers over TLS; a rotated certificate is served to new
+//! connections without a restart while an open one keeps working.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_ingest::mllp::MllpClient;
+use baton_proto::query::v1::care_state_query_client::CareStateQueryClient;
+use baton_proto::query::v1::patient_ref::Ref;
+use baton_proto::query::v1::{GetCareStateRequest, PatientRef};
+use baton_tls::testing::{Issued, TestCa};
+use baton_tls::{ALPN_GRPC, ALPN_HTTP1, ALPN_NONE};
+use support::{EVERY_RPC, Service, free_address, grpc_client, rpcs_called, try_grpc_client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const ADMIT: &str = "MSH|^~\\&|PAS|RXX|BATON|RXX|202611020845||ADT^A01^ADT_A01|PAS-TLS-1|P|2.5\r\
+EVN|A01|202611020845||||202611020840\r\
+PID|1||H200456^^^RXX^MR~4010232137^^^NHS^NH||ADEBAYO^AMARA^J||19380412|F\r\
+PV1|1|I|AMU^^^RXX01|21|||C4321^OSEI^KWAME||||||||||||V2001|||||||||||||||||||||||||202611020840\r";
+
+const UPDATE: &str = "MSH|^~\\&|PAS|RXX|BATON|RXX|202611060900||ADT^A08^ADT_A01|PAS-TLS-2|P|2.5\r\
+EVN|A08|202611060900\r\
+PID|1||H200456^^^RXX^MR~4010232137^^^NHS^NH||ADEBAYO^AMARA^J||19380412|F|||9 Mill Lane^^Leeds^^LS7 3AB\r";
+
+fn client_tls(ca: &Path, client: &Issued, alpn: &[&[u8]]) -> Arc<baton_tls::ClientConfig> {
+    Arc::new(baton_tls::client_config(ca, Some((&client.cert, &client.key)), alpn).unwrap())
+}
+
+/// The certificate the server at `address` presents to a new connection.
+async fn served_certificate(address: SocketAddr, config: Arc<baton_tls::ClientConfig>) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let stream = baton_tls::connect(tcp, "localhost", config).await.unwrap();
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    baton_tls::read_certificates("cert", path).unwrap()[0].to_vec()
+}
+
+#[test]
+fn every_listener_speaks_tls_and_a_rotated_certificate_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = TestCa::new("Baton e2e CA");
+    let ca_path = ca.write(&pki.join("ca.pem"));
+    let server = ca.server(&pki, "server");
+    let client = ca.client(&pki, "e2e-client");
+    let outsider = {
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        TestCa::new("Another CA").client(&other, "e2e-client")
+    };
+
+    let (ingest, query, mllp, metrics) = (
+        free_address(),
+        free_address(),
+        free_address(),
+        free_address(),
+    );
+    let data = dir.path().join("data");
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let mut up = Service::start_with_env(
+        "baton",
+        [
+            "up",
+            "--ingest-listen",
+            &ingest.to_string(),
+            "--query-listen",
+            &query.to_string(),
+            "--mllp-listen",
+            &mllp.to_string(),
+            "--metrics-listen",
+            &metrics.to_string(),
+            "--data-dir",
+            &path(&data),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        Some(query),
+        vec![
+            ("BATON_UP__TLS__CERT".into(), path(&server.cert)),
+            ("BATON_UP__TLS__KEY".into(), path(&server.key)),
+            ("BATON_UP__TLS__CLIENT_CA".into(), path(&ca_path)),
+            ("BATON_UP__TLS__HANDSHAKE_TIMEOUT_MS".into(), "2000".into()),
+        ],
+    );
+    let (ingest_s, query_s) = (ingest.to_string(), query.to_string());
+    let exercise = |extra: &[&str], patients: [&str; 2]| {
+        let mut args = vec![
+            "exercise",
+            "--ingest",
+            &ingest_s,
+            "--query",
+            &query_s,
+            "--timeout-s",
+            "20",
+            "--patients",
+            patients[0],
+            patients[1],
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let (ca_s, cert_s, key_s) = (path(&ca_path), path(&client.cert), path(&client.key));
+    let run_ok =
+        |args: Vec<String>| grpc_client(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_refused = |args: Vec<String>, what: &str| {
+        let (ok, out, err) = try_grpc_client(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!ok, "{what}: the client was served\n{out}\n{err}");
+        assert!(
+            !out.contains("GetCareState"),
+            "{what}: a care state was read\n{out}"
+        );
+    };
+
+    // The independent client with the CA and its certificate: every RPC.
+    let lines = run_ok(exercise(
+        &["--ca", &ca_s, "--cert", &cert_s, "--key", &key_s],
+        ["9434765919", "9990000026"],
+    ));
+    assert_eq!(rpcs_called(&lines), EVERY_RPC);
+
+    // Refused: no client certificate, one from another CA, plaintext.
+    let outsider_cert = path(&outsider.cert);
+    let outsider_key = path(&outsider.key);
+    let patients = ["9990000018", "9990000034"];
+    run_refused(
+        exercise(&["--ca", &ca_s], patients),
+        "no client certificate",
+    );
+    run_refused(
+        exercise(
+            &[
+                "--ca",
+                &ca_s,
+                "--cert",
+                &outsider_cert,
+                "--key",
+                &outsider_key,
+            ],
+            patients,
+        ),
+        "a client certificate from another CA",
+    );
+    run_refused(exercise(&[], patients), "plaintext");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut open_feed = runtime.block_on(async {
+        // HL7 over MLLP with TLS is acknowledged.
+        let mut feed =
+            MllpClient::connect_tls(mllp, "localhost", client_tls(&ca_path, &client, ALPN_NONE))
+                .await
+                .unwrap();
+        let ack = String::from_utf8(feed.send(ADMIT.as_bytes()).await.unwrap()).unwrap();
+        assert!(ack.contains("MSA|AA|PAS-TLS-1"), "{ack:?}");
+
+        // The metrics listener answers over TLS.
+        let tcp = tokio::net::TcpStream::connect(metrics).await.unwrap();
+        let mut http =
+            baton_tls::connect(tcp, "localhost", client_tls(&ca_path, &client, ALPN_HTTP1))
+                .await
+                .unwrap();
+        http.write_all(b"GET /live HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        http.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        feed
+    });
+
+    // A plaintext MLLP sender is never acknowledged: its bytes are not a
+    // TLS handshake, and the connection is closed.
+    let mut plain = TcpStream::connect(mllp).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    plain
+        .write_all(&baton_hl7::mllp::frame(UPDATE.as_bytes()))
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = plain.read_to_end(&mut received);
+    assert!(
+        !String::from_utf8_lossy(&received).contains("MSA|"),
+        "a plaintext sender was acknowledged: {received:?}"
+    );
+
+    // Rotation: the certificate manager renames a new certificate and key
+    // over the files; new connections get it, without a restart.
+    let staged = dir.path().join("staged");
+    std::fs::create_dir(&staged).unwrap();
+    let rotated = ca.server(&staged, "server-rotated");
+    let rotated_der = pem_der(&rotated.cert);
+    assert_ne!(rotated_der, pem_der(&server.cert));
+    std::fs::rename(&rotated.key, &server.key).unwrap();
+    std::fs::rename(&rotated.cert, &server.cert).unwrap();
+    runtime.block_on(async {
+        for address in [query, ingest] {
+            assert_eq!(
+                served_certificate(address, client_tls(&ca_path, &client, ALPN_GRPC)).await,
+                rotated_der,
+                "{address} still serves the old certificate"
+            );
+        }
+        assert_eq!(
+            served_certificate(mllp, client_tls(&ca_path, &client, ALPN_NONE)).await,
+            rotated_der
+        );
+        assert_eq!(
+            served_certificate(metrics, client_tls(&ca_path, &client, ALPN_HTTP1)).await,
+            rotated_der
+        );
+        // The feed connected before the rotation keeps working.
+        let ack = String::from_utf8(open_feed.send(UPDATE.as_bytes()).await.unwrap()).unwrap();
+        assert!(ack.contains("MSA|AA|PAS-TLS-2"), "{ack:?}");
+    });
+    // Clients that went away mid-connection did not take the server down
+    // (a write to a closed TLS connection raises SIGPIPE).
+    up.assert_running();
+    // And the query API answers over the new certificate: the first
+    // patient the independent client published, read back with a tonic
+    // client presenting its certificate.
+    let state = runtime.block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(&ca_path).unwrap()))
+            .identity(Identity::from_pem(
+                std::fs::read(&client.cert).unwrap(),
+                std::fs::read(&client.key).unwrap(),
+            ));
+        let channel = Channel::from_shared(format!("https://localhost:{}", query.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        CareStateQueryClient::new(channel)
+            .get_care_state(GetCareStateRequest {
+                patient: Some(PatientRef {
+                    r#ref: Some(Ref::NhsNumber("9434765919".into())),
+                }),
+                consistency_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(state.state.unwrap().patient_key, "9434765919");
+}
+
+/// Runs `binary` with `args` until it exits or, once `wanted` appears in
+/// its standard error, is stopped; returns whether it exited by itself,
+/// successfully, and its standard error so far.
+fn run_until(
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    wanted: &str,
+) -> (Option<bool>, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(support::binaries().join(binary))
+        .args(args)
+        .env("BATON_LOG", "warn")
+        .env_remove("BATON_CONFIG")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match received.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(wanted) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return (None, seen);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().unwrap();
+                return (Some(status.success()), seen);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{binary} {args:?} neither exited nor said {wanted:?}:\n{seen}");
+        }
+    }
+}
+
+#[test]
+fn a_service_beyond_loopback_without_tls_and_client_authentication_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let everywhere = format!("0.0.0.0:{}", free_address().port());
+    let (ingest, mllp, metrics) = (
+        free_address().to_string(),
+        free_address().to_string(),
+        free_address().to_string(),
+    );
+
+    // baton up on every interface, in plaintext: refused, saying what to set.
+    let up = |extra: &[&str]| {
+        let mut args = vec![
+            "up",
+            "--data-dir",
+            data,
+            "--ingest-listen",
+            &ingest,
+            "--query-listen",
+            &everywhere,
+            "--mllp-listen",
+            &mllp,
+            "--metrics-listen",
+            &metrics,
+            "--admin-listen",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        run_until(
+            "baton",
+            &args,
+            &[],
+            "--insecure: serving beyond loopback unprotected",
+        )
+    };
+    let (exited, stderr) = up(&[]);
+    assert_eq!(exited, Some(false), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "up.query_listen is {everywhere}, beyond loopback, without TLS and client authentication"
+        )),
+        "{stderr}"
+    );
+    for expected in [
+        "up.tls.cert",
+        "BATON_UP__TLS__CERT",
+        "up.tls.client_ca",
+        "--insecure",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // With --insecure it starts, warning that it serves unprotected.
+    let (exited, stderr) = up(&["--insecure"]);
+    assert_eq!(exited, None, "{stderr}");
+    assert!(stderr.contains(&everywhere), "{stderr}");
+
+    // A query replica with TLS but no client authentication: refused too.
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let server = TestCa::new("Baton e2e CA").server(&pki, "server");
+    let (exited, stderr) = run_until(
+        "baton-query",
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            &everywhere,
+            "--admin-listen",
+            "off",
+            "--metrics-listen",
+            "off",
+        ],
+        &[
+            ("BATON_QUERY__TLS__CERT", server.cert.to_str().unwrap()),
+            ("BATON_QUERY__TLS__KEY", server.key.to_str().unwrap()),
+        ],
+        "never printed",
+    );
+    assert_eq!(exited, Some(false), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "query.listen is {everywhere}, beyond loopback, without client authentication"
+        )),
+        "{stderr}"
+    );
+}
