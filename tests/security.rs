@@ -407,3 +407,247 @@ fn a_service_beyond_loopback_without_tls_and_client_authentication_refuses_to_st
         "{stderr}"
     );
 }
+
+/// A channel to `address` over mutual TLS, presenting `identity`.
+async fn channel_as(address: SocketAddr, ca: &Path, identity: &Issued) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .identity(Identity::from_pem(
+            std::fs::read(&identity.cert).unwrap(),
+            std::fs::read(&identity.key).unwrap(),
+        ));
+    Channel::from_shared(format!("https://localhost:{}", address.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn patient(nhs: &str) -> Option<PatientRef> {
+    Some(PatientRef {
+        r#ref: Some(Ref::NhsNumber(nhs.into())),
+    })
+}
+
+#[test]
+fn each_rpc_needs_its_scope_and_a_client_the_table_names() {
+    use baton_proto::admin::v1::GetPositionsRequest;
+    use baton_proto::admin::v1::operations_client::OperationsClient;
+    use baton_proto::ingest::v1::PublishRequest;
+    use baton_proto::ingest::v1::care_event_ingest_client::CareEventIngestClient;
+    use baton_proto::query::v1::{GetTimelineRequest, ListCohortRequest, WatchCohortRequest};
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = TestCa::new("Baton e2e CA");
+    let ca_path = ca.write(&pki.join("ca.pem"));
+    let server = ca.server(&pki, "server");
+    let board = ca.client(&pki, "board.example");
+    let feed = ca.client(&pki, "feed.example");
+    let operator = ca.client(&pki, "operator.example");
+    let stranger = ca.client(&pki, "stranger.example");
+    let (ingest, query, mllp, admin) = (
+        free_address(),
+        free_address(),
+        free_address(),
+        free_address(),
+    );
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[up]
+data_dir = {data:?}
+ingest_listen = "{ingest}"
+query_listen = "{query}"
+mllp_listen = "{mllp}"
+admin_listen = "{admin}"
+metrics_listen = "off"
+
+[up.tls]
+cert = {cert:?}
+key = {key:?}
+client_ca = {ca:?}
+
+[[up.clients]]
+id = "frailty-board"
+certificate_names = ["board.example"]
+scopes = ["read", "timeline"]
+
+[[up.clients]]
+id = "pas-feed"
+certificate_names = ["feed.example"]
+scopes = ["publish", "hl7"]
+
+[[up.clients]]
+id = "operator"
+certificate_names = ["operator.example"]
+scopes = ["admin"]
+"#,
+            data = dir.path().join("data"),
+            cert = server.cert,
+            key = server.key,
+            ca = ca_path,
+        ),
+    )
+    .unwrap();
+    let mut up = Service::start_with_env(
+        "baton",
+        vec![
+            "up".into(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+        ],
+        Some(query),
+        vec![
+            ("BATON_UP__MLLP_LISTEN".into(), mllp.to_string()),
+            ("BATON_UP__ADMIN_LISTEN".into(), admin.to_string()),
+            ("BATON_UP__METRICS_LISTEN".into(), "off".into()),
+        ],
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // The feed sends HL7 (scope hl7): acknowledged.
+        let mut sender =
+            MllpClient::connect_tls(mllp, "localhost", client_tls(&ca_path, &feed, ALPN_NONE))
+                .await
+                .unwrap();
+        let ack = String::from_utf8(sender.send(ADMIT.as_bytes()).await.unwrap()).unwrap();
+        assert!(ack.contains("MSA|AA|PAS-TLS-1"), "{ack:?}");
+        // The board may not (no hl7 scope): closed unacknowledged.
+        let mut board_sender =
+            MllpClient::connect_tls(mllp, "localhost", client_tls(&ca_path, &board, ALPN_NONE))
+                .await
+                .unwrap();
+        assert!(board_sender.send(UPDATE.as_bytes()).await.is_err());
+
+        let as_board = channel_as(query, &ca_path, &board).await;
+        let mut board_query = CareStateQueryClient::new(as_board.clone());
+        let get = |nhs: &str| GetCareStateRequest {
+            patient: patient(nhs),
+            consistency_token: String::new(),
+        };
+        // read: the admitted patient, once projected.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match board_query.get_care_state(get("4010232137")).await {
+                Ok(state) => {
+                    assert_eq!(state.into_inner().state.unwrap().patient_key, "4010232137");
+                    break;
+                }
+                Err(status) if status.code() == Code::NotFound => {
+                    assert!(std::time::Instant::now() < deadline, "never projected");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("the board could not read: {status:?}"),
+            }
+        }
+        // timeline: allowed.
+        board_query
+            .get_timeline(GetTimelineRequest {
+                patient: patient("4010232137"),
+                ..GetTimelineRequest::default()
+            })
+            .await
+            .unwrap();
+        // cohort, watch, publish, admin: refused, naming the scope.
+        let denied = |status: tonic::Status, scope: &str, rpc: &str| {
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(
+                status.message().contains(&format!("\"{scope}\""))
+                    && status.message().contains(rpc)
+                    && status.message().contains("frailty-board"),
+                "{status:?}"
+            );
+        };
+        denied(
+            board_query
+                .list_cohort(ListCohortRequest::default())
+                .await
+                .unwrap_err(),
+            "cohort",
+            "ListCohort",
+        );
+        denied(
+            board_query
+                .watch_cohort(WatchCohortRequest::default())
+                .await
+                .unwrap_err(),
+            "watch",
+            "WatchCohort",
+        );
+        let as_board_ingest = channel_as(ingest, &ca_path, &board).await;
+        denied(
+            CareEventIngestClient::new(as_board_ingest)
+                .publish(PublishRequest::default())
+                .await
+                .unwrap_err(),
+            "publish",
+            "Publish",
+        );
+        let as_board_admin = channel_as(admin, &ca_path, &board).await;
+        denied(
+            OperationsClient::new(as_board_admin)
+                .get_positions(GetPositionsRequest {})
+                .await
+                .unwrap_err(),
+            "admin",
+            "GetPositions",
+        );
+
+        // The feed (publish) passes the door: its empty batch is refused
+        // for what it is, not for who sent it.
+        let as_feed_ingest = channel_as(ingest, &ca_path, &feed).await;
+        let empty = CareEventIngestClient::new(as_feed_ingest)
+            .publish(PublishRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+        // Without read, a known and an unknown patient are refused alike.
+        let mut feed_query = CareStateQueryClient::new(channel_as(query, &ca_path, &feed).await);
+        let known = feed_query
+            .get_care_state(get("4010232137"))
+            .await
+            .unwrap_err();
+        let unknown = feed_query
+            .get_care_state(get("9434765919"))
+            .await
+            .unwrap_err();
+        assert_eq!(known.code(), Code::PermissionDenied);
+        assert_eq!(
+            (known.code(), known.message()),
+            (unknown.code(), unknown.message())
+        );
+        assert!(!known.message().contains("4010232137"), "{known:?}");
+
+        // admin: the operator's.
+        OperationsClient::new(channel_as(admin, &ca_path, &operator).await)
+            .get_positions(GetPositionsRequest {})
+            .await
+            .unwrap();
+
+        // A certificate from the CA that the table does not name: no
+        // identity, whatever it asks; health checking stays open.
+        let as_stranger = channel_as(query, &ca_path, &stranger).await;
+        let status = CareStateQueryClient::new(as_stranger.clone())
+            .get_care_state(get("4010232137"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        tonic_health_check(as_stranger).await;
+    });
+    up.assert_running();
+}
+
+async fn tonic_health_check(channel: Channel) {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+}

@@ -26,7 +26,9 @@ use tower_layer::{Identity, Stack};
 
 /// The router `serve` hands to its `add` function: every call through it
 /// is counted and timed ([`GrpcMetricsLayer`]).
-pub type GrpcRouter = Router<Stack<GrpcMetricsLayer, Identity>>;
+/// Inside that, [`crate::auth::AuthLayer`] lets through only the calls the
+/// listener's clients table allows.
+pub type GrpcRouter = Router<Stack<crate::auth::AuthLayer, Stack<GrpcMetricsLayer, Identity>>>;
 
 /// Every method a Baton gRPC server can serve: those of Baton's own
 /// services (from the descriptor set, so a new API is covered as soon as
@@ -99,17 +101,19 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("the compiled descriptor set is valid");
-    let (listener, tls) = listener.into().into_parts();
+    let (listener, tls, clients) = listener.into().into_parts();
     let address = listener.local_addr().ok();
     tracing::info!(
         api,
         ?address,
         tls = tls.is_some(),
         mutual_tls = tls.as_ref().is_some_and(baton_tls::Tls::is_mutual),
+        client_table = clients.is_enforced(),
         "gRPC API listening"
     );
     let router = tonic::transport::Server::builder()
         .layer(METHODS.clone())
+        .layer(crate::auth::AuthLayer::new(clients))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

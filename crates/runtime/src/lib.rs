@@ -28,6 +28,7 @@
 //! assert_eq!(config.listen, "127.0.0.1:50051");
 //! ```
 
+pub mod auth;
 pub mod grpc;
 pub use baton_telemetry::Listen;
 

@@ -15,6 +15,8 @@
 //!   every `serve` function takes (a plain `TcpListener` converts into one).
 //! - [`incoming`]: accepted connections with their handshakes done, for
 //!   tonic's `serve_with_incoming`.
+//! - [`Clients`]: the `clients` table, mapping a client certificate's names
+//!   to a client id and its [`Scope`]s.
 //! - [`client_config`]: the client side, for Baton's own tools and tests.
 //!
 //! No error or log line carries the contents of a key file.
@@ -36,6 +38,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 
+mod clients;
+
+pub use clients::{ClientEntry, ClientIdentity, Clients, Scope, certificate_names};
 pub use rustls::ClientConfig;
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream;
@@ -433,16 +438,33 @@ impl ServiceTls {
     }
 }
 
-/// A bound listener and, when configured, the TLS its connections speak.
+/// A bound listener, the TLS its connections speak when configured, and
+/// the clients table that names who may call what on it.
 #[derive(Debug)]
 pub struct TlsListener {
     listener: TcpListener,
     tls: Option<Tls>,
+    clients: Arc<Clients>,
 }
 
 impl TlsListener {
     pub fn new(listener: TcpListener, tls: Option<Tls>) -> Self {
-        Self { listener, tls }
+        Self {
+            listener,
+            tls,
+            clients: Arc::default(),
+        }
+    }
+
+    /// With the `clients` table: when it has any client, every call needs
+    /// a client certificate it names.
+    pub fn with_clients(mut self, clients: Arc<Clients>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -453,8 +475,8 @@ impl TlsListener {
         self.tls.as_ref()
     }
 
-    pub fn into_parts(self) -> (TcpListener, Option<Tls>) {
-        (self.listener, self.tls)
+    pub fn into_parts(self) -> (TcpListener, Option<Tls>, Arc<Clients>) {
+        (self.listener, self.tls, self.clients)
     }
 }
 

@@ -331,3 +331,28 @@ fn a_listener_beyond_loopback_needs_tls_and_client_authentication_or_insecure() 
     check(&listeners, true, true, false).unwrap();
     check(&listeners, false, false, true).unwrap();
 }
+
+#[test]
+fn a_client_certificate_maps_to_the_client_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Baton test CA");
+    let der =
+        |issued: &Issued| baton_tls::read_certificates("cert", &issued.cert).unwrap()[0].to_vec();
+    let board = der(&ca.client(dir.path(), "board.example"));
+    let stranger = der(&ca.client(dir.path(), "stranger.example"));
+    assert_eq!(
+        baton_tls::certificate_names(&board),
+        vec!["board.example".to_owned(), "board.example".to_owned()],
+        "the common name, then the DNS SAN"
+    );
+    let clients = baton_tls::Clients::new(&[baton_tls::ClientEntry {
+        id: "frailty-board".into(),
+        certificate_names: vec!["board.example".into()],
+        scopes: [baton_tls::Scope::Read].into(),
+    }])
+    .unwrap();
+    let identity = clients.by_certificate(&board).unwrap();
+    assert_eq!(identity.id, "frailty-board");
+    assert!(identity.has(baton_tls::Scope::Read) && !identity.has(baton_tls::Scope::Cohort));
+    assert_eq!(clients.by_certificate(&stranger), None);
+}

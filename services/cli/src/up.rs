@@ -109,6 +109,8 @@ pub(crate) struct UpConfig {
     /// TLS of every listener (`[up.tls]`: cert, key, client_ca,
     /// handshake_timeout_ms).
     tls: baton_tls::TlsConfig,
+    /// Client identities and scopes (`[[up.clients]]`), for every API.
+    clients: Vec<baton_tls::ClientEntry>,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -127,6 +129,7 @@ impl Default for UpConfig {
             admin_listen: projector.admin_listen,
             metrics_listen: Listen::loopback(DEFAULT_METRICS_PORT),
             tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
             projector,
             query,
             ingest,
@@ -149,6 +152,9 @@ impl UpConfig {
         self.ingest.tls = self.tls.clone();
         self.query.tls = self.tls.clone();
         self.projector.tls = self.tls.clone();
+        self.ingest.clients = self.clients.clone();
+        self.query.clients = self.clients.clone();
+        self.projector.clients = self.clients.clone();
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -185,6 +191,15 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: up")?;
+    if !config.clients.is_empty() && !config.tls.is_mutual() {
+        anyhow::bail!(
+            "invalid configuration: up.clients: a clients table needs client certificates: set up.tls.cert, up.tls.key and up.tls.client_ca"
+        );
+    }
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?,
+    );
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
@@ -245,7 +260,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         &config.ingest,
         std::sync::Arc::new(SystemClock),
     )?;
-    let mllp = mllp_listener.map(|listener| (mllp, TlsListener::new(listener, tls.mllp.clone())));
+    let mllp = mllp_listener.map(|listener| {
+        (
+            mllp,
+            TlsListener::new(listener, tls.mllp.clone()).with_clients(clients.clone()),
+        )
+    });
     let projector = Projector::start(
         log.clone(),
         store.clone(),
@@ -282,7 +302,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             replays.clone(),
             dead_letters,
         );
-        (admin, TlsListener::new(listener, tls.grpc.clone()))
+        (
+            admin,
+            TlsListener::new(listener, tls.grpc.clone()).with_clients(clients.clone()),
+        )
     });
     let monitor = baton_projector::metrics::spawn_monitor(
         log.clone(),
@@ -298,6 +321,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let ingest_tls = tls.grpc.clone();
     let query_tls = tls.grpc.clone();
+    let ingest_clients = clients.clone();
     let mut services = tokio::task::JoinSet::new();
     services.spawn(async move { monitor.await.context("projector monitor") });
     if let Some(listener) = metrics_listener {
@@ -316,7 +340,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            let listener = TlsListener::new(ingest_listener, ingest_tls);
+            let listener =
+                TlsListener::new(ingest_listener, ingest_tls).with_clients(ingest_clients);
             baton_ingest::run_with_mllp(ingest, listener, mllp, stop.cancelled_owned())
                 .await
                 .context("ingest")
@@ -334,7 +359,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            let listener = TlsListener::new(query_listener, query_tls);
+            let listener = TlsListener::new(query_listener, query_tls).with_clients(clients);
             baton_query::run(query, listener, stop.cancelled_owned())
                 .await
                 .context("query")

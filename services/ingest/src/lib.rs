@@ -79,6 +79,10 @@ pub struct IngestConfig {
     /// certificates, `handshake_timeout_ms`. Files are re-read when they
     /// change.
     pub tls: baton_tls::TlsConfig,
+    /// Client identities and their scopes (`[[<section>.clients]]`: id,
+    /// certificate_names, scopes). With any, every call needs a client
+    /// certificate named here holding the scope its RPC needs.
+    pub clients: Vec<baton_tls::ClientEntry>,
 }
 
 impl Default for IngestConfig {
@@ -93,6 +97,7 @@ impl Default for IngestConfig {
             hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
         }
     }
 }
@@ -118,6 +123,10 @@ impl IngestConfig {
         baton_hl7::Zone::named(&self.hl7_time_zone)
             .map_err(|error| format!("hl7_time_zone: {error}"))?;
         self.tls.validate().map_err(|error| error.to_string())?;
+        if !self.clients.is_empty() && !self.tls.is_mutual() {
+            return Err("clients: a clients table needs client certificates: set tls.cert, tls.key and tls.client_ca".into());
+        }
+        baton_tls::Clients::new(&self.clients)?;
         Ok(())
     }
 }

@@ -78,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: ingest")?;
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?,
+    );
     baton_ingest::metrics::register();
     let readiness = Readiness::new();
     let log_reachable = readiness.gate("event log reachable");
@@ -103,7 +107,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let ingest = Ingest::start(log.clone(), config.clone(), &backbone.topics).await?;
     let mllp = Mllp::new(ingest.clone(), &config, Arc::new(SystemClock))?;
-    let mllp = mllp_listener.map(|listener| (mllp, TlsListener::new(listener, tls.mllp.clone())));
+    let mllp = mllp_listener.map(|listener| {
+        (
+            mllp,
+            TlsListener::new(listener, tls.mllp.clone()).with_clients(clients.clone()),
+        )
+    });
     let probe = tokio::spawn(baton_ingest::metrics::probe_log(
         log.clone(),
         backbone.topics.events.clone(),
@@ -114,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, metrics = %config.metrics_listen, tls = config.tls.is_on(), "ingest starting");
     let served = baton_ingest::run_with_mllp(
         ingest,
-        TlsListener::new(listener, tls.grpc.clone()),
+        TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
         mllp,
         baton_runtime::shutdown_signal(),
     )

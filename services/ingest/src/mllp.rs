@@ -81,6 +81,7 @@ pub struct MllpStats {
     connections: AtomicU64,
     connections_refused: AtomicU64,
     handshakes_failed: AtomicU64,
+    unauthorised: AtomicU64,
     accepted: AtomicU64,
     errored: AtomicU64,
     rejected: AtomicU64,
@@ -97,6 +98,9 @@ pub struct MllpSnapshot {
     pub connections_refused: u64,
     /// Closed before their TLS handshake completed (failed or too slow).
     pub handshakes_failed: u64,
+    /// Closed because the clients table does not give their client
+    /// certificate the scope `hl7`.
+    pub unauthorised: u64,
     pub accepted: u64,
     pub errored: u64,
     pub rejected: u64,
@@ -115,6 +119,7 @@ impl MllpStats {
             connections: load(&self.connections),
             connections_refused: load(&self.connections_refused),
             handshakes_failed: load(&self.handshakes_failed),
+            unauthorised: load(&self.unauthorised),
             accepted: load(&self.accepted),
             errored: load(&self.errored),
             rejected: load(&self.rejected),
@@ -368,7 +373,7 @@ pub async fn serve(
     listener: impl Into<TlsListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let (listener, tls) = listener.into().into_parts();
+    let (listener, tls, clients) = listener.into().into_parts();
     let address = listener.local_addr().ok();
     tracing::info!(
         ?address,
@@ -400,10 +405,37 @@ pub async fn serve(
                     let mllp = mllp.clone();
                     let stop = stop.clone();
                     let tls = tls.clone();
+                    let clients = clients.clone();
                     connections.spawn(async move {
                         match tls {
+                            None if clients.is_enforced() => {
+                                mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!("closed a connection: the clients table is enforced and a plaintext sender has no identity");
+                            }
                             None => mllp.connection(stream, stop).await,
                             Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) if clients.is_enforced() => {
+                                    let identity = stream
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|chain| chain.first())
+                                        .and_then(|leaf| clients.by_certificate(leaf));
+                                    match identity {
+                                        Some(identity) if identity.has(baton_tls::Scope::Hl7) => {
+                                            let span = tracing::info_span!("mllp_client", client = %identity.id);
+                                            mllp.connection(stream, stop).instrument(span).await;
+                                        }
+                                        Some(identity) => {
+                                            mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+                                            tracing::info!(client = %identity.id, "closed a connection: the client lacks the scope \"hl7\"");
+                                        }
+                                        None => {
+                                            mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+                                            tracing::info!("closed a connection: its client certificate is not in the clients table");
+                                        }
+                                    }
+                                }
                                 Ok(stream) => mllp.connection(stream, stop).await,
                                 Err(error) => {
                                     mllp.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
@@ -432,6 +464,7 @@ pub async fn serve(
         connections = stats.connections,
         connections_refused = stats.connections_refused,
         handshakes_failed = stats.handshakes_failed,
+        unauthorised = stats.unauthorised,
         accepted = stats.accepted,
         errored = stats.errored,
         rejected = stats.rejected,

@@ -101,6 +101,10 @@ pub struct ProjectorConfig {
     /// certificates, `handshake_timeout_ms`. Files are re-read when they
     /// change.
     pub tls: baton_tls::TlsConfig,
+    /// Client identities and their scopes (`[[<section>.clients]]`: id,
+    /// certificate_names, scopes). With any, every call needs a client
+    /// certificate named here holding the scope its RPC needs.
+    pub clients: Vec<baton_tls::ClientEntry>,
 }
 
 impl Default for ProjectorConfig {
@@ -116,6 +120,7 @@ impl Default for ProjectorConfig {
             consumer_group: "baton-projector".to_owned(),
             monitor_interval_ms: 5_000,
             tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
         }
     }
 }
@@ -143,6 +148,10 @@ impl ProjectorConfig {
             ));
         }
         self.tls.validate().map_err(|error| error.to_string())?;
+        if !self.clients.is_empty() && !self.tls.is_mutual() {
+            return Err("clients: a clients table needs client certificates: set tls.cert, tls.key and tls.client_ca".into());
+        }
+        baton_tls::Clients::new(&self.clients)?;
         Ok(())
     }
 }

@@ -75,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let tls =
         baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: projector")?;
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?,
+    );
     let data = args.service.data();
     baton_projector::metrics::register();
     let readiness = Readiness::new();
@@ -151,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         admin_listener.map(|listener| {
             (
                 admin,
-                baton_tls::TlsListener::new(listener, tls.grpc.clone()),
+                baton_tls::TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
             )
         }),
         baton_runtime::shutdown_signal(),

@@ -120,6 +120,10 @@ pub struct QueryConfig {
     /// certificates, `handshake_timeout_ms`. Files are re-read when they
     /// change.
     pub tls: baton_tls::TlsConfig,
+    /// Client identities and their scopes (`[[<section>.clients]]`: id,
+    /// certificate_names, scopes). With any, every call needs a client
+    /// certificate named here holding the scope its RPC needs.
+    pub clients: Vec<baton_tls::ClientEntry>,
 }
 
 impl Default for QueryConfig {
@@ -137,6 +141,7 @@ impl Default for QueryConfig {
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             monitor_interval_ms: 5_000,
             tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
         }
     }
 }
@@ -168,6 +173,10 @@ impl QueryConfig {
             ));
         }
         self.tls.validate().map_err(|error| error.to_string())?;
+        if !self.clients.is_empty() && !self.tls.is_mutual() {
+            return Err("clients: a clients table needs client certificates: set tls.cert, tls.key and tls.client_ca".into());
+        }
+        baton_tls::Clients::new(&self.clients)?;
         Ok(())
     }
 }

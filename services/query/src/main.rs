@@ -86,6 +86,11 @@ async fn main() -> anyhow::Result<()> {
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: query")?;
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
+    );
+    let admin_clients = clients.clone();
     let data = args.service.data();
     baton_query::metrics::register();
     let readiness = Readiness::new();
@@ -144,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(listener) => {
                     baton_projector::admin::serve(
                         admin,
-                        TlsListener::new(listener, tls.grpc.clone()),
+                        TlsListener::new(listener, tls.grpc.clone()).with_clients(admin_clients),
                         stop.cancelled_owned(),
                     )
                     .await
@@ -159,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
     let service = QueryService::new(store, config, &backbone.topics);
     let mut served = tokio::spawn(baton_query::run(
         service,
-        TlsListener::new(listener, grpc_tls),
+        TlsListener::new(listener, grpc_tls).with_clients(clients),
         stop.clone().cancelled_owned(),
     ));
     // Whichever ends first (a signal, or a task failing) stops both.

@@ -44,7 +44,7 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let (listener, tls) = listener.into().into_parts();
+    let (listener, tls, _) = listener.into().into_parts();
     let address = listener.local_addr().ok();
     tracing::info!(
         ?address,
