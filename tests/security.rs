@@ -1,11 +1,16 @@
-//! Security against a running `baton up` with TLS on every listener and
-//! client certificates required (certificates made by the test, never
-//! committed): the independent Python gRPC client runs every RPC over
-//! mutual TLS; without a client certificate, with one from another CA and
-//! in plaintext it is refused; an HL7 feed over MLLP with TLS is
-//! acknowledged and a plaintext MLLP sender gets nothing; the metrics
-//! listener answers over TLS; a rotated certificate is served to new
-//! connections without a restart while an open one keeps working.
+//! Security against a running `baton up` (certificates and signing keys
+//! made by the test, never committed): TLS on every listener with client
+//! certificates required, where the independent Python gRPC client runs
+//! every RPC over mutual TLS, and is refused without a client certificate,
+//! with one from another CA and in plaintext; an HL7 feed over MLLP with
+//! TLS is acknowledged and a plaintext MLLP sender gets nothing; the
+//! metrics listener answers over TLS; a rotated certificate is served to
+//! new connections without a restart while an open one keeps working. A
+//! service beyond loopback without TLS and client authentication refuses to
+//! start unless --insecure. Each scope is enforced for clients named by
+//! certificate, and an unnamed one is unauthenticated. The Python client
+//! with TLS and a JWT is served; expired, wrong-audience and tampered
+//! tokens are refused.
 
 mod support;
 
@@ -650,4 +655,145 @@ async fn tonic_health_check(channel: Channel) {
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .unwrap();
+}
+
+#[test]
+fn the_python_client_with_tls_and_a_token_is_served_and_bad_tokens_are_not() {
+    use baton_tls::testing::TestSigner;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = TestCa::new("Baton e2e CA");
+    let ca_path = ca.write(&pki.join("ca.pem"));
+    let server = ca.server(&pki, "server");
+    let signer = TestSigner::new();
+    let public = signer.write_public(&pki.join("jwt-signing.pem"));
+    let (ingest, query) = (free_address(), free_address());
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[up]
+data_dir = {data:?}
+ingest_listen = "{ingest}"
+query_listen = "{query}"
+
+[up.tls]
+cert = {cert:?}
+key = {key:?}
+
+[up.jwt]
+issuer = "https://auth.example.nhs.uk"
+audience = "baton"
+keys = [{public:?}]
+
+[[up.clients]]
+id = "python-e2e"
+token_subjects = ["python-app"]
+scopes = ["publish", "read", "cohort", "watch", "timeline"]
+"#,
+            data = dir.path().join("data"),
+            cert = server.cert,
+            key = server.key,
+        ),
+    )
+    .unwrap();
+    let mut up = Service::start(
+        "baton",
+        vec![
+            "up".into(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+        ],
+        Some(query),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token_file = |name: &str, overrides: serde_json::Value| {
+        let mut claims = json!({
+            "iss": "https://auth.example.nhs.uk",
+            "aud": "baton",
+            "sub": "python-app",
+            "exp": now + 600,
+            "nbf": now - 10,
+        });
+        for (key, value) in overrides.as_object().unwrap() {
+            claims[key] = value.clone();
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, signer.sign(&claims)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ingest_s, query_s, ca_s) = (
+        ingest.to_string(),
+        query.to_string(),
+        ca_path.to_str().unwrap().to_owned(),
+    );
+    let exercise = |token: &str, patients: [&str; 2]| {
+        vec![
+            "exercise",
+            "--ingest",
+            &ingest_s,
+            "--query",
+            &query_s,
+            "--timeout-s",
+            "20",
+            "--patients",
+            patients[0],
+            patients[1],
+            "--ca",
+            &ca_s,
+            "--token-file",
+            token,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+
+    let good = token_file("good.jwt", json!({}));
+    let lines = grpc_client(&as_refs(&exercise(&good, ["9434765919", "9990000026"])));
+    assert_eq!(rpcs_called(&lines), EVERY_RPC);
+
+    let tampered = {
+        let token = std::fs::read_to_string(&good).unwrap();
+        let other =
+            std::fs::read_to_string(token_file("other.jwt", json!({"sub": "root"}))).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = other.split('.').nth(1).unwrap();
+        let path = dir.path().join("tampered.jwt");
+        std::fs::write(&path, parts.join(".")).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    for (what, token, reason) in [
+        (
+            "expired",
+            token_file("expired.jwt", json!({"exp": now - 600})),
+            "expired",
+        ),
+        (
+            "another audience",
+            token_file("audience.jwt", json!({"aud": "another-api"})),
+            "another audience",
+        ),
+        ("tampered", tampered, "signature"),
+    ] {
+        let (ok, out, err) =
+            try_grpc_client(&as_refs(&exercise(&token, ["9990000018", "9990000034"])));
+        assert!(!ok, "{what}: served\n{out}");
+        assert!(
+            err.contains("UNAUTHENTICATED") && err.contains(reason),
+            "{what}: {err}"
+        );
+    }
+    up.assert_running();
+}
+
+fn as_refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }

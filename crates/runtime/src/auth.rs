@@ -57,6 +57,7 @@ pub fn authorise(
     clients: &Clients,
     path: &str,
     peer_certificate: Option<&[u8]>,
+    authorization: Option<&[u8]>,
 ) -> Result<Option<ClientIdentity>, tonic::Status> {
     if !clients.is_enforced() {
         return Ok(None);
@@ -65,10 +66,24 @@ pub fn authorise(
     if needed == Access::Open {
         return Ok(None);
     }
-    let Some(identity) = peer_certificate.and_then(|der| clients.by_certificate(der)) else {
-        return Err(tonic::Status::unauthenticated(
-            "no client identity: present a client certificate that the clients table names",
-        ));
+    let identity = match authorization {
+        // A token, when sent, is the identity: a bad one is refused even
+        // over a good certificate.
+        Some(value) => {
+            let token = baton_tls::bearer(value).ok_or_else(|| {
+                tonic::Status::unauthenticated(baton_tls::TokenError::NotBearer.to_string())
+            })?;
+            clients
+                .by_token(token)
+                .map_err(|error| tonic::Status::unauthenticated(error.to_string()))?
+        }
+        None => peer_certificate
+            .and_then(|der| clients.by_certificate(der))
+            .ok_or_else(|| {
+                tonic::Status::unauthenticated(
+                    "no client identity: present a client certificate or a bearer token that the clients table names",
+                )
+            })?,
     };
     if let Access::Scoped(scope) = needed
         && !identity.has(scope)
@@ -134,7 +149,11 @@ where
             .as_ref()
             .and_then(|chain| chain.first())
             .map(|der| der.as_ref());
-        match authorise(&self.clients, request.uri().path(), leaf) {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes);
+        match authorise(&self.clients, request.uri().path(), leaf, authorization) {
             Ok(identity) => {
                 if let Some(identity) = identity {
                     request.extensions_mut().insert(identity);
@@ -200,6 +219,7 @@ mod tests {
             authorise(
                 &Clients::default(),
                 "/baton.query.v1.CareStateQuery/GetCareState",
+                None,
                 None
             )
             .unwrap(),
@@ -208,24 +228,39 @@ mod tests {
         let clients = Clients::new(&[baton_tls::ClientEntry {
             id: "board".into(),
             certificate_names: vec!["board".into()],
+            token_subjects: Vec::new(),
             scopes: [Scope::Read].into(),
         }])
         .unwrap();
         assert_eq!(
-            authorise(&clients, "/grpc.health.v1.Health/Check", None).unwrap(),
+            authorise(&clients, "/grpc.health.v1.Health/Check", None, None).unwrap(),
             None
         );
         let refused = authorise(
             &clients,
             "/baton.query.v1.CareStateQuery/GetCareState",
             None,
+            None,
         )
         .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        // A header that is not a bearer token, or a token where none are
+        // accepted: refused, whatever certificate came with it.
+        for header in [&b"Basic dXNlcjpwYXNz"[..], b"Bearer a.b.c"] {
+            let refused = authorise(
+                &clients,
+                "/baton.query.v1.CareStateQuery/GetCareState",
+                None,
+                Some(header),
+            )
+            .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
         let garbage = authorise(
             &clients,
             "/baton.query.v1.CareStateQuery/GetCareState",
             Some(b"not a certificate"),
+            None,
         )
         .unwrap_err();
         assert_eq!(garbage.code(), tonic::Code::Unauthenticated);

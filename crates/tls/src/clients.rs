@@ -104,6 +104,10 @@ pub struct ClientEntry {
     /// name or one of its DNS subject alternative names.
     #[serde(default)]
     pub certificate_names: Vec<String>,
+    /// Values of the token claim `jwt.client_claim` (default `sub`) that
+    /// name this client in a bearer token.
+    #[serde(default)]
+    pub token_subjects: Vec<String>,
     pub scopes: BTreeSet<Scope>,
 }
 
@@ -120,10 +124,11 @@ impl ClientIdentity {
     }
 }
 
-/// The `clients` table, checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The `clients` table, checked, and the verifier of bearer tokens.
+#[derive(Debug, Clone, Default)]
 pub struct Clients {
     entries: Vec<ClientEntry>,
+    tokens: Option<std::sync::Arc<crate::tokens::TokenVerifier>>,
 }
 
 impl Clients {
@@ -142,9 +147,9 @@ impl Clients {
                     entry.id
                 ));
             }
-            if entry.certificate_names.is_empty() {
+            if entry.certificate_names.is_empty() && entry.token_subjects.is_empty() {
                 return Err(format!(
-                    "clients[{index}].certificate_names: expected the names of client {:?}'s certificate (subject common name or DNS SAN)",
+                    "clients[{index}].certificate_names: expected the names of client {:?}'s certificate (subject common name or DNS SAN), or token_subjects",
                     entry.id
                 ));
             }
@@ -158,7 +163,30 @@ impl Clients {
         }
         Ok(Self {
             entries: entries.to_vec(),
+            tokens: None,
         })
+    }
+
+    /// Accepting bearer tokens checked by `verifier`.
+    pub fn with_tokens(mut self, verifier: Option<crate::tokens::TokenVerifier>) -> Self {
+        self.tokens = verifier.map(std::sync::Arc::new);
+        self
+    }
+
+    /// The client a bearer `token` names.
+    pub fn by_token(&self, token: &str) -> Result<ClientIdentity, crate::tokens::TokenError> {
+        let Some(verifier) = &self.tokens else {
+            return Err(crate::tokens::TokenError::NotAccepted);
+        };
+        let subject = verifier.verify(token)?;
+        self.entries
+            .iter()
+            .find(|entry| entry.token_subjects.contains(&subject))
+            .map(|entry| ClientIdentity {
+                id: entry.id.clone(),
+                scopes: entry.scopes.clone(),
+            })
+            .ok_or(crate::tokens::TokenError::UnknownClient)
     }
 
     /// Whether any client is configured: then every call needs an identity.
@@ -223,6 +251,7 @@ mod tests {
         let entry = |id: &str, names: &[&str]| ClientEntry {
             id: id.into(),
             certificate_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            token_subjects: Vec::new(),
             scopes: BTreeSet::from([Scope::Read]),
         };
         assert!(Clients::new(&[]).unwrap().is_enforced().eq(&false));

@@ -39,9 +39,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 
 mod clients;
+mod tokens;
 
 pub use clients::{ClientEntry, ClientIdentity, Clients, Scope, certificate_names};
 pub use rustls::ClientConfig;
+pub use tokens::{JwtConfig, TokenError, TokenVerifier, bearer};
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream;
 
@@ -582,7 +584,7 @@ pub fn client_config(
 /// and client authentication.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{setting} is {address}, beyond loopback, without {missing}: anyone who can reach it could read and write patient data. Configure {section}.tls.cert and {section}.tls.key (BATON_{upper}__TLS__CERT, BATON_{upper}__TLS__KEY) and client certificates with {section}.tls.client_ca, or listen on 127.0.0.1; --insecure serves it unprotected anyway"
+    "{setting} is {address}, beyond loopback, without {missing}: anyone who can reach it could read and write patient data. Configure {section}.tls.cert and {section}.tls.key (BATON_{upper}__TLS__CERT, BATON_{upper}__TLS__KEY) and client authentication: client certificates with {section}.tls.client_ca or bearer tokens with {section}.jwt; or listen on 127.0.0.1; --insecure serves it unprotected anyway"
 )]
 pub struct ExposureError {
     pub setting: String,

@@ -98,3 +98,41 @@ pub fn write_atomically(path: &Path, contents: &str) {
     std::fs::write(&temporary, contents).expect("write a test certificate");
     std::fs::rename(&temporary, path).expect("move a test certificate into place");
 }
+
+/// An issuer of test tokens: an ES256 (P-256) key pair.
+#[derive(Debug)]
+pub struct TestSigner {
+    key: KeyPair,
+}
+
+impl Default for TestSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestSigner {
+    pub fn new() -> Self {
+        Self {
+            key: KeyPair::generate().expect("a signing key"),
+        }
+    }
+
+    /// Writes the public key (PEM) to `path` and returns it.
+    pub fn write_public(&self, path: &Path) -> PathBuf {
+        write_atomically(path, &self.key.public_key_pem());
+        path.to_owned()
+    }
+
+    /// A token carrying `claims`, signed ES256.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes())
+            .expect("an ES256 signing key");
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            claims,
+            &key,
+        )
+        .expect("a signed token")
+    }
+}

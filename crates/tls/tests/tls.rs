@@ -348,6 +348,7 @@ fn a_client_certificate_maps_to_the_client_naming_it() {
     let clients = baton_tls::Clients::new(&[baton_tls::ClientEntry {
         id: "frailty-board".into(),
         certificate_names: vec!["board.example".into()],
+        token_subjects: Vec::new(),
         scopes: [baton_tls::Scope::Read].into(),
     }])
     .unwrap();

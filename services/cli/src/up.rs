@@ -111,6 +111,8 @@ pub(crate) struct UpConfig {
     tls: baton_tls::TlsConfig,
     /// Client identities and scopes (`[[up.clients]]`), for every API.
     clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[up.jwt]`), for every API.
+    jwt: baton_tls::JwtConfig,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -130,6 +132,7 @@ impl Default for UpConfig {
             metrics_listen: Listen::loopback(DEFAULT_METRICS_PORT),
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
             projector,
             query,
             ingest,
@@ -155,6 +158,9 @@ impl UpConfig {
         self.ingest.clients = self.clients.clone();
         self.query.clients = self.clients.clone();
         self.projector.clients = self.clients.clone();
+        self.ingest.jwt = self.jwt.clone();
+        self.query.jwt = self.jwt.clone();
+        self.projector.jwt = self.jwt.clone();
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -187,18 +193,22 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "up",
         &exposed,
         config.tls.is_on(),
-        config.tls.is_mutual(),
+        config.tls.is_mutual() || config.jwt.is_on(),
         args.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: up")?;
-    if !config.clients.is_empty() && !config.tls.is_mutual() {
+    if !config.clients.is_empty() && !config.tls.is_mutual() && !config.jwt.is_on() {
         anyhow::bail!(
-            "invalid configuration: up.clients: a clients table needs client certificates: set up.tls.cert, up.tls.key and up.tls.client_ca"
+            "invalid configuration: up.clients: a clients table needs a way to identify clients: client certificates (up.tls.client_ca) or bearer tokens (up.jwt.issuer)"
         );
     }
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?,
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt)
+                    .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?,
+            ),
     );
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())

@@ -83,6 +83,10 @@ pub struct IngestConfig {
     /// certificate_names, scopes). With any, every call needs a client
     /// certificate named here holding the scope its RPC needs.
     pub clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[<section>.jwt]`: issuer, audience, keys, jwks,
+    /// leeway_s, client_claim): a second way for a client to identify
+    /// itself, named by `token_subjects` in the clients table.
+    pub jwt: baton_tls::JwtConfig,
 }
 
 impl Default for IngestConfig {
@@ -98,6 +102,7 @@ impl Default for IngestConfig {
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
         }
     }
 }
@@ -123,8 +128,8 @@ impl IngestConfig {
         baton_hl7::Zone::named(&self.hl7_time_zone)
             .map_err(|error| format!("hl7_time_zone: {error}"))?;
         self.tls.validate().map_err(|error| error.to_string())?;
-        if !self.clients.is_empty() && !self.tls.is_mutual() {
-            return Err("clients: a clients table needs client certificates: set tls.cert, tls.key and tls.client_ca".into());
+        if !self.clients.is_empty() && !self.tls.is_mutual() && !self.jwt.is_on() {
+            return Err("clients: a clients table needs a way to identify clients: client certificates (tls.client_ca) or bearer tokens (jwt.issuer)".into());
         }
         baton_tls::Clients::new(&self.clients)?;
         Ok(())

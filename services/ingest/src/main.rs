@@ -74,13 +74,18 @@ async fn main() -> anyhow::Result<()> {
         "ingest",
         &exposed,
         config.tls.is_on(),
-        config.tls.is_mutual(),
+        config.tls.is_mutual() || config.jwt.is_on(),
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: ingest")?;
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?,
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
+                    anyhow::anyhow!("invalid configuration: ingest.{problem}")
+                })?,
+            ),
     );
     baton_ingest::metrics::register();
     let readiness = Readiness::new();

@@ -105,6 +105,10 @@ pub struct ProjectorConfig {
     /// certificate_names, scopes). With any, every call needs a client
     /// certificate named here holding the scope its RPC needs.
     pub clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[<section>.jwt]`: issuer, audience, keys, jwks,
+    /// leeway_s, client_claim): a second way for a client to identify
+    /// itself, named by `token_subjects` in the clients table.
+    pub jwt: baton_tls::JwtConfig,
 }
 
 impl Default for ProjectorConfig {
@@ -121,6 +125,7 @@ impl Default for ProjectorConfig {
             monitor_interval_ms: 5_000,
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
         }
     }
 }
@@ -148,8 +153,8 @@ impl ProjectorConfig {
             ));
         }
         self.tls.validate().map_err(|error| error.to_string())?;
-        if !self.clients.is_empty() && !self.tls.is_mutual() {
-            return Err("clients: a clients table needs client certificates: set tls.cert, tls.key and tls.client_ca".into());
+        if !self.clients.is_empty() && !self.tls.is_mutual() && !self.jwt.is_on() {
+            return Err("clients: a clients table needs a way to identify clients: client certificates (tls.client_ca) or bearer tokens (jwt.issuer)".into());
         }
         baton_tls::Clients::new(&self.clients)?;
         Ok(())

@@ -70,14 +70,19 @@ async fn main() -> anyhow::Result<()> {
         "projector",
         &exposed,
         config.tls.is_on(),
-        config.tls.is_mutual(),
+        config.tls.is_mutual() || config.jwt.is_on(),
         args.service.insecure,
     )?;
     let tls =
         baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: projector")?;
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?,
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
+                    anyhow::anyhow!("invalid configuration: projector.{problem}")
+                })?,
+            ),
     );
     let data = args.service.data();
     baton_projector::metrics::register();

@@ -82,13 +82,17 @@ async fn main() -> anyhow::Result<()> {
         "query",
         &exposed,
         config.tls.is_on(),
-        config.tls.is_mutual(),
+        config.tls.is_mutual() || config.jwt.is_on(),
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: query")?;
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt)
+                    .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
+            ),
     );
     let admin_clients = clients.clone();
     let data = args.service.data();
