@@ -647,6 +647,25 @@ scopes = ["admin"]
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         tonic_health_check(as_stranger).await;
     });
+    // The baton command over mutual TLS: the board reads, the feed may not.
+    let (query_s, ca_s) = (query.to_string(), ca_path.to_str().unwrap().to_owned());
+    let as_client = |who: &Issued, command: &[&str]| {
+        let mut args: Vec<String> = command.iter().map(|arg| (*arg).to_owned()).collect();
+        for (flag, value) in [
+            ("--query", query_s.clone()),
+            ("--ca", ca_s.clone()),
+            ("--cert", who.cert.to_str().unwrap().to_owned()),
+            ("--key", who.key.to_str().unwrap().to_owned()),
+        ] {
+            args.push(flag.to_owned());
+            args.push(value);
+        }
+        support::try_baton(&as_refs(&args))
+    };
+    let (ok, out, err) = as_client(&board, &["state", "get", "4010232137", "--json"]);
+    assert!(ok && out.contains("4010232137"), "{out}\n{err}");
+    let (ok, _, err) = as_client(&feed, &["state", "get", "4010232137"]);
+    assert!(!ok && err.contains("lacks the scope \"read\""), "{err}");
     up.assert_running();
 }
 
@@ -770,6 +789,20 @@ scopes = ["publish", "read", "cohort", "watch", "timeline"]
         std::fs::write(&path, parts.join(".")).unwrap();
         path.to_str().unwrap().to_owned()
     };
+    // The baton command with the CA and the token.
+    let (ok, out, err) = support::try_baton(&[
+        "state",
+        "get",
+        "9434765919",
+        "--json",
+        "--query",
+        &query_s,
+        "--ca",
+        &ca_s,
+        "--token-file",
+        &good,
+    ]);
+    assert!(ok && out.contains("9434765919"), "{out}\n{err}");
     for (what, token, reason) in [
         (
             "expired",

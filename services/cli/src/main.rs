@@ -59,6 +59,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tls: endpoint::TlsFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +83,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    endpoint::set_tls(cli.tls.clone());
     // Rust ignores SIGPIPE, so printing to a closed pipe (`baton cohort
     // --json | head`) would panic; a command-line tool should just stop.
     // Not so a server: rustls writes its records with writev, which raises
