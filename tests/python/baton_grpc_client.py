@@ -151,14 +151,32 @@ def grpc():
     return module
 
 
+def channel(g: Any, args: argparse.Namespace, target: str) -> Any:
+    """A plaintext channel, or with --ca a TLS one (presenting --cert/--key
+    when given), sending --token-file's token as a bearer token."""
+    if not args.ca:
+        if args.token_file:
+            raise ClientError("--token-file needs --ca: a bearer token is only sent over TLS")
+        return g.insecure_channel(target)
+    credentials = g.ssl_channel_credentials(
+        root_certificates=Path(args.ca).read_bytes(),
+        private_key=Path(args.key).read_bytes() if args.key else None,
+        certificate_chain=Path(args.cert).read_bytes() if args.cert else None,
+    )
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+        credentials = g.composite_channel_credentials(credentials, g.access_token_call_credentials(token))
+    return g.secure_channel(target, credentials)
+
+
 def cmd_exercise(args: argparse.Namespace) -> int:
     g = grpc()
     c = Contract(Path(args.proto_dir))
     story = Story(c)
     q = c.query
     timeout = args.timeout_s
-    ingest = c.ingest_grpc.CareEventIngestStub(g.insecure_channel(args.ingest))
-    query = c.query_grpc.CareStateQueryStub(g.insecure_channel(args.query))
+    ingest = c.ingest_grpc.CareEventIngestStub(channel(g, args, args.ingest))
+    query = c.query_grpc.CareStateQueryStub(channel(g, args, args.query))
     patient_a, patient_b = args.patients
 
     def ref(nhs: str):
@@ -314,6 +332,10 @@ def main(argv: list[str]) -> int:
         help="two NHS numbers Baton has no events about yet",
     )
     exercise.add_argument("--timeout-s", type=float, default=30.0, help="deadline of each call (default 30)")
+    exercise.add_argument("--ca", help="PEM file of the CA to trust: speak TLS (default: plaintext)")
+    exercise.add_argument("--cert", help="PEM file of a client certificate to present (with --key)")
+    exercise.add_argument("--key", help="PEM file of the client certificate's private key")
+    exercise.add_argument("--token-file", help="file holding a bearer token (a JWT) to send with every call")
     args = parser.parse_args(argv)
     try:
         return cmd_exercise(args)

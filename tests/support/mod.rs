@@ -294,6 +294,22 @@ pub fn python_hl7_reads(ack: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("one JSON object")
 }
 
+/// Runs `tests/python/baton_grpc_client.py` with `args`, expecting nothing:
+/// whether it succeeded, and its standard output and error.
+pub fn try_grpc_client(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(python())
+        .arg(workspace().join("tests/python/baton_grpc_client.py"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 fn python_client(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let output = Command::new(python())
         .arg(workspace().join("tests/python").join(script))

@@ -20,13 +20,15 @@ use std::future::Future;
 use std::sync::LazyLock;
 
 use baton_telemetry::metrics::grpc::{GrpcMethod, GrpcMetricsLayer};
-use tokio::net::TcpListener;
+use baton_tls::TlsListener;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower_layer::{Identity, Stack};
 
 /// The router `serve` hands to its `add` function: every call through it
 /// is counted and timed ([`GrpcMetricsLayer`]).
-pub type GrpcRouter = Router<Stack<GrpcMetricsLayer, Identity>>;
+/// Inside that, [`crate::auth::AuthLayer`] lets through only the calls the
+/// listener's clients table allows.
+pub type GrpcRouter = Router<Stack<crate::auth::AuthLayer, Stack<GrpcMetricsLayer, Identity>>>;
 
 /// Every method a Baton gRPC server can serve: those of Baton's own
 /// services (from the descriptor set, so a new API is covered as soon as
@@ -69,11 +71,17 @@ static METHODS: LazyLock<GrpcMetricsLayer> = LazyLock::new(|| {
 /// calls timed (`baton_grpc_server_handled_total`,
 /// `baton_grpc_server_handling_seconds`).
 ///
+/// With TLS on the listener ([`baton_tls::Tls`], ALPN `h2`), each
+/// connection completes its handshake within the handshake timeout before
+/// it is served, and the certificate files are re-read when they change;
+/// a plain `TcpListener` serves plaintext. A client certificate, when
+/// required, reaches each request as `Request::peer_certs`.
+///
 /// `api` names the API in logs (`query`, `ingest`, `admin`).
 pub async fn serve(
     api: &'static str,
     serving: &[&'static str],
-    listener: TcpListener,
+    listener: impl Into<TlsListener>,
     add: impl FnOnce(GrpcRouter) -> GrpcRouter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -89,22 +97,42 @@ pub async fn serve(
     let reflection_v1alpha = reflection(serving)
         .build_v1alpha()
         .expect("the compiled descriptor set is valid");
+    let (listener, tls, clients) = listener.into().into_parts();
     let address = listener.local_addr().ok();
-    tracing::info!(api, ?address, "gRPC API listening");
+    tracing::info!(
+        api,
+        ?address,
+        tls = tls.is_some(),
+        mutual_tls = tls.as_ref().is_some_and(baton_tls::Tls::is_mutual),
+        client_table = clients.is_enforced(),
+        "gRPC API listening"
+    );
     let router = tonic::transport::Server::builder()
         .layer(METHODS.clone())
+        .layer(crate::auth::AuthLayer::new(clients))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    add(router)
-        // TCP_NODELAY: a gRPC answer is written in several small pieces,
-        // and Nagle's algorithm holds each back until the previous one is
-        // acknowledged (~40 ms of delayed ACK per call on loopback).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+    let router = add(router);
+    // TCP_NODELAY: a gRPC answer is written in several small pieces, and
+    // Nagle's algorithm holds each back until the previous one is
+    // acknowledged (~40 ms of delayed ACK per call on loopback); the TLS
+    // incoming sets it on every connection it accepts.
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await?
+        }
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(baton_tls::incoming(listener, tls, api), shutdown)
+                .await?
+        }
+    }
     tracing::info!(api, "gRPC API stopped");
     Ok(())
 }

@@ -28,6 +28,7 @@
 //! assert_eq!(config.listen, "127.0.0.1:50051");
 //! ```
 
+pub mod auth;
 pub mod grpc;
 pub use baton_telemetry::Listen;
 
@@ -111,6 +112,10 @@ pub struct ServiceArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub log: LogFlags,
+    /// Serve a listener beyond loopback without TLS and client
+    /// authentication (refused otherwise); warned about at every start
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl ServiceArgs {

@@ -54,7 +54,9 @@ pub(crate) async fn publish_demo(
     progress.finish_and_clear();
 
     // Read our own writes: wait until the projection has applied them all.
-    let mut query = CareStateQueryClient::connect(format!("http://{query}")).await?;
+    let mut query = CareStateQueryClient::new(
+        crate::endpoint::connect(&query.to_string(), "the query API").await?,
+    );
     query
         .get_care_state(GetCareStateRequest {
             patient: Some(patient_ref(&last_patient)),
@@ -92,7 +94,7 @@ pub(crate) async fn publish_demo(
 
 /// How many patients a setting holds, and the first of them.
 async fn count_cohort(
-    query: &mut CareStateQueryClient<tonic::transport::Channel>,
+    query: &mut CareStateQueryClient<crate::endpoint::Transport>,
     setting: CareSetting,
 ) -> anyhow::Result<(usize, Option<String>)> {
     let mut count = 0;

@@ -59,6 +59,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tls: endpoint::TlsFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,10 +82,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    endpoint::set_tls(cli.tls.clone());
     // Rust ignores SIGPIPE, so printing to a closed pipe (`baton cohort
     // --json | head`) would panic; a command-line tool should just stop.
-    sigpipe::reset();
-    let cli = Cli::parse();
+    // Not so a server: rustls writes its records with writev, which raises
+    // SIGPIPE when a client has gone, and that must not kill `baton up`.
+    if !matches!(cli.command, Command::Up(_)) {
+        sigpipe::reset();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&anyhow::anyhow!("cannot start the async runtime: {error}")),

@@ -17,7 +17,6 @@ use baton_proto::admin::v1::{
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
 
 /// Where the admin API is.
 #[derive(Debug, Clone, Args)]
@@ -32,17 +31,14 @@ pub(crate) struct AdminAddress {
     address: String,
 }
 
-async fn connect(address: &str) -> anyhow::Result<OperationsClient<Channel>> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    let client = OperationsClient::connect(uri).await.with_context(|| {
-        format!(
-            "cannot reach the admin API at {address}: is `baton up` or `baton-projector` running (its --admin-listen)?"
+async fn connect(address: &str) -> anyhow::Result<OperationsClient<crate::endpoint::Transport>> {
+    let client = OperationsClient::new(
+        crate::endpoint::connect(
+            address,
+            "the admin API (`baton up` or `baton-projector`, its --admin-listen)",
         )
-    })?;
+        .await?,
+    );
     Ok(client.max_decoding_message_size(64 * 1024 * 1024))
 }
 

@@ -10,7 +10,6 @@ use baton_proto::events::v1::CareEvent;
 use baton_proto::ingest::v1::PublishRequest;
 use baton_proto::ingest::v1::care_event_ingest_client::CareEventIngestClient;
 use clap::Args;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// Publish care events from a JSON-lines file.
@@ -48,12 +47,11 @@ pub(crate) struct LineEvent {
     event: CareEvent,
 }
 
-pub(crate) async fn connect(address: &str) -> anyhow::Result<CareEventIngestClient<Channel>> {
-    let client = CareEventIngestClient::connect(crate::endpoint::grpc_url(address))
-        .await
-        .with_context(|| {
-            format!("cannot reach the ingest API at {address}: is `baton up` running?")
-        })?;
+pub(crate) async fn connect(
+    address: &str,
+) -> anyhow::Result<CareEventIngestClient<crate::endpoint::Transport>> {
+    let client =
+        CareEventIngestClient::new(crate::endpoint::connect(address, "the ingest API").await?);
     Ok(client.max_encoding_message_size(64 * 1024 * 1024))
 }
 
@@ -99,7 +97,7 @@ fn plural<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
 /// Publishes one batch; a refusal becomes an error listing each problem
 /// against the line of the event it concerns.
 pub(crate) async fn publish_batch(
-    client: &mut CareEventIngestClient<Channel>,
+    client: &mut CareEventIngestClient<crate::endpoint::Transport>,
     batch: &[LineEvent],
     validate_only: bool,
 ) -> anyhow::Result<baton_proto::ingest::v1::PublishResponse> {

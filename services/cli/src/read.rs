@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 
-use anyhow::Context;
 use baton_proto::NamedMessage;
 use baton_proto::events::v1::LocalIdentifier;
 use baton_proto::query::v1::care_state_query_client::CareStateQueryClient;
@@ -15,7 +14,6 @@ use baton_proto::state::v1::PatientCareState;
 use clap::{Args, Subcommand, ValueEnum};
 use prost_types::Timestamp;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::render;
 
@@ -123,15 +121,11 @@ pub(crate) struct QueryAddress {
     address: String,
 }
 
-pub(crate) async fn connect(query: &QueryAddress) -> anyhow::Result<CareStateQueryClient<Channel>> {
-    let client = CareStateQueryClient::connect(crate::endpoint::grpc_url(&query.address))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the query API at {}: is `baton up` running?",
-                query.address
-            )
-        })?;
+pub(crate) async fn connect(
+    query: &QueryAddress,
+) -> anyhow::Result<CareStateQueryClient<crate::endpoint::Transport>> {
+    let client =
+        CareStateQueryClient::new(crate::endpoint::connect(&query.address, "the query API").await?);
     Ok(client.max_decoding_message_size(64 * 1024 * 1024))
 }
 

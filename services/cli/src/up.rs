@@ -15,6 +15,7 @@ use baton_query::{QueryConfig, QueryService, TimelineIndexer, TimelineRebuild};
 use baton_runtime::{Backbone, DataDir, Listen};
 use baton_store::Store;
 use baton_telemetry::metrics::{self, Readiness};
+use baton_tls::TlsListener;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -71,6 +72,11 @@ pub(crate) struct UpArgs {
     #[command(flatten)]
     #[serde(skip)]
     log: baton_runtime::LogFlags,
+    /// Serve a listener beyond loopback without TLS and client
+    /// authentication (refused otherwise); warned about at every start
+    #[arg(long)]
+    #[serde(skip)]
+    insecure: bool,
     /// Publish a synthetic population through the ingest API once started
     #[arg(long)]
     #[serde(skip)]
@@ -100,6 +106,13 @@ pub(crate) struct UpConfig {
     admin_listen: Listen,
     /// The one metrics listener of the three services.
     metrics_listen: Listen,
+    /// TLS of every listener (`[up.tls]`: cert, key, client_ca,
+    /// handshake_timeout_ms).
+    tls: baton_tls::TlsConfig,
+    /// Client identities and scopes (`[[up.clients]]`), for every API.
+    clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[up.jwt]`), for every API.
+    jwt: baton_tls::JwtConfig,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -117,6 +130,9 @@ impl Default for UpConfig {
             mllp_listen: ingest.mllp_listen,
             admin_listen: projector.admin_listen,
             metrics_listen: Listen::loopback(DEFAULT_METRICS_PORT),
+            tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
             projector,
             query,
             ingest,
@@ -136,6 +152,15 @@ impl UpConfig {
         self.ingest.metrics_listen = self.metrics_listen;
         self.projector.metrics_listen = self.metrics_listen;
         self.query.metrics_listen = self.metrics_listen;
+        self.ingest.tls = self.tls.clone();
+        self.query.tls = self.tls.clone();
+        self.projector.tls = self.tls.clone();
+        self.ingest.clients = self.clients.clone();
+        self.query.clients = self.clients.clone();
+        self.projector.clients = self.clients.clone();
+        self.ingest.jwt = self.jwt.clone();
+        self.query.jwt = self.jwt.clone();
+        self.projector.jwt = self.jwt.clone();
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -154,6 +179,37 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         .query
         .validate()
         .map_err(|problem| anyhow::anyhow!("invalid configuration: up.query.{problem}"))?;
+    let exposed: Vec<_> = [
+        ("up.ingest_listen", Some(config.ingest_listen)),
+        ("up.query_listen", Some(config.query_listen)),
+        ("up.mllp_listen", config.mllp_listen.address()),
+        ("up.admin_listen", config.admin_listen.address()),
+        ("up.metrics_listen", config.metrics_listen.address()),
+    ]
+    .into_iter()
+    .filter_map(|(setting, address)| address.map(|address| (setting, address)))
+    .collect();
+    baton_tls::check_exposure(
+        "up",
+        &exposed,
+        config.tls.is_on(),
+        config.tls.is_mutual() || config.jwt.is_on(),
+        args.insecure,
+    )?;
+    let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: up")?;
+    if !config.clients.is_empty() && !config.tls.is_mutual() && !config.jwt.is_on() {
+        anyhow::bail!(
+            "invalid configuration: up.clients: a clients table needs a way to identify clients: client certificates (up.tls.client_ca) or bearer tokens (up.jwt.issuer)"
+        );
+    }
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt)
+                    .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?,
+            ),
+    );
     let data = DataDir::new(&config.data_dir);
     std::fs::create_dir_all(data.root())
         .with_context(|| format!("cannot create {}", data.root().display()))?;
@@ -214,7 +270,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         &config.ingest,
         std::sync::Arc::new(SystemClock),
     )?;
-    let mllp = mllp_listener.map(|listener| (mllp, listener));
+    let mllp = mllp_listener.map(|listener| {
+        (
+            mllp,
+            TlsListener::new(listener, tls.mllp.clone()).with_clients(clients.clone()),
+        )
+    });
     let projector = Projector::start(
         log.clone(),
         store.clone(),
@@ -251,7 +312,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             replays.clone(),
             dead_letters,
         );
-        (admin, listener)
+        (
+            admin,
+            TlsListener::new(listener, tls.grpc.clone()).with_clients(clients.clone()),
+        )
     });
     let monitor = baton_projector::metrics::spawn_monitor(
         log.clone(),
@@ -265,20 +329,30 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
     let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
 
+    let ingest_tls = tls.grpc.clone();
+    let query_tls = tls.grpc.clone();
+    let ingest_clients = clients.clone();
     let mut services = tokio::task::JoinSet::new();
     services.spawn(async move { monitor.await.context("projector monitor") });
     if let Some(listener) = metrics_listener {
         let readiness = readiness.clone();
         let stop = stop.clone();
         services.spawn(async move {
-            metrics::serve(listener, readiness, stop.cancelled_owned()).await;
+            metrics::serve(
+                TlsListener::new(listener, tls.http.clone()),
+                readiness,
+                stop.cancelled_owned(),
+            )
+            .await;
             Ok(())
         });
     }
     {
         let stop = stop.clone();
         services.spawn(async move {
-            baton_ingest::run_with_mllp(ingest, ingest_listener, mllp, stop.cancelled_owned())
+            let listener =
+                TlsListener::new(ingest_listener, ingest_tls).with_clients(ingest_clients);
+            baton_ingest::run_with_mllp(ingest, listener, mllp, stop.cancelled_owned())
                 .await
                 .context("ingest")
         });
@@ -295,7 +369,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            baton_query::run(query, query_listener, stop.cancelled_owned())
+            let listener = TlsListener::new(query_listener, query_tls).with_clients(clients);
+            baton_query::run(query, listener, stop.cancelled_owned())
                 .await
                 .context("query")
         });

@@ -40,7 +40,6 @@ use baton_telemetry::Listen;
 use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 pub use grpc::IngestService;
 pub use mllp::{Mllp, MllpListen};
@@ -75,6 +74,19 @@ pub struct IngestConfig {
     /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
     /// (`baton-ingest` only: `baton up` serves `[up] metrics_listen`).
     pub metrics_listen: Listen,
+    /// TLS of every listener of this service (gRPC, admin, MLLP, metrics):
+    /// `cert` and `key` PEM files, `client_ca` to require client
+    /// certificates, `handshake_timeout_ms`. Files are re-read when they
+    /// change.
+    pub tls: baton_tls::TlsConfig,
+    /// Client identities and their scopes (`[[<section>.clients]]`: id,
+    /// certificate_names, scopes). With any, every call needs a client
+    /// certificate named here holding the scope its RPC needs.
+    pub clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[<section>.jwt]`: issuer, audience, keys, jwks,
+    /// leeway_s, client_claim): a second way for a client to identify
+    /// itself, named by `token_subjects` in the clients table.
+    pub jwt: baton_tls::JwtConfig,
 }
 
 impl Default for IngestConfig {
@@ -88,6 +100,9 @@ impl Default for IngestConfig {
             mllp_max_connections: 64,
             hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
+            tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
         }
     }
 }
@@ -112,6 +127,11 @@ impl IngestConfig {
         }
         baton_hl7::Zone::named(&self.hl7_time_zone)
             .map_err(|error| format!("hl7_time_zone: {error}"))?;
+        self.tls.validate().map_err(|error| error.to_string())?;
+        if !self.clients.is_empty() && !self.tls.is_mutual() && !self.jwt.is_on() {
+            return Err("clients: a clients table needs a way to identify clients: client certificates (tls.client_ca) or bearer tokens (jwt.issuer)".into());
+        }
+        baton_tls::Clients::new(&self.clients)?;
         Ok(())
     }
 }
@@ -287,7 +307,7 @@ fn published(event: &ValidEvent, position: Option<baton_log::Position>) -> Publi
 /// they are answered) and returns.
 pub async fn run(
     ingest: Ingest,
-    listener: TcpListener,
+    listener: impl Into<baton_tls::TlsListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), IngestError> {
     use baton_proto::ingest::v1::care_event_ingest_server::CareEventIngestServer;
@@ -311,8 +331,8 @@ pub async fn run(
 /// stop together.
 pub async fn run_with_mllp(
     ingest: Ingest,
-    listener: TcpListener,
-    mllp: Option<(Mllp, TcpListener)>,
+    listener: impl Into<baton_tls::TlsListener>,
+    mllp: Option<(Mllp, baton_tls::TlsListener)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), IngestError> {
     let stop = tokio_util::sync::CancellationToken::new();

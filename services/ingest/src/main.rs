@@ -9,6 +9,7 @@ use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
 use baton_runtime::ServiceArgs;
 use baton_telemetry::Listen;
 use baton_telemetry::metrics::{self, Readiness};
+use baton_tls::TlsListener;
 use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -58,14 +59,47 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = baton_telemetry::init("baton-ingest")?;
     let config: IngestConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "ingest", &args)?;
+    config
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?;
     let backbone = args.service.backbone()?;
+    let mut exposed = vec![("ingest.listen", config.listen)];
+    exposed.extend(
+        config
+            .mllp_listen
+            .address()
+            .map(|a| ("ingest.mllp_listen", a)),
+    );
+    exposed.extend(
+        config
+            .metrics_listen
+            .address()
+            .map(|a| ("ingest.metrics_listen", a)),
+    );
+    baton_tls::check_exposure(
+        "ingest",
+        &exposed,
+        config.tls.is_on(),
+        config.tls.is_mutual() || config.jwt.is_on(),
+        args.service.insecure,
+    )?;
+    let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: ingest")?;
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
+                    anyhow::anyhow!("invalid configuration: ingest.{problem}")
+                })?,
+            ),
+    );
     baton_ingest::metrics::register();
     let readiness = Readiness::new();
     let log_reachable = readiness.gate("event log reachable");
     let stop = CancellationToken::new();
     let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
         tokio::spawn(metrics::serve(
-            listener,
+            TlsListener::new(listener, tls.http.clone()),
             readiness.clone(),
             stop.clone().cancelled_owned(),
         ))
@@ -84,7 +118,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let ingest = Ingest::start(log.clone(), config.clone(), &backbone.topics).await?;
     let mllp = Mllp::new(ingest.clone(), &config, Arc::new(SystemClock))?;
-    let mllp = mllp_listener.map(|listener| (mllp, listener));
+    let mllp = mllp_listener.map(|listener| {
+        (
+            mllp,
+            TlsListener::new(listener, tls.mllp.clone()).with_clients(clients.clone()),
+        )
+    });
     let probe = tokio::spawn(baton_ingest::metrics::probe_log(
         log.clone(),
         backbone.topics.events.clone(),
@@ -92,9 +131,14 @@ async fn main() -> anyhow::Result<()> {
         baton_ingest::metrics::LOG_PROBE_INTERVAL,
         stop.clone().cancelled_owned(),
     ));
-    tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, metrics = %config.metrics_listen, "ingest starting");
-    let served =
-        baton_ingest::run_with_mllp(ingest, listener, mllp, baton_runtime::shutdown_signal()).await;
+    tracing::info!(log = %backbone.describe(&args.service.data()), mllp = %config.mllp_listen, metrics = %config.metrics_listen, tls = config.tls.is_on(), "ingest starting");
+    let served = baton_ingest::run_with_mllp(
+        ingest,
+        TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
+        mllp,
+        baton_runtime::shutdown_signal(),
+    )
+    .await;
     stop.cancel();
     probe.await?;
     if let Some(server) = metrics_server {

@@ -30,8 +30,10 @@ use std::time::{Duration, SystemTime};
 use baton_hl7::mllp::{Frame, FrameDecoder};
 use baton_hl7::{AckCode, ErrorCode, Header, MapConfig, Message, Problem, Zone, acknowledgement};
 use baton_telemetry::TraceParent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use baton_tls::{ClientConfig, ClientTlsStream, TlsListener};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -78,6 +80,8 @@ pub struct TypeCounts {
 pub struct MllpStats {
     connections: AtomicU64,
     connections_refused: AtomicU64,
+    handshakes_failed: AtomicU64,
+    unauthorised: AtomicU64,
     accepted: AtomicU64,
     errored: AtomicU64,
     rejected: AtomicU64,
@@ -92,6 +96,11 @@ pub struct MllpSnapshot {
     pub connections: u64,
     /// Closed on arrival: `mllp_max_connections` were open.
     pub connections_refused: u64,
+    /// Closed before their TLS handshake completed (failed or too slow).
+    pub handshakes_failed: u64,
+    /// Closed because the clients table does not give their client
+    /// certificate the scope `hl7`.
+    pub unauthorised: u64,
     pub accepted: u64,
     pub errored: u64,
     pub rejected: u64,
@@ -109,6 +118,8 @@ impl MllpStats {
         MllpSnapshot {
             connections: load(&self.connections),
             connections_refused: load(&self.connections_refused),
+            handshakes_failed: load(&self.handshakes_failed),
+            unauthorised: load(&self.unauthorised),
             accepted: load(&self.accepted),
             errored: load(&self.errored),
             rejected: load(&self.rejected),
@@ -293,7 +304,11 @@ impl Mllp {
         acknowledgement(header, code, problems, &control_id, &at, consistency_token)
     }
 
-    async fn connection(self, mut stream: TcpStream, stop: CancellationToken) {
+    async fn connection(
+        self,
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        stop: CancellationToken,
+    ) {
         let mut decoder = FrameDecoder::new(self.max_message_bytes);
         let mut buffer = vec![0_u8; 64 * 1024];
         loop {
@@ -350,12 +365,21 @@ impl Mllp {
 
 /// Serves HL7 v2 over MLLP on `listener` until `shutdown` completes; then
 /// stops accepting, lets every connection acknowledge what it received,
-/// closes them and returns.
-pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+/// closes them and returns. With TLS on the listener, a connection
+/// completes its handshake within the handshake timeout (holding its
+/// connection slot meanwhile) before any frame is read.
+pub async fn serve(
+    mllp: Mllp,
+    listener: impl Into<TlsListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let (listener, tls, clients) = listener.into().into_parts();
     let address = listener.local_addr().ok();
     tracing::info!(
         ?address,
         zone = mllp.map.zone.name(),
+        tls = tls.is_some(),
+        mutual_tls = tls.as_ref().is_some_and(baton_tls::Tls::is_mutual),
         "mllp listening (HL7 v2)"
     );
     let stop = CancellationToken::new();
@@ -378,9 +402,47 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
                     let open = crate::metrics::connection_opened();
                     let _ = stream.set_nodelay(true);
                     let span = tracing::info_span!("mllp_connection", %peer);
-                    let connection = mllp.clone().connection(stream, stop.clone());
+                    let mllp = mllp.clone();
+                    let stop = stop.clone();
+                    let tls = tls.clone();
+                    let clients = clients.clone();
                     connections.spawn(async move {
-                        connection.await;
+                        match tls {
+                            None if clients.is_enforced() => {
+                                mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!("closed a connection: the clients table is enforced and a plaintext sender has no identity");
+                            }
+                            None => mllp.connection(stream, stop).await,
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) if clients.is_enforced() => {
+                                    let identity = stream
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|chain| chain.first())
+                                        .and_then(|leaf| clients.by_certificate(leaf));
+                                    match identity {
+                                        Some(identity) if identity.has(baton_tls::Scope::Hl7) => {
+                                            let span = tracing::info_span!("mllp_client", client = %identity.id);
+                                            mllp.connection(stream, stop).instrument(span).await;
+                                        }
+                                        Some(identity) => {
+                                            mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+                                            tracing::info!(client = %identity.id, "closed a connection: the client lacks the scope \"hl7\"");
+                                        }
+                                        None => {
+                                            mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+                                            tracing::info!("closed a connection: its client certificate is not in the clients table");
+                                        }
+                                    }
+                                }
+                                Ok(stream) => mllp.connection(stream, stop).await,
+                                Err(error) => {
+                                    mllp.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                    tracing::info!(%error, "closed a connection before TLS was set up");
+                                }
+                            },
+                        }
                         drop(open);
                         drop(slot);
                     }.instrument(span));
@@ -401,6 +463,8 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
     tracing::info!(
         connections = stats.connections,
         connections_refused = stats.connections_refused,
+        handshakes_failed = stats.handshakes_failed,
+        unauthorised = stats.unauthorised,
         accepted = stats.accepted,
         errored = stats.errored,
         rejected = stats.rejected,
@@ -415,7 +479,7 @@ pub async fn serve(mllp: Mllp, listener: TcpListener, shutdown: impl Future<Outp
 /// and tests: one message out, its acknowledgement back.
 #[derive(Debug)]
 pub struct MllpClient {
-    stream: TcpStream,
+    stream: Either<TcpStream, ClientTlsStream<TcpStream>>,
     decoder: FrameDecoder,
     received: std::collections::VecDeque<Vec<u8>>,
 }
@@ -424,12 +488,30 @@ impl MllpClient {
     pub async fn connect(address: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::over(Either::Left(stream)))
+    }
+
+    /// Connects over TLS, checking the server's certificate names
+    /// `server_name` (e.g. `localhost`) with `config`
+    /// ([`baton_tls::client_config`]).
+    pub async fn connect_tls(
+        address: SocketAddr,
+        server_name: &str,
+        config: Arc<ClientConfig>,
+    ) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let stream = baton_tls::connect(stream, server_name, config).await?;
+        Ok(Self::over(Either::Right(stream)))
+    }
+
+    fn over(stream: Either<TcpStream, ClientTlsStream<TcpStream>>) -> Self {
+        Self {
             stream,
             // An acknowledgement is small; a larger answer is not one.
             decoder: FrameDecoder::new(1024 * 1024),
             received: std::collections::VecDeque::new(),
-        })
+        }
     }
 
     /// Sends one message and waits for the next frame back, its
@@ -438,6 +520,7 @@ impl MllpClient {
         self.stream
             .write_all(&baton_hl7::mllp::frame(message))
             .await?;
+        self.stream.flush().await?;
         self.receive().await
     }
 

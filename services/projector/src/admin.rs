@@ -20,7 +20,6 @@ use baton_proto::admin::v1::{
     Role, StartReplayRequest, StateHash, VerifyRequest, VerifyUpdate, verify_update,
 };
 use baton_store::{Store, StoreError};
-use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -471,7 +470,7 @@ fn futures_util_stream<T: Send + 'static>(
 /// Serves `admin` on `listener` until `shutdown` completes.
 pub async fn serve(
     admin: AdminService,
-    listener: TcpListener,
+    listener: impl Into<baton_tls::TlsListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     use tonic::server::NamedService;

@@ -96,6 +96,19 @@ pub struct ProjectorConfig {
     /// How often the lag and store metrics are measured and the consumer
     /// group committed.
     pub monitor_interval_ms: u64,
+    /// TLS of every listener of this service (gRPC, admin, MLLP, metrics):
+    /// `cert` and `key` PEM files, `client_ca` to require client
+    /// certificates, `handshake_timeout_ms`. Files are re-read when they
+    /// change.
+    pub tls: baton_tls::TlsConfig,
+    /// Client identities and their scopes (`[[<section>.clients]]`: id,
+    /// certificate_names, scopes). With any, every call needs a client
+    /// certificate named here holding the scope its RPC needs.
+    pub clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[<section>.jwt]`: issuer, audience, keys, jwks,
+    /// leeway_s, client_claim): a second way for a client to identify
+    /// itself, named by `token_subjects` in the clients table.
+    pub jwt: baton_tls::JwtConfig,
 }
 
 impl Default for ProjectorConfig {
@@ -110,6 +123,9 @@ impl Default for ProjectorConfig {
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             consumer_group: "baton-projector".to_owned(),
             monitor_interval_ms: 5_000,
+            tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
         }
     }
 }
@@ -136,6 +152,11 @@ impl ProjectorConfig {
                 self.monitor_interval_ms
             ));
         }
+        self.tls.validate().map_err(|error| error.to_string())?;
+        if !self.clients.is_empty() && !self.tls.is_mutual() && !self.jwt.is_on() {
+            return Err("clients: a clients table needs a way to identify clients: client certificates (tls.client_ca) or bearer tokens (jwt.issuer)".into());
+        }
+        baton_tls::Clients::new(&self.clients)?;
         Ok(())
     }
 }
@@ -514,7 +535,7 @@ pub async fn run(
 /// `shutdown`; both stop together.
 pub async fn run_with_admin(
     mut projector: Projector,
-    admin: Option<(AdminService, tokio::net::TcpListener)>,
+    admin: Option<(AdminService, baton_tls::TlsListener)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ProjectorStats> {
     let stop = tokio_util::sync::CancellationToken::new();

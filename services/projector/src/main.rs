@@ -61,7 +61,35 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = baton_telemetry::init("baton-projector")?;
     let config: ProjectorConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "projector", &args)?;
+    config
+        .validate()
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?;
     let backbone = args.service.backbone()?;
+    let exposed: Vec<_> = [
+        ("projector.admin_listen", config.admin_listen.address()),
+        ("projector.metrics_listen", config.metrics_listen.address()),
+    ]
+    .into_iter()
+    .filter_map(|(setting, address)| address.map(|address| (setting, address)))
+    .collect();
+    baton_tls::check_exposure(
+        "projector",
+        &exposed,
+        config.tls.is_on(),
+        config.tls.is_mutual() || config.jwt.is_on(),
+        args.service.insecure,
+    )?;
+    let tls =
+        baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: projector")?;
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
+                    anyhow::anyhow!("invalid configuration: projector.{problem}")
+                })?,
+            ),
+    );
     let data = args.service.data();
     baton_projector::metrics::register();
     let readiness = Readiness::new();
@@ -69,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
         tokio::spawn(metrics::serve(
-            listener,
+            baton_tls::TlsListener::new(listener, tls.http.clone()),
             readiness.clone(),
             stop.clone().cancelled_owned(),
         ))
@@ -135,7 +163,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let outcome = baton_projector::run_with_admin(
         projector,
-        admin_listener.map(|listener| (admin, listener)),
+        admin_listener.map(|listener| {
+            (
+                admin,
+                baton_tls::TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
+            )
+        }),
         baton_runtime::shutdown_signal(),
     )
     .await;

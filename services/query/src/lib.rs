@@ -67,7 +67,6 @@ use baton_store::{Store, StoreError};
 use baton_telemetry::Listen;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -116,6 +115,19 @@ pub struct QueryConfig {
     pub metrics_listen: Listen,
     /// How often a replica measures its lag and store size for the metrics.
     pub monitor_interval_ms: u64,
+    /// TLS of every listener of this service (gRPC, admin, MLLP, metrics):
+    /// `cert` and `key` PEM files, `client_ca` to require client
+    /// certificates, `handshake_timeout_ms`. Files are re-read when they
+    /// change.
+    pub tls: baton_tls::TlsConfig,
+    /// Client identities and their scopes (`[[<section>.clients]]`: id,
+    /// certificate_names, scopes). With any, every call needs a client
+    /// certificate named here holding the scope its RPC needs.
+    pub clients: Vec<baton_tls::ClientEntry>,
+    /// Bearer tokens (`[<section>.jwt]`: issuer, audience, keys, jwks,
+    /// leeway_s, client_claim): a second way for a client to identify
+    /// itself, named by `token_subjects` in the clients table.
+    pub jwt: baton_tls::JwtConfig,
 }
 
 impl Default for QueryConfig {
@@ -132,6 +144,9 @@ impl Default for QueryConfig {
             ),
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             monitor_interval_ms: 5_000,
+            tls: baton_tls::TlsConfig::default(),
+            clients: Vec::new(),
+            jwt: baton_tls::JwtConfig::default(),
         }
     }
 }
@@ -162,6 +177,11 @@ impl QueryConfig {
                 self.monitor_interval_ms
             ));
         }
+        self.tls.validate().map_err(|error| error.to_string())?;
+        if !self.clients.is_empty() && !self.tls.is_mutual() && !self.jwt.is_on() {
+            return Err("clients: a clients table needs a way to identify clients: client certificates (tls.client_ca) or bearer tokens (jwt.issuer)".into());
+        }
+        baton_tls::Clients::new(&self.clients)?;
         Ok(())
     }
 }
@@ -548,7 +568,7 @@ fn parse_page_token(token: &str, fingerprint: &str) -> Result<Option<String>, St
 /// Serves the query API on `listener` until `shutdown` completes.
 pub async fn run(
     service: QueryService,
-    listener: TcpListener,
+    listener: impl Into<baton_tls::TlsListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), QueryError> {
     use tonic::server::NamedService;

@@ -11,6 +11,7 @@ use baton_runtime::{ServiceArgs, SystemClock};
 use baton_store::Store;
 use baton_telemetry::Listen;
 use baton_telemetry::metrics::{self, Readiness};
+use baton_tls::TlsListener;
 use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,36 @@ async fn main() -> anyhow::Result<()> {
         .validate()
         .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?;
     let backbone = args.service.backbone()?;
+    let mut exposed = vec![("query.listen", config.listen)];
+    exposed.extend(
+        config
+            .admin_listen
+            .address()
+            .map(|a| ("query.admin_listen", a)),
+    );
+    exposed.extend(
+        config
+            .metrics_listen
+            .address()
+            .map(|a| ("query.metrics_listen", a)),
+    );
+    baton_tls::check_exposure(
+        "query",
+        &exposed,
+        config.tls.is_on(),
+        config.tls.is_mutual() || config.jwt.is_on(),
+        args.service.insecure,
+    )?;
+    let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: query")?;
+    let clients = Arc::new(
+        baton_tls::Clients::new(&config.clients)
+            .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?
+            .with_tokens(
+                baton_tls::TokenVerifier::load(&config.jwt)
+                    .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
+            ),
+    );
+    let admin_clients = clients.clone();
     let data = args.service.data();
     baton_query::metrics::register();
     let readiness = Readiness::new();
@@ -78,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let metrics_server = metrics::bind(config.metrics_listen).await?.map(|listener| {
         tokio::spawn(metrics::serve(
-            listener,
+            TlsListener::new(listener, tls.http.clone()),
             readiness.clone(),
             stop.clone().cancelled_owned(),
         ))
@@ -119,13 +150,19 @@ async fn main() -> anyhow::Result<()> {
         let stop = stop.clone();
         tokio::spawn(async move { timeline.run(stop.cancelled_owned()).await.map(drop) })
     };
+    let grpc_tls = tls.grpc.clone();
     let admin = AdminService::replica(store.clone(), log, backbone.topics.clone());
     let mut administered = tokio::spawn({
         let stop = stop.clone();
         async move {
             match admin_listener {
                 Some(listener) => {
-                    baton_projector::admin::serve(admin, listener, stop.cancelled_owned()).await
+                    baton_projector::admin::serve(
+                        admin,
+                        TlsListener::new(listener, tls.grpc.clone()).with_clients(admin_clients),
+                        stop.cancelled_owned(),
+                    )
+                    .await
                 }
                 None => {
                     stop.cancelled().await;
@@ -137,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
     let service = QueryService::new(store, config, &backbone.topics);
     let mut served = tokio::spawn(baton_query::run(
         service,
-        listener,
+        TlsListener::new(listener, grpc_tls).with_clients(clients),
         stop.clone().cancelled_owned(),
     ));
     // Whichever ends first (a signal, or a task failing) stops both.

@@ -5,12 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_tls::TlsListener;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::{Format, Readiness, render};
@@ -34,14 +36,21 @@ pub async fn bind(listen: Listen) -> Result<Option<TcpListener>, TelemetryError>
 }
 
 /// Serves `/metrics`, `/live` and `/ready` on `listener` until `shutdown`
-/// completes; connections still open then are closed.
+/// completes; connections still open then are closed. With TLS on the
+/// listener (ALPN `http/1.1`), each connection completes its handshake
+/// within the handshake timeout first.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<TlsListener>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let (listener, tls, _) = listener.into().into_parts();
     let address = listener.local_addr().ok();
-    tracing::info!(?address, "metrics listening (/metrics, /live, /ready)");
+    tracing::info!(
+        ?address,
+        tls = tls.is_some(),
+        "metrics listening (/metrics, /live, /ready)"
+    );
     let readiness = Arc::new(readiness);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
@@ -56,18 +65,16 @@ pub async fn serve(
                         continue;
                     };
                     let readiness = Arc::clone(&readiness);
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                            let response = answer(&request, &readiness);
-                            async move { Ok::<_, Infallible>(response) }
-                        });
-                        let served = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                        if let Err(error) = served {
-                            tracing::debug!(%peer, %error, "metrics connection ended");
+                        match tls {
+                            None => connection(stream, readiness, peer).await,
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => connection(stream, readiness, peer).await,
+                                Err(error) => {
+                                    tracing::info!(%peer, %error, "metrics: closed a connection before TLS was set up");
+                                }
+                            },
                         }
                         drop(slot);
                     });
@@ -82,6 +89,26 @@ pub async fn serve(
     }
     connections.shutdown().await;
     tracing::info!("metrics listener stopped");
+}
+
+/// Serves the requests of one connection.
+async fn connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    readiness: Arc<Readiness>,
+    peer: std::net::SocketAddr,
+) {
+    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+        let response = answer(&request, &readiness);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "metrics connection ended");
+    }
 }
 
 /// The answer to one request.
