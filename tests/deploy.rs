@@ -3,15 +3,27 @@
 //! (hadolint, the compose specification, Kubernetes' own through
 //! kubernetes-validate after `kubectl kustomize`), the Strimzi topics equal
 //! to `deploy/topics.sh`, and every flag, port and `BATON_` variable they
-//! give a Baton binary checked against that binary's `--help`
-//! (tests/python/baton_deploy_check.py).
+//! give a Baton binary checked against that binary's `--help`; and each
+//! Kubernetes container started with its ConfigMap's configuration
+//! (certificates made here, listeners on 0.0.0.0) must get past TLS and the
+//! secure-by-default check (tests/python/baton_deploy_check.py).
 
 mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use baton_tls::testing::TestCa;
 use support::{binaries, python, workspace};
+
+/// ca.crt, tls.crt and tls.key in `dir`, as the Secret baton-tls holds them.
+fn secret_files(dir: &Path) {
+    let ca = TestCa::new("Baton deploy-check CA");
+    ca.write(&dir.join("ca.crt"));
+    let server = ca.server(dir, "baton");
+    std::fs::rename(&server.cert, dir.join("tls.crt")).unwrap();
+    std::fs::rename(&server.key, dir.join("tls.key")).unwrap();
+}
 
 /// Runs the checker on `deploy` and returns whether it passed, with the
 /// JSON lines it printed.
@@ -22,6 +34,8 @@ fn check(deploy: &Path) -> (bool, Vec<serde_json::Value>) {
         "{} is missing: run scripts/setup.sh",
         kubectl.display()
     );
+    let secret = tempfile::tempdir().expect("temp dir");
+    secret_files(secret.path());
     let output = Command::new(python())
         .arg(workspace().join("tests/python/baton_deploy_check.py"))
         .arg("--deploy")
@@ -30,6 +44,8 @@ fn check(deploy: &Path) -> (bool, Vec<serde_json::Value>) {
         .arg(binaries())
         .arg("--kubectl")
         .arg(&kubectl)
+        .arg("--tls-dir")
+        .arg(secret.path())
         .stdin(Stdio::null())
         .output()
         .expect("python runs");
@@ -70,11 +86,16 @@ fn the_deployment_files_validate_and_name_only_what_the_binaries_have() {
         kubernetes["rendered"],
         serde_json::json!(["deploy/k8s/base", "deploy/k8s/overlays/example"])
     );
+    assert_eq!(
+        kubernetes["started"], 3,
+        "ingest, projector and query started with their configuration: {kubernetes}"
+    );
 }
 
 /// The checker is not a rubber stamp: a copy of `deploy/` with a flag no
-/// binary has, a port nothing listens on and a topic setting that differs
-/// from `deploy/topics.sh` fails, naming each.
+/// binary has, a port nothing listens on, a topic setting that differs
+/// from `deploy/topics.sh` and a query configuration without client
+/// certificates fails, naming each.
 #[test]
 fn a_flag_the_binary_lacks_a_stray_port_and_a_drifted_topic_are_each_named() {
     let scratch = tempfile::tempdir().expect("temp dir");

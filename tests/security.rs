@@ -184,6 +184,19 @@ fn every_listener_speaks_tls_and_a_rotated_certificate_keeps_serving() {
         let mut answer = String::new();
         http.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // ... to a client without a certificate too (a kubelet's probe, a
+        // Prometheus): metrics carry no patient data, and gRPC and MLLP
+        // still require one.
+        let tcp = tokio::net::TcpStream::connect(metrics).await.unwrap();
+        let probe = Arc::new(baton_tls::client_config(&ca_path, None, ALPN_HTTP1).unwrap());
+        let mut http = baton_tls::connect(tcp, "localhost", probe).await.unwrap();
+        http.write_all(b"GET /live HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        http.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         feed
     });
 

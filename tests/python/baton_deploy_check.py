@@ -11,7 +11,12 @@ or cluster runs where Baton is developed:
 - every Baton container in compose and Kubernetes runs one of the four
   binaries, with only flags its `--help` lists, and every port it declares
   is one its flags listen on; every BATON_ variable names a settings table
-  the binary's `--help` reads.
+  the binary's `--help` reads;
+- with --tls-dir, every Baton container of the Kubernetes files that reads
+  a configuration from a ConfigMap is started with it (the TLS paths moved
+  to certificates made by the test, its listeners on 0.0.0.0, Kafka
+  unreachable) and must get past its configuration, TLS and the
+  secure-by-default check to serving metrics over TLS.
 
     .tools/venv/bin/python tests/python/baton_deploy_check.py \\
         --deploy deploy --binaries target/debug --kubectl .tools/bin/kubectl
@@ -28,6 +33,8 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -95,6 +102,54 @@ def check_container(
     return problems
 
 
+TLS_MOUNT = "/etc/baton/tls"
+
+
+def start_with_config(
+    where: str, command: list[str], toml: str, tls_dir: Path, binaries: Path
+) -> list[str]:
+    """Starts one container's binary with its configuration as the cluster
+    would, and waits for it to serve metrics over TLS."""
+    with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "baton.toml"
+        config.write_text(toml.replace(TLS_MOUNT, str(tls_dir)))
+        args = []
+        for argument in command[1:]:
+            flag, _, value = argument.partition("=")
+            if flag == "--config":
+                value = str(config)
+            elif flag == "--kafka":
+                value = "127.0.0.1:9"
+            elif flag == "--data-dir":
+                value = str(Path(scratch) / "data")
+            elif flag.endswith("listen") and ":" in value:
+                value = value.rsplit(":", 1)[0] + ":0"
+            args.append(f"{flag}={value}" if value else flag)
+        log = Path(scratch) / "log"
+        with log.open("w") as out:
+            child = subprocess.Popen(
+                [str(binaries / command[0]), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={"RUST_LOG": "info", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    text = log.read_text()
+                    if "metrics listening" in text and "tls=true" in text:
+                        return []
+                    if child.poll() is not None:
+                        break
+                    time.sleep(0.2)
+            finally:
+                child.kill()
+                child.wait()
+        excerpt = " | ".join(log.read_text().strip().splitlines()[:6])
+        return [f"{where}: {command[0]} did not start serving metrics over TLS with its configuration: {excerpt}"]
+
+
 def check_dockerfile(deploy: Path) -> list[str]:
     dockerfile = deploy / "Dockerfile"
     done = run([str(TOOLS / "hadolint"), str(dockerfile)])
@@ -154,11 +209,13 @@ def topics_of_script(script: Path) -> dict[str, dict[str, str]]:
 
 
 def check_kubernetes(
-    deploy: Path, kubectl: str, binaries: Path, helps: dict[str, str]
-) -> tuple[list[str], list[str]]:
-    """Problems, and the kustomizations rendered."""
+    deploy: Path, kubectl: str, binaries: Path, helps: dict[str, str], tls_dir: Path | None
+) -> tuple[list[str], list[str], int]:
+    """Problems, the kustomizations rendered, and how many containers were
+    started with their configuration."""
     problems: list[str] = []
     rendered = []
+    started = 0
     expected_topics = topics_of_script(deploy / "topics.sh")
     for kustomization in sorted((deploy / "k8s").rglob("kustomization.yaml")):
         folder = kustomization.parent
@@ -178,9 +235,11 @@ def check_kubernetes(
         if validated.returncode != 0 and not problems:
             problems.append(f"{where}: kubernetes-validate exited with {validated.returncode}")
         topics_seen = set()
-        for resource in yaml.safe_load_all(done.stdout):
-            if not resource:
-                continue
+        resources = [r for r in yaml.safe_load_all(done.stdout) if r]
+        config_maps = {
+            r["metadata"]["name"]: r.get("data", {}) for r in resources if r.get("kind") == "ConfigMap"
+        }
+        for resource in resources:
             kind, name = resource.get("kind"), resource["metadata"]["name"]
             if kind == "KafkaTopic":
                 topics_seen.add(name)
@@ -203,12 +262,35 @@ def check_kubernetes(
                 problems += check_container(
                     f"{where}: {kind} {name}", command, ports, environment, binaries, helps
                 )
+                if tls_dir is not None and where.endswith("base"):
+                    toml = config_of(command, container, template, config_maps)
+                    if toml is not None:
+                        started += 1
+                        problems += start_with_config(
+                            f"{where}: {kind} {name}", command, toml, tls_dir, binaries
+                        )
         missing = set(expected_topics) - topics_seen
         if missing:
             problems.append(f"{where}: no KafkaTopic for {sorted(missing)}")
     if not rendered:
         problems.append("no kustomization.yaml rendered under deploy/k8s")
-    return problems, rendered
+    return problems, rendered, started
+
+
+def config_of(command, container, template, config_maps) -> str | None:
+    """The configuration file `--config` names, when a ConfigMap volume
+    mounted in the container holds it."""
+    path = next((a.split("=", 1)[1] for a in command if a.startswith("--config=")), None)
+    if path is None:
+        return None
+    volumes = {v["name"]: v for v in template.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        volume = volumes.get(mount["name"], {})
+        if path.startswith(folder) and "configMap" in volume:
+            data = config_maps.get(volume["configMap"]["name"], {})
+            return data.get(path[len(folder):])
+    return None
 
 
 def check_prometheus(deploy: Path) -> list[str]:
@@ -221,6 +303,11 @@ def main() -> int:
     parser.add_argument("--deploy", required=True, type=Path, help="the deploy/ folder")
     parser.add_argument("--binaries", required=True, type=Path, help="folder of the four Baton binaries")
     parser.add_argument("--kubectl", required=True, help="kubectl with kustomize built in")
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="ca.crt, tls.crt and tls.key to start the Kubernetes containers with (mounted at /etc/baton/tls there)",
+    )
     args = parser.parse_args()
     helps: dict[str, str] = {}
     failed = False
@@ -233,8 +320,10 @@ def main() -> int:
     report("dockerfile", check_dockerfile(args.deploy))
     report("prometheus", check_prometheus(args.deploy))
     report("compose", check_compose(args.deploy, args.binaries, helps))
-    problems, rendered = check_kubernetes(args.deploy, args.kubectl, args.binaries, helps)
-    report("kubernetes", problems, rendered=rendered)
+    problems, rendered, started = check_kubernetes(
+        args.deploy, args.kubectl, args.binaries, helps, args.tls_dir
+    )
+    report("kubernetes", problems, rendered=rendered, started=started)
     return 1 if failed else 0
 
 

@@ -250,7 +250,11 @@ pub fn read_roots(field: &'static str, path: &Path) -> Result<RootCertStore, Tls
     Ok(roots)
 }
 
-fn server_config(settings: &TlsConfig, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
+fn server_config(
+    settings: &TlsConfig,
+    alpn: &[Vec<u8>],
+    clients: ClientCertificates,
+) -> Result<ServerConfig, TlsError> {
     let (Some(cert), Some(key)) = (given(&settings.cert), given(&settings.key)) else {
         return Err(TlsError::Invalid {
             field: "cert",
@@ -270,13 +274,16 @@ fn server_config(settings: &TlsConfig, alpn: &[Vec<u8>]) -> Result<ServerConfig,
     let builder = match given(&settings.client_ca) {
         Some(ca) => {
             let roots = read_roots("client_ca", ca)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|error| TlsError::Certificates {
-                    field: "client_ca",
-                    path: ca.to_owned(),
-                    reason: error.to_string(),
-                })?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = match clients {
+                ClientCertificates::Required => verifier,
+                ClientCertificates::Optional => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|error| TlsError::Certificates {
+                field: "client_ca",
+                path: ca.to_owned(),
+                reason: error.to_string(),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -318,6 +325,7 @@ pub struct Tls {
 struct Inner {
     settings: TlsConfig,
     alpn: Vec<Vec<u8>>,
+    clients: ClientCertificates,
     current: ArcSwap<ServerConfig>,
     /// The stamps of the files when they were last loaded (or tried).
     seen: Mutex<Vec<Option<Stamp>>>,
@@ -339,6 +347,18 @@ impl Tls {
     /// ([`ALPN_GRPC`], [`ALPN_HTTP1`], [`ALPN_NONE`]); `None` when TLS is
     /// not configured.
     pub fn load(settings: &TlsConfig, alpn: &[&[u8]]) -> Result<Option<Self>, TlsError> {
+        Self::load_with(settings, alpn, ClientCertificates::Required)
+    }
+
+    /// [`Tls::load`], saying whether a client must present a certificate
+    /// from `client_ca` ([`ClientCertificates::Required`]) or may present
+    /// none ([`ClientCertificates::Optional`]; one it presents is still
+    /// verified).
+    pub fn load_with(
+        settings: &TlsConfig,
+        alpn: &[&[u8]],
+        clients: ClientCertificates,
+    ) -> Result<Option<Self>, TlsError> {
         settings.validate()?;
         if !settings.is_on() {
             return Ok(None);
@@ -346,9 +366,10 @@ impl Tls {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         let settings = settings.clone();
         let seen = Self::stamps_of(&settings);
-        let config = server_config(&settings, &alpn)?;
+        let config = server_config(&settings, &alpn, clients)?;
         Ok(Some(Self {
             inner: Arc::new(Inner {
+                clients,
                 handshake_timeout: Duration::from_millis(settings.handshake_timeout_ms),
                 settings,
                 alpn,
@@ -367,7 +388,7 @@ impl Tls {
 
     /// Whether clients must present a certificate.
     pub fn is_mutual(&self) -> bool {
-        self.inner.settings.is_mutual()
+        self.inner.settings.is_mutual() && self.inner.clients == ClientCertificates::Required
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -389,7 +410,7 @@ impl Tls {
             return false;
         }
         *seen = now;
-        match server_config(&self.inner.settings, &self.inner.alpn) {
+        match server_config(&self.inner.settings, &self.inner.alpn, self.inner.clients) {
             Ok(config) => {
                 self.inner.current.store(Arc::new(config));
                 tracing::info!(cert = ?self.inner.settings.cert, "TLS files changed: new connections get the new certificate");
@@ -419,6 +440,18 @@ impl Tls {
     }
 }
 
+/// Whether a listener's clients must present a certificate from
+/// `client_ca`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    Required,
+    /// Verified when presented, not required: the metrics listener's, so
+    /// that a kubelet's probes and a Prometheus without a client
+    /// certificate can reach `/live`, `/ready` and `/metrics` (which carry
+    /// no patient data) over TLS.
+    Optional,
+}
+
 /// The TLS of each kind of listener a service has, all from its one `tls`
 /// table: gRPC (ALPN `h2`), the metrics listener (`http/1.1`) and MLLP.
 #[derive(Debug, Clone, Default)]
@@ -434,7 +467,7 @@ impl ServiceTls {
     pub fn load(settings: &TlsConfig) -> Result<Self, TlsError> {
         Ok(Self {
             grpc: Tls::load(settings, ALPN_GRPC)?,
-            http: Tls::load(settings, ALPN_HTTP1)?,
+            http: Tls::load_with(settings, ALPN_HTTP1, ClientCertificates::Optional)?,
             mllp: Tls::load(settings, ALPN_NONE)?,
         })
     }

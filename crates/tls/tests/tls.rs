@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_tls::testing::{Issued, TestCa, write_atomically};
-use baton_tls::{ALPN_NONE, HandshakeError, Tls, TlsConfig, TlsError};
+use baton_tls::{ALPN_NONE, ClientCertificates, HandshakeError, Tls, TlsConfig, TlsError};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -157,6 +157,41 @@ async fn mutual_tls_refuses_no_certificate_and_another_cas() {
     assert!(connect(address, &ca_path, Some(&outsider)).await.is_err());
     let refused = results.recv().await.unwrap().unwrap_err();
     assert!(refused.to_lowercase().contains("certificate"), "{refused}");
+}
+
+/// The metrics listener's TLS: a client without a certificate (a kubelet
+/// probe, a Prometheus) is served; one presenting another CA's certificate
+/// is still refused.
+#[tokio::test]
+async fn optional_client_certificates_admit_none_and_refuse_another_cas() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Baton test CA");
+    let ca_path = ca.write(&dir.path().join("ca.pem"));
+    let server = ca.server(dir.path(), "server");
+    let client = ca.client(dir.path(), "prometheus");
+    let other = TestCa::new("Another CA");
+    let outsider = {
+        let dir = dir.path().join("other");
+        std::fs::create_dir(&dir).unwrap();
+        other.client(&dir, "prometheus")
+    };
+    let tls = Tls::load_with(
+        &settings(&server, Some(&ca_path)),
+        ALPN_NONE,
+        ClientCertificates::Optional,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(!tls.is_mutual());
+    let (address, mut results) = echo_server(tls).await;
+
+    connect(address, &ca_path, None).await.unwrap();
+    assert_eq!(results.recv().await.unwrap(), Ok(()));
+    connect(address, &ca_path, Some(&client)).await.unwrap();
+    assert_eq!(results.recv().await.unwrap(), Ok(()));
+
+    assert!(connect(address, &ca_path, Some(&outsider)).await.is_err());
+    assert!(results.recv().await.unwrap().is_err());
 }
 
 #[tokio::test]
