@@ -33,6 +33,7 @@ pub mod grpc;
 pub use baton_telemetry::Listen;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -371,32 +372,56 @@ impl Clock for FixedClock {
     }
 }
 
-/// Completes when the process is asked to stop: Ctrl-C, or SIGTERM on Unix
-/// (what `docker stop` and Kubernetes send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Completes when the process is asked to stop: Ctrl-C (SIGINT), or
+/// SIGTERM on Unix (what `docker stop` and Kubernetes send).
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled: call it first thing in `main` and keep the future, so a
+/// stop asked for while the service is still starting is remembered and
+/// answered once it runs, instead of killing it (the default action of
+/// SIGTERM).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let interrupt = async {
+                match interrupt {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for Ctrl-C");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let terminate = async {
+                match terminate {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for SIGTERM");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = interrupt => tracing::info!("Ctrl-C received: shutting down"),
+                () = terminate => tracing::info!("SIGTERM received: shutting down"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received: shutting down"),
-        () = terminate => tracing::info!("SIGTERM received: shutting down"),
+        tracing::info!("Ctrl-C received: shutting down");
     }
 }
 

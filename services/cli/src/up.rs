@@ -170,6 +170,9 @@ impl UpConfig {
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // Installed first: a stop asked for while starting is answered once
+    // started, instead of killing the process.
+    let mut stopping = std::pin::pin!(baton_runtime::shutdown_signal());
     let _telemetry = baton_telemetry::init("baton")?;
     let backbone = Backbone::load(args.config.as_deref(), &args.log)?;
     let config: UpConfig =
@@ -419,7 +422,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     if args.demo {
         let published = tokio::select! {
             published = crate::demo::publish_demo(ingest_address, query_address, args.demo_patients, args.demo_seed) => Some(published),
-            () = baton_runtime::shutdown_signal() => None,
+            () = &mut stopping => None,
             Some(failed) = services.join_next() => {
                 stop.cancel();
                 return service_failed(failed);
@@ -438,7 +441,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("Ctrl-C to stop.");
 
     tokio::select! {
-        () = baton_runtime::shutdown_signal() => {}
+        () = &mut stopping => {}
         Some(failed) = services.join_next() => {
             stop.cancel();
             return service_failed(failed);

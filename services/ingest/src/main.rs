@@ -56,6 +56,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Installed first: a stop asked for while starting is answered once
+    // started, instead of killing the process.
+    let shutdown = baton_runtime::shutdown_signal();
     let _telemetry = baton_telemetry::init("baton-ingest")?;
     let config: IngestConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "ingest", &args)?;
@@ -136,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         ingest,
         TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
         mllp,
-        baton_runtime::shutdown_signal(),
+        shutdown,
     )
     .await;
     stop.cancel();

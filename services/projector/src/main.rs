@@ -58,6 +58,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Installed first: a stop asked for while starting is answered once
+    // started, instead of killing the process.
+    let shutdown = baton_runtime::shutdown_signal();
     let _telemetry = baton_telemetry::init("baton-projector")?;
     let config: ProjectorConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "projector", &args)?;
@@ -169,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
                 baton_tls::TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
             )
         }),
-        baton_runtime::shutdown_signal(),
+        shutdown,
     )
     .await;
     stop.cancel();

@@ -64,6 +64,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Installed first: a stop asked for while starting is answered once
+    // started, instead of killing the process.
+    let shutdown = baton_runtime::shutdown_signal();
     let _telemetry = baton_telemetry::init("baton-query")?;
     let config: QueryConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "query", &args)?;
@@ -179,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     // Whichever ends first (a signal, or a task failing) stops both.
     let first = tokio::select! {
-        () = baton_runtime::shutdown_signal() => None,
+        () = shutdown => None,
         outcome = &mut served => Some(outcome.context("query server")?.context("query server")),
         outcome = &mut following => Some(outcome.context("changelog follower")?.context("changelog follower")),
         outcome = &mut filing => Some(outcome.context("timeline indexer")?.context("timeline indexer")),
