@@ -16,7 +16,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,31 @@ async fn served_certificate(address: SocketAddr, config: Arc<baton_tls::ClientCo
     stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
+/// A CA, its certificate written out, and a server certificate for
+/// `localhost`, in `<dir>/pki`.
+struct Pki {
+    folder: PathBuf,
+    ca: TestCa,
+    ca_path: PathBuf,
+    server: Issued,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        let folder = dir.join("pki");
+        std::fs::create_dir(&folder).unwrap();
+        let ca = TestCa::new("Baton e2e CA");
+        let ca_path = ca.write(&folder.join("ca.pem"));
+        let server = ca.server(&folder, "server");
+        Self {
+            folder,
+            ca,
+            ca_path,
+            server,
+        }
+    }
+}
+
 fn pem_der(path: &Path) -> Vec<u8> {
     baton_tls::read_certificates("cert", path).unwrap()[0].to_vec()
 }
@@ -57,11 +82,12 @@ fn pem_der(path: &Path) -> Vec<u8> {
 #[test]
 fn every_listener_speaks_tls_and_a_rotated_certificate_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir(&pki).unwrap();
-    let ca = TestCa::new("Baton e2e CA");
-    let ca_path = ca.write(&pki.join("ca.pem"));
-    let server = ca.server(&pki, "server");
+    let Pki {
+        folder: pki,
+        ca,
+        ca_path,
+        server,
+    } = Pki::new(dir.path());
     let client = ca.client(&pki, "e2e-client");
     let outsider = {
         let other = dir.path().join("other");
@@ -459,11 +485,12 @@ fn each_rpc_needs_its_scope_and_a_client_the_table_names() {
     use tonic::Code;
 
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir(&pki).unwrap();
-    let ca = TestCa::new("Baton e2e CA");
-    let ca_path = ca.write(&pki.join("ca.pem"));
-    let server = ca.server(&pki, "server");
+    let Pki {
+        folder: pki,
+        ca,
+        ca_path,
+        server,
+    } = Pki::new(dir.path());
     let board = ca.client(&pki, "board.example");
     let feed = ca.client(&pki, "feed.example");
     let operator = ca.client(&pki, "operator.example");
@@ -695,11 +722,12 @@ fn the_python_client_with_tls_and_a_token_is_served_and_bad_tokens_are_not() {
     use serde_json::json;
 
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir(&pki).unwrap();
-    let ca = TestCa::new("Baton e2e CA");
-    let ca_path = ca.write(&pki.join("ca.pem"));
-    let server = ca.server(&pki, "server");
+    let Pki {
+        folder: pki,
+        ca_path,
+        server,
+        ..
+    } = Pki::new(dir.path());
     let signer = TestSigner::new();
     let public = signer.write_public(&pki.join("jwt-signing.pem"));
     let (ingest, query) = (free_address(), free_address());

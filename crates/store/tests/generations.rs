@@ -1,6 +1,8 @@
 //! Digests kept by commits, the migration that adds them to an older
 //! store, and swapping a rebuilt generation in under readers and writers.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -119,7 +121,7 @@ fn a_format_1_store_gains_its_digests_when_opened() {
     // Rewrite it as Baton of format 1 left it: bare index entries under
     // `e/` (each value after its 28-byte summary), no digests.
     {
-        let db = reopen(dir.path());
+        let db = support::reopen(dir.path());
         for item in db.scan_prefix("e/") {
             let (key, value) = item.unwrap();
             db.insert(key, &value[28..]).unwrap();
@@ -228,20 +230,4 @@ async fn a_pause_waits_for_every_writer_to_reach_a_batch_boundary() {
         .expect("writers go on after the pause")
         .unwrap();
     assert!(!store.swap_requested());
-}
-
-/// Opens the sled database a `Store` of this process has just closed:
-/// sled's flusher thread lets go of the file lock a moment after the last
-/// handle is dropped, so a busy machine may still see it held.
-fn reopen(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(error) => panic!("cannot reopen {}: {error}", path.display()),
-        }
-    }
 }

@@ -2,6 +2,8 @@
 //! makes readable, how the cohort index follows states, and what survives a
 //! reopen.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use baton_care::cohort::{self, Cohort};
@@ -577,7 +579,7 @@ fn a_store_written_by_a_newer_format_is_refused() {
     let dir = TempDir::new().unwrap();
     drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
     {
-        let db = reopen(dir.path());
+        let db = support::reopen(dir.path());
         db.insert("meta/format", &3u32.to_be_bytes()[..]).unwrap();
         db.flush().unwrap();
     }
@@ -606,7 +608,7 @@ fn a_store_written_by_a_newer_format_is_refused() {
 fn a_directory_that_is_not_a_store_is_refused() {
     let dir = TempDir::new().unwrap();
     {
-        let db = reopen(dir.path());
+        let db = support::reopen(dir.path());
         db.insert("topic/baton.care-events.v1", &b"spec"[..])
             .unwrap();
         db.flush().unwrap();
@@ -624,7 +626,7 @@ fn a_corrupt_state_names_its_key() {
     let dir = TempDir::new().unwrap();
     drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
     {
-        let db = reopen(dir.path());
+        let db = support::reopen(dir.path());
         db.insert("s/RXX:H1", &[0xff, 0xff, 0xff][..]).unwrap();
         db.flush().unwrap();
     }
@@ -708,7 +710,7 @@ fn an_index_built_by_an_older_baton_is_rebuilt_from_the_states_on_open() {
     }
     // As an older version left it: other entries, an older index version.
     {
-        let db = reopen(dir.path());
+        let db = support::reopen(dir.path());
         for key in db.scan_prefix("i/").keys() {
             db.remove(key.unwrap()).unwrap();
         }
@@ -873,20 +875,4 @@ fn the_state_count_follows_commits_without_a_scan() {
         .commit(&Commit::new(TOPIC).with_state(inpatient("H9", "WARD-1")))
         .unwrap();
     assert_eq!(temporary.stored_states(), 1);
-}
-
-/// Opens the sled database a `Store` of this process has just closed:
-/// sled's flusher thread lets go of the file lock a moment after the last
-/// handle is dropped, so a busy machine may still see it held.
-fn reopen(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(error) => panic!("cannot reopen {}: {error}", path.display()),
-        }
-    }
 }

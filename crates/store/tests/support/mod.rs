@@ -1,0 +1,17 @@
+//! What the store's integration tests share.
+
+/// Opens the sled database a `Store` of this process has just closed:
+/// sled's flusher thread lets go of the file lock a moment after the last
+/// handle is dropped, so a busy machine may still see it held.
+pub(crate) fn reopen(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("cannot reopen {}: {error}", path.display()),
+        }
+    }
+}
