@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "baton/ingest/v1/ingest.proto",
     "baton/query/v1/query.proto",
     "baton/admin/v1/admin.proto",
+    "baton/audit/v1/audit.proto",
 ];
 
 /// The standard error details Baton's statuses carry (`google.rpc.BadRequest`

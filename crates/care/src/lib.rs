@@ -9,6 +9,8 @@
 //!   revert exactly what they cancel, late events land by clinical time, ties
 //!   in time go to the later record ([`LogPosition`]), duplicate event ids
 //!   change nothing. Effects (a merge or visit hand-over) come back as data.
+//! - [`access`]: which patients a client limited to organisations or
+//!   services may see.
 //! - [`cohort`]: the questions downstream teams ask, as predicates and as
 //!   index entries the store keeps beside each state.
 //!
@@ -24,6 +26,7 @@
 //! assert_eq!(state.active_encounter.unwrap().location.unwrap().point_of_care, "WARD-7");
 //! ```
 
+pub mod access;
 pub mod cohort;
 pub mod fixtures;
 mod fold;

@@ -10,7 +10,9 @@
 //! - [`events::v1`]: the `CareEvent` envelope and its payloads.
 //! - [`state::v1`]: `PatientCareState`, what the projector folds events into.
 //! - [`ingest::v1`], [`query::v1`]: the gRPC services.
-//! - [`admin::v1`]: the operations API (replay, verify, lag, dead letters).
+//! - [`admin::v1`]: the operations API (replay, verify, lag, dead letters,
+//!   the audit log).
+//! - [`audit::v1`]: `AuditRecord`, what the audit log holds.
 //!
 //! ```
 //! use baton_proto::events::v1::CareEvent;
@@ -122,6 +124,8 @@ named! {
     admin::v1::RedriveDeadLettersResponse => "baton.admin.v1.RedriveDeadLettersResponse",
     admin::v1::PurgeDeadLettersResponse => "baton.admin.v1.PurgeDeadLettersResponse",
     admin::v1::RedriveRecord => "baton.admin.v1.RedriveRecord",
+    admin::v1::ListAuditRecordsResponse => "baton.admin.v1.ListAuditRecordsResponse",
+    audit::v1::AuditRecord => "baton.audit.v1.AuditRecord",
 }
 
 #[allow(
@@ -134,5 +138,18 @@ named! {
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("baton.admin.v1");
+    }
+}
+
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("baton.audit.v1");
     }
 }

@@ -98,6 +98,55 @@ pub fn authorise(
     Ok(Some(identity))
 }
 
+/// The client a refused call came from, when it was identified (refused
+/// for want of a scope, not of an identity).
+fn identified(
+    clients: &Clients,
+    peer_certificate: Option<&[u8]>,
+    authorization: Option<&[u8]>,
+) -> Option<ClientIdentity> {
+    match authorization {
+        Some(value) => clients.by_token(baton_tls::bearer(value)?).ok(),
+        None => clients.by_certificate(peer_certificate?),
+    }
+}
+
+/// The remote address of the connection a request came on, with or
+/// without TLS.
+pub fn peer_address(extensions: &http::Extensions) -> Option<std::net::SocketAddr> {
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.get_ref().remote_addr())
+        .or_else(|| {
+            extensions
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+        })
+}
+
+/// The name gRPC gives `code`, as in `grpc-status` documentation.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// The tower layer of [`authorise`].
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
@@ -153,7 +202,8 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(http::HeaderValue::as_bytes);
-        match authorise(&self.clients, request.uri().path(), leaf, authorization) {
+        let decision = authorise(&self.clients, request.uri().path(), leaf, authorization);
+        match decision {
             Ok(identity) => {
                 if let Some(identity) = identity {
                     request.extensions_mut().insert(identity);
@@ -166,6 +216,13 @@ where
                     code = ?status.code(),
                     "refused a call"
                 );
+                self.clients.refused(baton_tls::Refusal {
+                    path: request.uri().path().to_owned(),
+                    client: identified(&self.clients, leaf, authorization),
+                    code: code_name(status.code()),
+                    message: status.message().to_owned(),
+                    peer: peer_address(request.extensions()),
+                });
                 Either::Left(ready(Ok(status.into_http())))
             }
         }
@@ -230,6 +287,8 @@ mod tests {
             certificate_names: vec!["board".into()],
             token_subjects: Vec::new(),
             scopes: [Scope::Read].into(),
+            organisations: Vec::new(),
+            services: Vec::new(),
         }])
         .unwrap();
         assert_eq!(

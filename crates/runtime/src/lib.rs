@@ -259,8 +259,30 @@ impl Backbone {
     }
 }
 
+impl Backbone {
+    /// Where audit records go: the topic on the Kafka cluster of `events`
+    /// (the event log this backbone opened), or the data folder's own
+    /// embedded audit log.
+    pub fn open_audit_log(
+        &self,
+        data: &DataDir,
+        events: &Arc<dyn EventLog>,
+    ) -> Result<Arc<dyn EventLog>> {
+        if self.is_kafka() {
+            Ok(Arc::clone(events))
+        } else {
+            std::fs::create_dir_all(data.root()).map_err(|error| RuntimeError::Log {
+                path: data.root().to_owned(),
+                source: baton_log::LogError::Storage(error.into()),
+            })?;
+            Ok(data.open_audit_log()?)
+        }
+    }
+}
+
 /// The local folder of a Baton process: `log/` (the embedded event log),
-/// `store/` (the projector's store) and `replica/` (a query replica's).
+/// `audit/` (the embedded audit log), `store/` (the projector's store) and
+/// `replica/` (a query replica's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,
@@ -296,6 +318,20 @@ impl DataDir {
     /// projector's so both can run on one machine with one data folder.
     pub fn replica_store_path(&self) -> PathBuf {
         self.root.join("replica")
+    }
+
+    /// The embedded audit log: apart from the event log, so that it can be
+    /// kept (and backed up) on its own, and a replay never touches it.
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+
+    /// Opens (creating if needed) the embedded audit log.
+    pub fn open_audit_log(&self) -> Result<Arc<EmbeddedLog>> {
+        let path = self.audit_log_path();
+        EmbeddedLog::open(EmbeddedConfig::new(&path))
+            .map(Arc::new)
+            .map_err(|source| RuntimeError::Log { path, source })
     }
 
     /// Opens (creating if needed) the embedded log. Only one process may

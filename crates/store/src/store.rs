@@ -774,7 +774,25 @@ impl Store {
         limit: usize,
         now: Instant,
     ) -> Result<CohortPage> {
+        self.list_cohort_admitted(cohort, after, limit, limit, now, &|_| true)
+    }
+
+    /// [`Store::list_cohort`] of the members `admit` lets through (a
+    /// client's limit to organisations or services): up to `limit` of
+    /// them, reading at most `scan` index entries (at least `limit`), so a
+    /// page for a client that may see few members ends in bounded time,
+    /// short, with `next_after` to go on from.
+    pub fn list_cohort_admitted(
+        &self,
+        cohort: &Cohort,
+        after: Option<&str>,
+        limit: usize,
+        scan: usize,
+        now: Instant,
+        admit: &dyn Fn(&PatientCareState) -> bool,
+    ) -> Result<CohortPage> {
         let limit = limit.max(1);
+        let scan = scan.max(limit);
         let plan = cohort.plan(now);
         // One generation for the whole page, should a swap come meanwhile.
         let db = self.db();
@@ -793,7 +811,7 @@ impl Store {
             };
             let end = Bound::Excluded(keys::index_key(&range.end));
             for key in db.range::<Vec<u8>, _>((start, end)).keys() {
-                if read == limit {
+                if read == scan || page.states.len() == limit {
                     page.next_after = last_entry;
                     return Ok(page);
                 }
@@ -820,7 +838,7 @@ impl Store {
                     });
                 };
                 let first_here = Cohort::listing_entry(&state, &plan).as_deref() == Some(entry);
-                if first_here && cohort.matches(&state, now) {
+                if first_here && cohort.matches(&state, now) && admit(&state) {
                     page.states.push(state);
                 } else {
                     debug!(patient_key, "not a member where the listing found them");

@@ -7,6 +7,10 @@
 //! id = "frailty-board"
 //! certificate_names = ["frailty-board.leeds.nhs.uk"]
 //! scopes = ["read", "cohort", "watch"]
+//! # optional: only patients with a referral or episode to these services,
+//! # or whose current organisation is one of these ODS codes
+//! services = ["FRAILTY-LTH"]
+//! organisations = ["RR8"]
 //! ```
 
 use std::collections::BTreeSet;
@@ -109,6 +113,60 @@ pub struct ClientEntry {
     #[serde(default)]
     pub token_subjects: Vec<String>,
     pub scopes: BTreeSet<Scope>,
+    /// A limit to organisations: the client reads only patients whose
+    /// current organisation (`setting_organisation`) is one of these ODS
+    /// codes, or who are within `services`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organisations: Vec<String>,
+    /// A limit to services: the client reads only patients with a referral
+    /// or an episode to one of these service codes, or who are within
+    /// `organisations`. Neither set: no limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// How a client proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authentication {
+    /// A TLS client certificate the clients table names.
+    Certificate,
+    /// A signed bearer token (JWT).
+    Token,
+}
+
+/// Who the caller says is behind a call: the end user, their role and the
+/// purpose of the access. Asserted, not proved: a token's claims, or the
+/// `x-baton-user`, `x-baton-role` and `x-baton-purpose` metadata, recorded
+/// in the audit log as the caller gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asserted {
+    pub user: String,
+    pub role: String,
+    pub purpose: String,
+}
+
+impl Asserted {
+    pub fn is_empty(&self) -> bool {
+        self.user.is_empty() && self.role.is_empty() && self.purpose.is_empty()
+    }
+}
+
+/// Longest asserted value kept, in characters.
+pub const ASSERTED_MAX_CHARS: usize = 256;
+
+/// An asserted value as it is recorded: control characters dropped,
+/// surrounding space trimmed, at most [`ASSERTED_MAX_CHARS`] characters.
+/// Never fails: whatever a caller sends is recorded, not refused.
+pub fn asserted_value(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(ASSERTED_MAX_CHARS)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
 }
 
 /// The client a call comes from.
@@ -116,11 +174,70 @@ pub struct ClientEntry {
 pub struct ClientIdentity {
     pub id: String,
     pub scopes: BTreeSet<Scope>,
+    pub authenticated_by: Authentication,
+    /// What a token's claims assert; empty for a certificate.
+    pub asserted: Asserted,
+    /// The client's limit (see [`ClientEntry::organisations`]); both empty:
+    /// none.
+    pub organisations: BTreeSet<String>,
+    pub services: BTreeSet<String>,
 }
 
 impl ClientIdentity {
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// Whether the client reads only some patients.
+    pub fn is_limited(&self) -> bool {
+        !self.organisations.is_empty() || !self.services.is_empty()
+    }
+
+    fn of(entry: &ClientEntry, authenticated_by: Authentication, asserted: Asserted) -> Self {
+        Self {
+            id: entry.id.clone(),
+            scopes: entry.scopes.clone(),
+            authenticated_by,
+            asserted,
+            organisations: entry
+                .organisations
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .collect(),
+            services: entry.services.iter().map(|s| s.trim().to_owned()).collect(),
+        }
+    }
+}
+
+/// A call the clients table refused, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The gRPC path, `/package.Service/Method`.
+    pub path: String,
+    /// The client, when it was identified (refused for a scope).
+    pub client: Option<ClientIdentity>,
+    /// The gRPC status code answered, by name (`UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`).
+    pub code: &'static str,
+    /// What the caller was told.
+    pub message: String,
+    /// The caller's address.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Told of every refused call ([`Clients::with_refusal_hook`]).
+#[derive(Clone)]
+pub struct RefusalHook(std::sync::Arc<dyn Fn(Refusal) + Send + Sync>);
+
+impl RefusalHook {
+    pub fn new(hook: impl Fn(Refusal) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for RefusalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalHook")
     }
 }
 
@@ -129,6 +246,7 @@ impl ClientIdentity {
 pub struct Clients {
     entries: Vec<ClientEntry>,
     tokens: Option<std::sync::Arc<crate::tokens::TokenVerifier>>,
+    refusals: Option<RefusalHook>,
 }
 
 impl Clients {
@@ -153,6 +271,26 @@ impl Clients {
                     entry.id
                 ));
             }
+            for (field, codes) in [
+                ("organisations", &entry.organisations),
+                ("services", &entry.services),
+            ] {
+                if codes.iter().any(|code| code.trim().is_empty()) {
+                    return Err(format!(
+                        "clients[{index}].{field}: an empty code: expected {} codes, e.g. {}",
+                        if field == "services" {
+                            "service"
+                        } else {
+                            "ODS"
+                        },
+                        if field == "services" {
+                            "\"FRAILTY-LTH\""
+                        } else {
+                            "\"RR8\""
+                        },
+                    ));
+                }
+            }
             for name in &entry.certificate_names {
                 if !names.insert(name.as_str()) {
                     return Err(format!(
@@ -164,7 +302,21 @@ impl Clients {
         Ok(Self {
             entries: entries.to_vec(),
             tokens: None,
+            refusals: None,
         })
+    }
+
+    /// Telling `hook` of every call refused (for the audit log).
+    pub fn with_refusal_hook(mut self, hook: RefusalHook) -> Self {
+        self.refusals = Some(hook);
+        self
+    }
+
+    /// Tells the refusal hook, if any, of `refusal`.
+    pub fn refused(&self, refusal: Refusal) {
+        if let Some(hook) = &self.refusals {
+            (hook.0)(refusal);
+        }
     }
 
     /// Accepting bearer tokens checked by `verifier`.
@@ -178,14 +330,11 @@ impl Clients {
         let Some(verifier) = &self.tokens else {
             return Err(crate::tokens::TokenError::NotAccepted);
         };
-        let subject = verifier.verify(token)?;
+        let verified = verifier.verify(token)?;
         self.entries
             .iter()
-            .find(|entry| entry.token_subjects.contains(&subject))
-            .map(|entry| ClientIdentity {
-                id: entry.id.clone(),
-                scopes: entry.scopes.clone(),
-            })
+            .find(|entry| entry.token_subjects.contains(&verified.client))
+            .map(|entry| ClientIdentity::of(entry, Authentication::Token, verified.asserted))
             .ok_or(crate::tokens::TokenError::UnknownClient)
     }
 
@@ -205,9 +354,8 @@ impl Clients {
                     .iter()
                     .any(|name| names.iter().any(|have| have == name))
             })
-            .map(|entry| ClientIdentity {
-                id: entry.id.clone(),
-                scopes: entry.scopes.clone(),
+            .map(|entry| {
+                ClientIdentity::of(entry, Authentication::Certificate, Asserted::default())
             })
     }
 }
@@ -253,6 +401,8 @@ mod tests {
             certificate_names: names.iter().map(|n| (*n).to_owned()).collect(),
             token_subjects: Vec::new(),
             scopes: BTreeSet::from([Scope::Read]),
+            organisations: Vec::new(),
+            services: Vec::new(),
         };
         assert!(Clients::new(&[]).unwrap().is_enforced().eq(&false));
         let twice = Clients::new(&[entry("a", &["x"]), entry("a", &["y"])]).unwrap_err();

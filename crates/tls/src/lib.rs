@@ -41,9 +41,12 @@ use tokio_stream::Stream;
 mod clients;
 mod tokens;
 
-pub use clients::{ClientEntry, ClientIdentity, Clients, Scope, certificate_names};
+pub use clients::{
+    ASSERTED_MAX_CHARS, Asserted, Authentication, ClientEntry, ClientIdentity, Clients, Refusal,
+    RefusalHook, Scope, asserted_value, certificate_names,
+};
 pub use rustls::ClientConfig;
-pub use tokens::{JwtConfig, TokenError, TokenVerifier, bearer};
+pub use tokens::{JwtConfig, TokenError, TokenVerifier, Verified, bearer};
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream;
 

@@ -32,6 +32,13 @@ pub struct JwtConfig {
     pub leeway_s: u64,
     /// The claim naming the client (`sub`, or e.g. `client_id`).
     pub client_claim: String,
+    /// Claims naming the end user, their role and the purpose of the
+    /// access, when the token carries them (for the audit log; a token's
+    /// claims take the place of the `x-baton-user`, `x-baton-role` and
+    /// `x-baton-purpose` metadata a caller may send).
+    pub user_claim: String,
+    pub role_claim: String,
+    pub purpose_claim: String,
 }
 
 impl Default for JwtConfig {
@@ -43,6 +50,9 @@ impl Default for JwtConfig {
             jwks: None,
             leeway_s: 30,
             client_claim: "sub".to_owned(),
+            user_claim: "user".to_owned(),
+            role_claim: "role".to_owned(),
+            purpose_claim: "purpose".to_owned(),
         }
     }
 }
@@ -112,6 +122,16 @@ pub struct TokenVerifier {
     keys: Vec<Key>,
     validation: Validation,
     client_claim: String,
+    asserted_claims: [String; 3],
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The value of its `client_claim`.
+    pub client: String,
+    /// The end user, role and purpose its claims assert.
+    pub asserted: crate::Asserted,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -203,11 +223,16 @@ impl TokenVerifier {
             keys,
             validation,
             client_claim: config.client_claim.trim().to_owned(),
+            asserted_claims: [
+                config.user_claim.trim().to_owned(),
+                config.role_claim.trim().to_owned(),
+                config.purpose_claim.trim().to_owned(),
+            ],
         }))
     }
 
     /// The client a valid `token` names (its `client_claim`).
-    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(TokenError::from)?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
@@ -229,13 +254,29 @@ impl TokenVerifier {
                 &validation,
             ) {
                 Ok(data) => {
-                    return data
+                    let client = data
                         .claims
                         .get(&self.client_claim)
                         .and_then(serde_json::Value::as_str)
                         .filter(|client| !client.is_empty())
                         .map(str::to_owned)
-                        .ok_or_else(|| TokenError::MissingClaim(self.client_claim.clone()));
+                        .ok_or_else(|| TokenError::MissingClaim(self.client_claim.clone()))?;
+                    let claim = |name: &str| {
+                        data.claims
+                            .get(name)
+                            .and_then(serde_json::Value::as_str)
+                            .map(crate::clients::asserted_value)
+                            .unwrap_or_default()
+                    };
+                    let [user, role, purpose] = &self.asserted_claims;
+                    return Ok(Verified {
+                        client,
+                        asserted: crate::Asserted {
+                            user: claim(user),
+                            role: claim(role),
+                            purpose: claim(purpose),
+                        },
+                    });
                 }
                 Err(error) => {
                     let error = TokenError::from(error);

@@ -384,6 +384,8 @@ fn a_client_certificate_maps_to_the_client_naming_it() {
         id: "frailty-board".into(),
         certificate_names: vec!["board.example".into()],
         token_subjects: Vec::new(),
+        organisations: Vec::new(),
+        services: Vec::new(),
         scopes: [baton_tls::Scope::Read].into(),
     }])
     .unwrap();

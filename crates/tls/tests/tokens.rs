@@ -32,6 +32,8 @@ fn setup() -> (tempfile::TempDir, TestSigner, Clients) {
         id: "frailty-board".into(),
         certificate_names: Vec::new(),
         token_subjects: vec!["app-123".into()],
+        organisations: Vec::new(),
+        services: Vec::new(),
         scopes: [Scope::Read].into(),
     }])
     .unwrap()

@@ -10,8 +10,10 @@
 //! - `cohort.rs`: `baton cohort` and `baton watch`, and their filters.
 //! - `render.rs`: care states as people read them.
 //! - `ops.rs`: `baton replay`, `verify`, `lag` and `dlq`, for operators.
+//! - `audit.rs`: `baton audit`, who read a patient's record.
 //! - `endpoint.rs`: `--query` and `--ingest` addresses.
 
+mod audit;
 mod cohort;
 mod demo;
 mod endpoint;
@@ -47,6 +49,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   baton verify                 check the projection against a fresh fold
 ///   baton replay                 rebuild the projection, no read downtime
 ///   baton dlq list               the records that could not be applied
+///   baton audit --patient 9434765919   who read a patient's record
 ///   baton hl7 send adt.hl7 --then-get
 #[derive(Debug, Parser)]
 // Verbatim: the "Start here" block is a list, one command a line.
@@ -79,6 +82,7 @@ enum Command {
     Lag(ops::LagArgs),
     #[command(subcommand)]
     Dlq(ops::DlqCommand),
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,6 +112,7 @@ fn main() -> std::process::ExitCode {
             Command::Verify(args) => ops::verify(args).await,
             Command::Lag(args) => ops::lag(args).await,
             Command::Dlq(command) => ops::dlq(command).await,
+            Command::Audit(args) => audit::audit(args).await,
         }
     });
     match outcome {

@@ -28,10 +28,12 @@ pub(crate) struct AdminAddress {
         default_value = "127.0.0.1:50053",
         value_name = "HOST:PORT"
     )]
-    address: String,
+    pub(crate) address: String,
 }
 
-async fn connect(address: &str) -> anyhow::Result<OperationsClient<crate::endpoint::Transport>> {
+pub(crate) async fn connect(
+    address: &str,
+) -> anyhow::Result<OperationsClient<crate::endpoint::Transport>> {
     let client = OperationsClient::new(
         crate::endpoint::connect(
             address,

@@ -90,7 +90,7 @@ pub(crate) struct TimelineArgs {
 }
 
 /// RFC 3339, or a date meaning its midnight in UTC.
-fn parse_time(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
     let text = text.trim();
     let with_time = if text.len() == 10 {
         format!("{text}T00:00:00Z")

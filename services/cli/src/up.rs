@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use baton_audit::Auditor;
 use baton_ingest::mllp::SystemClock;
 use baton_ingest::{Ingest, IngestConfig, Mllp, MllpListen};
 use baton_projector::dead_letters::DeadLetters;
@@ -113,6 +114,9 @@ pub(crate) struct UpConfig {
     clients: Vec<baton_tls::ClientEntry>,
     /// Bearer tokens (`[up.jwt]`), for every API.
     jwt: baton_tls::JwtConfig,
+    /// The audit log of every read and refusal (`[up.audit]`), in the
+    /// data folder's `audit/` (or the audit topic on Kafka).
+    audit: baton_audit::AuditConfig,
     projector: ProjectorConfig,
     query: QueryConfig,
     ingest: IngestConfig,
@@ -133,6 +137,7 @@ impl Default for UpConfig {
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
             jwt: baton_tls::JwtConfig::default(),
+            audit: baton_audit::AuditConfig::default(),
             projector,
             query,
             ingest,
@@ -161,6 +166,7 @@ impl UpConfig {
         self.ingest.jwt = self.jwt.clone();
         self.query.jwt = self.jwt.clone();
         self.projector.jwt = self.jwt.clone();
+        self.query.audit = self.audit.clone();
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }
@@ -205,17 +211,23 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             "invalid configuration: up.clients: a clients table needs a way to identify clients: client certificates (up.tls.client_ca) or bearer tokens (up.jwt.issuer)"
         );
     }
+    let data = DataDir::new(&config.data_dir);
+    std::fs::create_dir_all(data.root())
+        .with_context(|| format!("cannot create {}", data.root().display()))?;
+    let log = backbone.open_log(&data).await?;
+    let audit_log = backbone.open_audit_log(&data, &log)?;
+    let auditor = Auditor::start(audit_log.clone(), &config.audit, "query")
+        .await
+        .context("cannot start the audit log")?;
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
             .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?
             .with_tokens(
                 baton_tls::TokenVerifier::load(&config.jwt)
                     .map_err(|problem| anyhow::anyhow!("invalid configuration: up.{problem}"))?,
-            ),
+            )
+            .with_refusal_hook(auditor.refusal_hook()),
     );
-    let data = DataDir::new(&config.data_dir);
-    std::fs::create_dir_all(data.root())
-        .with_context(|| format!("cannot create {}", data.root().display()))?;
     baton_ingest::metrics::register();
     baton_projector::metrics::register();
     baton_query::metrics::register();
@@ -226,7 +238,6 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let log = backbone.open_log(&data).await?;
     let generations = data.store_generations();
     let store_path = generations.live_path()?;
     // One store serves the projector and the query API: the larger cache.
@@ -314,7 +325,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             backbone.topics.clone(),
             replays.clone(),
             dead_letters,
-        );
+        )
+        .with_audit_log(audit_log, config.audit.topic.clone());
         (
             admin,
             TlsListener::new(listener, tls.grpc.clone()).with_clients(clients.clone()),
@@ -329,7 +341,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(baton_runtime::SystemClock),
         stop.clone().cancelled_owned(),
     );
-    let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics);
+    let query = QueryService::new(store.clone(), config.query.clone(), &backbone.topics)
+        .with_auditor(auditor.clone());
     let mut timeline = TimelineIndexer::start(log.clone(), store.clone(), &backbone.topics).await?;
 
     let ingest_tls = tls.grpc.clone();
@@ -431,7 +444,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         match published {
             Some(Ok(summary)) => println!("{summary}"),
             Some(Err(error)) => println!("The demo population could not be published: {error:#}"),
-            None => return shutdown(stop, services, log, store).await,
+            None => return shutdown(stop, services, log, store, auditor).await,
         }
     }
     println!("Try, in another terminal:");
@@ -447,7 +460,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             return service_failed(failed);
         }
     }
-    shutdown(stop, services, log, store).await
+    shutdown(stop, services, log, store, auditor).await
 }
 
 /// The commands the banner suggests, each naming the address Baton listens
@@ -518,6 +531,7 @@ async fn shutdown(
     mut services: tokio::task::JoinSet<anyhow::Result<()>>,
     log: std::sync::Arc<dyn baton_log::EventLog>,
     store: Store,
+    auditor: Auditor,
 ) -> anyhow::Result<()> {
     stop.cancel();
     let mut failure = None;
@@ -526,6 +540,7 @@ async fn shutdown(
             failure.get_or_insert(error);
         }
     }
+    auditor.drain(std::time::Duration::from_secs(5)).await;
     log.flush().await.context("flushing the event log")?;
     store
         .flush_async()

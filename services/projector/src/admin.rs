@@ -14,10 +14,11 @@ use baton_proto::admin::v1::operations_server::{Operations, OperationsServer};
 use baton_proto::admin::v1::{
     CancelReplayRequest, DeadLetter, GetDeadLetterRequest, GetDigestRequest, GetDigestResponse,
     GetPositionsRequest, GetPositionsResponse, GetReplayStatusRequest, GetStoredStateRequest,
-    GetStoredStateResponse, ListDeadLettersRequest, ListDeadLettersResponse,
-    ListStateHashesRequest, PartitionDigest, PartitionPosition, PurgeDeadLettersRequest,
-    PurgeDeadLettersResponse, RedriveDeadLettersRequest, RedriveDeadLettersResponse, ReplayStatus,
-    Role, StartReplayRequest, StateHash, VerifyRequest, VerifyUpdate, verify_update,
+    GetStoredStateResponse, ListAuditRecordsRequest, ListAuditRecordsResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListStateHashesRequest, PartitionDigest,
+    PartitionPosition, PurgeDeadLettersRequest, PurgeDeadLettersResponse,
+    RedriveDeadLettersRequest, RedriveDeadLettersResponse, ReplayStatus, Role, StartReplayRequest,
+    StateHash, VerifyRequest, VerifyUpdate, verify_update,
 };
 use baton_store::{Store, StoreError};
 use tokio_stream::Stream;
@@ -46,6 +47,8 @@ pub struct AdminService {
     topics: Topics,
     /// The projector's own: replays, and the dead letters it writes.
     projector: Option<ProjectorOperations>,
+    /// The audit log and its topic, for `ListAuditRecords`.
+    audit: Option<(Arc<dyn EventLog>, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,7 @@ impl AdminService {
                 replays,
                 dead_letters,
             }),
+            audit: None,
         }
     }
 
@@ -83,7 +87,16 @@ impl AdminService {
             log,
             topics,
             projector: None,
+            audit: None,
         }
+    }
+
+    /// Answering `ListAuditRecords` from `topic` of `log` (the event log's
+    /// cluster on Kafka; the audit log of the data folder on the embedded
+    /// log).
+    pub fn with_audit_log(mut self, log: Arc<dyn EventLog>, topic: impl Into<String>) -> Self {
+        self.audit = Some((log, topic.into()));
+        self
     }
 
     pub fn into_server(self) -> OperationsServer<Self> {
@@ -316,6 +329,45 @@ impl Operations for AdminService {
             let _ = sender.send(message).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        let Some((log, topic)) = &self.audit else {
+            return Err(Status::failed_precondition(
+                "this admin API has no audit log: ask the admin API of baton up, baton-projector or a query replica on Kafka",
+            ));
+        };
+        let request = request.into_inner();
+        let patient_key = match request.patient.trim() {
+            "" => None,
+            text => Some(
+                baton_audit::patient_key_of(text)
+                    .map_err(|problem| Status::invalid_argument(format!("patient: {problem}")))?,
+            ),
+        };
+        let filter = baton_audit::AuditFilter {
+            patient_key,
+            client_id: Some(request.client_id.trim().to_owned()).filter(|id| !id.is_empty()),
+            since: request.since.map(|since| since.seconds),
+        };
+        let limit = match request.limit {
+            0 => 1000,
+            n => n.min(10_000) as usize,
+        };
+        let page = baton_audit::list(&**log, topic, &filter, limit, &request.page_token)
+            .await
+            .map_err(|error| match error {
+                baton_audit::ListError::PageToken(_) => Status::invalid_argument(error.to_string()),
+                baton_audit::ListError::Log(_) => Status::unavailable(error.to_string()),
+            })?;
+        Ok(Response::new(ListAuditRecordsResponse {
+            records: page.records,
+            next_page_token: page.next_page_token,
+            scanned: page.scanned,
+        }))
     }
 
     async fn list_dead_letters(

@@ -36,6 +36,7 @@
 //! - `metrics.rs`: watch clients and dropped watches; a replica's lag and
 //!   store size ([`metrics::spawn_replica_monitor`]).
 
+mod access;
 mod consistency;
 mod follow;
 mod history;
@@ -71,6 +72,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use access::Access;
+use baton_audit::Auditor;
 use consistency::WaitBudget;
 pub use materialise::{Materialiser, MaterialiserStats};
 use raw::EncodedResponse;
@@ -84,6 +87,9 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a request may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 const PAGE_TOKEN_PREFIX: &str = "c2.";
+/// A page for a client limited to organisations or services reads at most
+/// this many times its size in index entries.
+const LIMITED_SCAN_FACTOR: usize = 20;
 
 /// Settings of the query service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +134,10 @@ pub struct QueryConfig {
     /// leeway_s, client_claim): a second way for a client to identify
     /// itself, named by `token_subjects` in the clients table.
     pub jwt: baton_tls::JwtConfig,
+    /// The audit log of every read and refusal (`[<section>.audit]`:
+    /// enabled, topic, durability, max_delay_ms, append_timeout_ms,
+    /// fail_closed, …).
+    pub audit: baton_audit::AuditConfig,
 }
 
 impl Default for QueryConfig {
@@ -147,6 +157,7 @@ impl Default for QueryConfig {
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
             jwt: baton_tls::JwtConfig::default(),
+            audit: baton_audit::AuditConfig::default(),
         }
     }
 }
@@ -182,6 +193,7 @@ impl QueryConfig {
             return Err("clients: a clients table needs a way to identify clients: client certificates (tls.client_ca) or bearer tokens (jwt.issuer)".into());
         }
         baton_tls::Clients::new(&self.clients)?;
+        self.audit.validate()?;
         Ok(())
     }
 }
@@ -211,6 +223,8 @@ pub struct QueryService {
     /// Where the timeline indexer keeps its positions in that topic.
     timeline_topic: String,
     clock: Arc<dyn Clock>,
+    /// Where every read and refusal is recorded.
+    auditor: Auditor,
 }
 
 impl QueryService {
@@ -221,7 +235,14 @@ impl QueryService {
             events_topic: topics.events.clone(),
             timeline_topic: timeline_positions_topic(&topics.events),
             clock: Arc::new(SystemClock),
+            auditor: Auditor::off(),
         }
+    }
+
+    /// Recording every read and refusal with `auditor`.
+    pub fn with_auditor(mut self, auditor: Auditor) -> Self {
+        self.auditor = auditor;
+        self
     }
 
     /// Reads the time of day (ages, overdue referrals, days optimised)
@@ -244,6 +265,7 @@ impl QueryService {
     /// blocking thread, which cost more than the read itself.
     pub(crate) async fn care_state_response(
         &self,
+        access: &Access,
         metadata: &MetadataMap,
         request: GetCareStateRequest,
     ) -> Result<EncodedResponse, Status> {
@@ -252,21 +274,39 @@ impl QueryService {
         self.wait_for(metadata, &request.consistency_token, &[&self.events_topic])
             .await?;
         let lookup = key.to_string();
+        // The stored bytes, and whose they are.
         let read = match self.store.get_encoded(&lookup) {
-            Ok(Some(encoded)) => Ok(Some(EncodedResponse::of_state(&encoded))),
+            Ok(Some(encoded)) => Ok(Some((lookup.clone(), encoded))),
             // A local identifier may belong to a patient keyed by NHS number.
             Ok(None) if lookup.contains(':') => self
                 .store
                 .find_by_local_id(&lookup)
-                .map(|found| found.map(|state| EncodedResponse::of_state(&state.encode_to_vec()))),
+                .map(|found| found.map(|state| (state.patient_key.clone(), state.encode_to_vec()))),
             Ok(None) => Ok(None),
             Err(error) => Err(error),
         };
+        let rpc = access::GET_CARE_STATE;
         match read {
-            Ok(Some(response)) => Ok(response),
-            Ok(None) => Err(Status::not_found(format!(
-                "no care state for patient {key}"
-            ))),
+            Ok(Some((patient, encoded))) => {
+                if access.is_limited() {
+                    let admitted = PatientCareState::decode(encoded.as_slice())
+                        .is_ok_and(|state| access.admits(&state));
+                    if !admitted {
+                        return Err(access.deny(rpc, &patient, &lookup));
+                    }
+                }
+                access
+                    .read(rpc, [(patient.as_str(), lookup.as_str())])
+                    .await?;
+                Ok(EncodedResponse::of_state(&encoded))
+            }
+            Ok(None) if access.is_limited() => Err(access.deny(rpc, &lookup, &lookup)),
+            Ok(None) => {
+                access.not_found(rpc, &lookup, &lookup);
+                Err(Status::not_found(format!(
+                    "no care state for patient {key}"
+                )))
+            }
             Err(error) => {
                 tracing::error!(%error, "projection store read failed");
                 Err(Status::unavailable(format!(
@@ -321,10 +361,18 @@ impl QueryService {
     }
 
     /// The patient a request names, and their state; `NOT_FOUND` when no
-    /// event of theirs has been applied.
-    async fn find(&self, patient: Option<&PatientRef>) -> Result<PatientCareState, Status> {
+    /// event of theirs has been applied, `PERMISSION_DENIED` when the
+    /// caller's limit leaves them out (or, to a limited caller, when none
+    /// has). Returns the key asked for beside the state.
+    async fn find(
+        &self,
+        access: &Access,
+        rpc: &str,
+        patient: Option<&PatientRef>,
+    ) -> Result<(PatientCareState, String), Status> {
         let key = patient_key(patient).map_err(|(field, problem)| bad_request(field, problem))?;
         let lookup = key.to_string();
+        let asked = lookup.clone();
         let found = self
             .blocking(move |store| match store.get(&lookup)? {
                 Some(state) => Ok(Some(state)),
@@ -333,21 +381,33 @@ impl QueryService {
                 None => Ok(None),
             })
             .await?;
-        found.ok_or_else(|| Status::not_found(format!("no care state for patient {key}")))
+        match found {
+            Some(state) if access.admits(&state) => Ok((state, asked)),
+            Some(state) => Err(access.deny(rpc, &state.patient_key, &asked)),
+            None if access.is_limited() => Err(access.deny(rpc, &asked, &asked)),
+            None => {
+                access.not_found(rpc, &asked, &asked);
+                Err(Status::not_found(format!(
+                    "no care state for patient {key}"
+                )))
+            }
+        }
     }
 
     /// The patient's state once the projection and the timeline have
     /// applied `token`: what `GetTimeline` and `GetCareStateAsOf` read.
     async fn find_with_timeline(
         &self,
+        access: &Access,
+        rpc: &str,
         metadata: &MetadataMap,
         patient: Option<&PatientRef>,
         token: &str,
-    ) -> Result<PatientCareState, Status> {
+    ) -> Result<(PatientCareState, String), Status> {
         patient_key(patient).map_err(|(field, problem)| bad_request(field, problem))?;
         self.wait_for(metadata, token, &[&self.events_topic, &self.timeline_topic])
             .await?;
-        self.find(patient).await
+        self.find(access, rpc, patient).await
     }
 
     fn cohort(
@@ -367,8 +427,11 @@ impl CareStateQuery for QueryService {
         &self,
         request: Request<GetCareStateRequest>,
     ) -> Result<Response<GetCareStateResponse>, Status> {
+        let access = Access::of(&self.auditor, &request);
         let (metadata, _, request) = request.into_parts();
-        let encoded = self.care_state_response(&metadata, request).await?;
+        let encoded = self
+            .care_state_response(&access, &metadata, request)
+            .await?;
         GetCareStateResponse::decode(encoded.0)
             .map(Response::new)
             .map_err(|error| Status::internal(format!("a stored state does not decode: {error}")))
@@ -378,6 +441,7 @@ impl CareStateQuery for QueryService {
         &self,
         request: Request<ListCohortRequest>,
     ) -> Result<Response<ListCohortResponse>, Status> {
+        let access = Access::of(&self.auditor, &request);
         let request = request.into_inner();
         let cohort = self.cohort(request.filter)?;
         let page_size = match request.page_size {
@@ -396,10 +460,34 @@ impl CareStateQuery for QueryService {
         let after = parse_page_token(&request.page_token, &fingerprint)
             .map_err(|problem| bad_request("page_token", problem))?;
         let now = self.now();
+        let limit = access.limit();
         let page = self
             .blocking(move |store| {
-                store.list_cohort(&cohort, after.as_deref(), page_size as usize, now)
+                let page_size = page_size as usize;
+                // A limited client's page reads at most this many entries,
+                // so it ends in bounded time however few it may see.
+                let scan = if limit.is_unlimited() {
+                    page_size
+                } else {
+                    page_size.saturating_mul(LIMITED_SCAN_FACTOR)
+                };
+                store.list_cohort_admitted(
+                    &cohort,
+                    after.as_deref(),
+                    page_size,
+                    scan,
+                    now,
+                    &|state| limit.admits(state),
+                )
             })
+            .await?;
+        access
+            .read(
+                access::LIST_COHORT,
+                page.states
+                    .iter()
+                    .map(|state| (state.patient_key.as_str(), state.patient_key.as_str())),
+            )
             .await?;
         Ok(Response::new(ListCohortResponse {
             states: page.states,
@@ -416,6 +504,7 @@ impl CareStateQuery for QueryService {
         &self,
         request: Request<WatchCohortRequest>,
     ) -> Result<Response<Self::WatchCohortStream>, Status> {
+        let access = Access::of(&self.auditor, &request);
         let cohort = self.cohort(request.into_inner().filter)?;
         let limits = watch::WatchLimits {
             buffer_messages: self.config.watch_buffer_messages,
@@ -427,6 +516,7 @@ impl CareStateQuery for QueryService {
             cohort,
             Arc::clone(&self.clock),
             limits,
+            access,
         )))
     }
 
@@ -434,6 +524,7 @@ impl CareStateQuery for QueryService {
         &self,
         request: Request<GetTimelineRequest>,
     ) -> Result<Response<GetTimelineResponse>, Status> {
+        let access = Access::of(&self.auditor, &request);
         let (metadata, _, request) = request.into_parts();
         let from = Instant::of(request.from.as_ref());
         let to = Instant::of(request.to.as_ref());
@@ -443,8 +534,11 @@ impl CareStateQuery for QueryService {
                 "is after to: expected from on or before to (both inclusive)",
             ));
         }
-        let state = self
+        let rpc = access::GET_TIMELINE;
+        let (state, asked) = self
             .find_with_timeline(
+                &access,
+                rpc,
                 &metadata,
                 request.patient.as_ref(),
                 &request.consistency_token,
@@ -453,6 +547,9 @@ impl CareStateQuery for QueryService {
         let patient_key = state.patient_key.clone();
         let entries = self
             .blocking(move |store| history::timeline(&store, &state, from, to))
+            .await?;
+        access
+            .read(rpc, [(patient_key.as_str(), asked.as_str())])
             .await?;
         Ok(Response::new(GetTimelineResponse {
             patient_key,
@@ -464,6 +561,7 @@ impl CareStateQuery for QueryService {
         &self,
         request: Request<GetCareStateAsOfRequest>,
     ) -> Result<Response<GetCareStateAsOfResponse>, Status> {
+        let access = Access::of(&self.auditor, &request);
         let (metadata, _, request) = request.into_parts();
         let time = Instant::of(request.time.as_ref());
         if !time.is_set() {
@@ -484,15 +582,22 @@ impl CareStateQuery for QueryService {
             }
             Ok(axis) => axis,
         };
-        let state = self
+        let rpc = access::GET_CARE_STATE_AS_OF;
+        let (state, asked) = self
             .find_with_timeline(
+                &access,
+                rpc,
                 &metadata,
                 request.patient.as_ref(),
                 &request.consistency_token,
             )
             .await?;
+        let patient_key = state.patient_key.clone();
         let (state, events_applied) = self
             .blocking(move |store| history::as_of(&store, &state, time, axis))
+            .await?;
+        access
+            .read(rpc, [(patient_key.as_str(), asked.as_str())])
             .await?;
         Ok(Response::new(GetCareStateAsOfResponse {
             state,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use baton_audit::Auditor;
 use baton_projector::AdminService;
 use baton_query::{Materialiser, QueryConfig, QueryService, TimelineIndexer};
 use baton_runtime::{ServiceArgs, SystemClock};
@@ -95,16 +96,22 @@ async fn main() -> anyhow::Result<()> {
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: query")?;
+    let data = args.service.data();
+    let log = backbone.open_log(&data).await?;
+    let audit_log = backbone.open_audit_log(&data, &log)?;
+    let auditor = Auditor::start(audit_log.clone(), &config.audit, "query")
+        .await
+        .context("cannot start the audit log")?;
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
             .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?
             .with_tokens(
                 baton_tls::TokenVerifier::load(&config.jwt)
                     .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
-            ),
+            )
+            .with_refusal_hook(auditor.refusal_hook()),
     );
     let admin_clients = clients.clone();
-    let data = args.service.data();
     baton_query::metrics::register();
     let readiness = Readiness::new();
     let caught_up =
@@ -117,7 +124,6 @@ async fn main() -> anyhow::Result<()> {
             stop.clone().cancelled_owned(),
         ))
     });
-    let log = backbone.open_log(&data).await?;
     let store = Store::open(data.replica_store_path(), &config.store())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -154,7 +160,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move { timeline.run(stop.cancelled_owned()).await.map(drop) })
     };
     let grpc_tls = tls.grpc.clone();
-    let admin = AdminService::replica(store.clone(), log, backbone.topics.clone());
+    let admin = AdminService::replica(store.clone(), log, backbone.topics.clone())
+        .with_audit_log(audit_log, config.audit.topic.clone());
     let mut administered = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -174,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let service = QueryService::new(store, config, &backbone.topics);
+    let service = QueryService::new(store, config, &backbone.topics).with_auditor(auditor.clone());
     let mut served = tokio::spawn(baton_query::run(
         service,
         TlsListener::new(listener, grpc_tls).with_clients(clients),
@@ -197,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
     following.await.context("changelog follower")??;
     filing.await.context("timeline indexer")??;
     administered.await.context("admin API")??;
+    auditor.drain(Duration::from_secs(5)).await;
     monitor.await.context("replica monitor")?;
     if let Some(server) = metrics_server {
         server.await.context("metrics listener")?;

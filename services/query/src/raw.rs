@@ -92,9 +92,10 @@ impl UnaryService<GetCareStateRequest> for GetCareStateMethod {
     fn call(&mut self, request: Request<GetCareStateRequest>) -> Self::Future {
         let service = self.0.clone();
         Box::pin(async move {
+            let access = crate::access::Access::of(&service.auditor, &request);
             let (metadata, _, request) = request.into_parts();
             service
-                .care_state_response(&metadata, request)
+                .care_state_response(&access, &metadata, request)
                 .await
                 .map(Response::new)
         })

@@ -9,6 +9,12 @@
 //! referrals, days optimised) the members are listed again every
 //! `watch_recheck_ms`.
 //!
+//! A client limited to organisations or services sees only the members
+//! within its limit: a member who moves outside it has LEFT, sent with
+//! their patient key and no state. Every state sent is recorded in the
+//! audit log before it is queued; when the audit log cannot take the
+//! records, the watch ends with `UNAVAILABLE`.
+//!
 //! Back-pressure: messages wait for the client in a bounded [`Outbox`]. When
 //! it is full the watch waits for room, but at most `watch_slow_client_ms`
 //! at a time: a client that stays `watch_buffer_messages` behind that long
@@ -36,6 +42,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::access::Access;
+
 /// Members listed per store read while a watch starts or rechecks.
 const LIST_PAGE: usize = 500;
 
@@ -61,6 +69,7 @@ pub(crate) fn watch(
     cohort: Cohort,
     clock: Arc<dyn Clock>,
     limits: WatchLimits,
+    access: Access,
 ) -> WatchStream {
     let outbox = Arc::new(Outbox::new(limits.buffer_messages));
     let client_gone = CancellationToken::new();
@@ -72,6 +81,7 @@ pub(crate) fn watch(
         clock,
         members: HashMap::new(),
         outbox: Arc::clone(&outbox),
+        access,
     };
     let stopped = client_gone.clone();
     let finished = Arc::clone(&outbox);
@@ -94,6 +104,8 @@ struct Watcher {
     members: HashMap<String, u64>,
     outbox: Arc<Outbox>,
     slow_client: Duration,
+    /// The client's limit, and the audit of what it is sent.
+    access: Access,
 }
 
 /// Why a watch stopped sending without an error for the client.
@@ -150,13 +162,15 @@ impl Watcher {
         let mut after = None;
         loop {
             let (states, next) = self.page(after, now).await?;
+            // A patient whose entry moved further on while the pages were
+            // read is listed twice: once is enough, and a newer state comes
+            // through the change feed anyway.
+            let states: Vec<PatientCareState> = states
+                .into_iter()
+                .filter(|state| !self.members.contains_key(&state.patient_key))
+                .collect();
+            self.audit(&states).await?;
             for state in states {
-                // A patient whose entry moved further on while the pages
-                // were read is listed twice: once is enough, and a newer
-                // state comes through the change feed anyway.
-                if self.members.contains_key(&state.patient_key) {
-                    continue;
-                }
                 self.members
                     .insert(state.patient_key.clone(), state.version);
                 self.outbox
@@ -183,16 +197,38 @@ impl Watcher {
     ) -> Result<(Vec<PatientCareState>, Option<String>), Stop> {
         let store = self.store.clone();
         let cohort = self.cohort.clone();
+        let limit = self.access.limit();
         blocking(move || {
-            let page = store.list_cohort(&cohort, after.as_deref(), LIST_PAGE, now)?;
+            let page = store.list_cohort_admitted(
+                &cohort,
+                after.as_deref(),
+                LIST_PAGE,
+                LIST_PAGE,
+                now,
+                &|state| limit.admits(state),
+            )?;
             Ok((page.states, page.next_after))
         })
         .await
     }
 
+    /// Records that `states` are being sent.
+    async fn audit(&self, states: &[PatientCareState]) -> Result<(), Stop> {
+        self.access
+            .read(
+                crate::access::WATCH_COHORT,
+                states
+                    .iter()
+                    .map(|state| (state.patient_key.as_str(), state.patient_key.as_str())),
+            )
+            .await
+            .map_err(Stop::Status)
+    }
+
     async fn on_change(&mut self, state: Arc<PatientCareState>) -> Result<(), Stop> {
         let key = state.patient_key.as_str();
-        let is_member = self.cohort.matches(&state, self.now());
+        let admitted = self.access.admits(&state);
+        let is_member = admitted && self.cohort.matches(&state, self.now());
         let change = match self.members.get(key) {
             Some(&sent) if state.version <= sent => return Ok(()),
             Some(_) if is_member => CohortChange::Changed,
@@ -216,6 +252,13 @@ impl Watcher {
         } else {
             self.members.insert(key.to_owned(), state.version);
         }
+        if !admitted {
+            // Left for outside the client's limit: nothing of where to.
+            let mut left = message(CohortChange::Left, None);
+            left.patient_key = key.to_owned();
+            return self.send(left).await;
+        }
+        self.audit(std::slice::from_ref(&*state)).await?;
         self.send(message(change, Some((*state).clone()))).await
     }
 
@@ -232,6 +275,7 @@ impl Watcher {
                 if !self.members.contains_key(&state.patient_key) {
                     self.members
                         .insert(state.patient_key.clone(), state.version);
+                    self.audit(std::slice::from_ref(&state)).await?;
                     self.send(message(CohortChange::Joined, Some(state)))
                         .await?;
                 }
@@ -250,7 +294,12 @@ impl Watcher {
         for key in gone {
             let store = self.store.clone();
             let patient = key.clone();
-            let state = blocking(move || store.get(&patient)).await?;
+            let state = blocking(move || store.get(&patient))
+                .await?
+                .filter(|state| self.access.admits(state));
+            if let Some(state) = &state {
+                self.audit(std::slice::from_ref(state)).await?;
+            }
             self.members.remove(&key);
             let mut left = message(CohortChange::Left, state);
             left.patient_key = key;

@@ -1931,6 +1931,7 @@ fn cohorts_follow_the_patient_through_a_journey() {
 /// looks for.
 const SOURCES: &[(&str, &str)] = &[
     ("lib.rs", include_str!("../../lib.rs")),
+    ("access.rs", include_str!("../../access.rs")),
     ("cohort.rs", include_str!("../../cohort.rs")),
     ("fixtures.rs", include_str!("../../fixtures.rs")),
     ("identity.rs", include_str!("../../identity.rs")),
