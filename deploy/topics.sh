@@ -31,3 +31,6 @@ create baton.care-state.v1 --config cleanup.policy=compact --config min.compacti
 
 # Records the projector could not apply: original bytes, reason and source position in headers.
 create baton.dead-letters.v1 --config cleanup.policy=delete --config retention.ms=-1 --config retention.bytes=-1
+
+# The audit log: who read whose record and every refused call, kept forever.
+create baton.audit.v1 --config cleanup.policy=delete --config retention.ms=-1 --config retention.bytes=-1

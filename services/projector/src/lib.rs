@@ -109,6 +109,9 @@ pub struct ProjectorConfig {
     /// leeway_s, client_claim): a second way for a client to identify
     /// itself, named by `token_subjects` in the clients table.
     pub jwt: baton_tls::JwtConfig,
+    /// The audit log (`[<section>.audit]`): refused calls to the admin API
+    /// are recorded in it, and `ListAuditRecords` reads it.
+    pub audit: baton_audit::AuditConfig,
 }
 
 impl Default for ProjectorConfig {
@@ -126,6 +129,7 @@ impl Default for ProjectorConfig {
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
             jwt: baton_tls::JwtConfig::default(),
+            audit: baton_audit::AuditConfig::default(),
         }
     }
 }
@@ -140,6 +144,7 @@ impl ProjectorConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.audit.validate()?;
         if self.batch_max_records == 0 {
             return Err("batch_max_records: expected at least 1".into());
         }

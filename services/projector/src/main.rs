@@ -84,6 +84,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let tls =
         baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: projector")?;
+    let data = args.service.data();
+    let log = backbone.open_log(&data).await?;
+    let audit_log = backbone.open_audit_log(&data, &log)?;
+    let auditor = baton_audit::Auditor::start(audit_log.clone(), &config.audit, "admin")
+        .await
+        .context("cannot start the audit log")?;
     let clients = Arc::new(
         baton_tls::Clients::new(&config.clients)
             .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?
@@ -91,9 +97,9 @@ async fn main() -> anyhow::Result<()> {
                 baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
                     anyhow::anyhow!("invalid configuration: projector.{problem}")
                 })?,
-            ),
+            )
+            .with_refusal_hook(auditor.refusal_hook()),
     );
-    let data = args.service.data();
     baton_projector::metrics::register();
     let readiness = Readiness::new();
     let caught_up = readiness.gate("projector catching up with the log");
@@ -105,7 +111,6 @@ async fn main() -> anyhow::Result<()> {
             stop.clone().cancelled_owned(),
         ))
     });
-    let log = backbone.open_log(&data).await?;
     let generations = data.store_generations();
     let store_path = generations.live_path()?;
     let store = Store::open(&store_path, &config.store())?;
@@ -156,7 +161,8 @@ async fn main() -> anyhow::Result<()> {
         backbone.topics.clone(),
         replays,
         dead_letters,
-    );
+    )
+    .with_audit_log(audit_log, config.audit.topic.clone());
     tracing::info!(
         log = %backbone.describe(&data),
         store = %store_path.display(),
@@ -180,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(server) = metrics_server {
         server.await?;
     }
+    auditor.drain(std::time::Duration::from_secs(5)).await;
     outcome?;
     log.flush().await?;
     Ok(())
