@@ -61,6 +61,21 @@ fn a_valid_token_names_its_client_and_bad_ones_say_why() {
     let identity = clients.by_token(&signer.sign(&claims(json!({})))).unwrap();
     assert_eq!(identity.id, "frailty-board");
     assert!(identity.has(Scope::Read));
+    assert_eq!(identity.authenticated_by, baton_tls::Authentication::Token);
+    assert!(identity.asserted.is_empty());
+    // The end user, role and purpose its claims assert, as recorded:
+    // bounded, control characters dropped.
+    let asserted = clients
+        .by_token(&signer.sign(&claims(json!({
+            "user": "555123456789",
+            "role": "R8000\n",
+            "purpose": "x".repeat(1000),
+        }))))
+        .unwrap()
+        .asserted;
+    assert_eq!(asserted.user, "555123456789");
+    assert_eq!(asserted.role, "R8000");
+    assert_eq!(asserted.purpose.len(), baton_tls::ASSERTED_MAX_CHARS);
 
     let refused = |claims: serde_json::Value| clients.by_token(&signer.sign(&claims)).unwrap_err();
     assert_eq!(

@@ -11,6 +11,8 @@
 //!   from offset 0.
 //! - `query`: the query API under load on loopback (GetCareState beside a
 //!   bare tonic service, ListCohort, WatchCohort lag).
+//! - `secure-query`: GetCareState over TLS with a JWT and the audit log on,
+//!   beside plaintext without audit, and audit records per second.
 //! - `mllp`: HL7 v2 messages per second acknowledged end to end over MLLP
 //!   against the durable embedded log, on one connection and on several.
 //! - `replay`: a replay into a new store generation under a query load and
@@ -28,6 +30,7 @@
 //!   the Kafka benchmarks.
 //! - `latency.rs`, `ingest.rs`, `catch_up.rs`: the Kafka benchmarks.
 //! - `query.rs`: `query`, with the bare echo service of `proto/echo.proto`.
+//! - `secure.rs`: `secure-query`.
 //! - `mllp.rs`: `mllp`.
 //! - `replay.rs`: `replay`.
 //! - `history.rs`: `long-history`.
@@ -43,6 +46,7 @@ mod mllp;
 mod query;
 mod rebuild;
 mod replay;
+mod secure;
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +73,7 @@ enum Command {
     KafkaIngest(ingest::IngestArgs),
     KafkaCatchUp(catch_up::CatchUpArgs),
     Query(query::QueryArgs),
+    SecureQuery(secure::SecureArgs),
     Mllp(mllp::MllpArgs),
     Replay(replay::ReplayArgs),
     LongHistory(history::HistoryArgs),
@@ -82,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         Command::KafkaIngest(args) => ingest::kafka_ingest(args).await,
         Command::KafkaCatchUp(args) => catch_up::kafka_catch_up(args).await,
         Command::Query(args) => query::query(args).await,
+        Command::SecureQuery(args) => secure::secure_query(args).await,
         Command::Mllp(args) => mllp::mllp(args).await,
         Command::Replay(args) => replay::replay(args).await,
         Command::LongHistory(args) => history::long_history(args),

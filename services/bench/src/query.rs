@@ -236,7 +236,7 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn report(label: &str, measured: &Measured, how: &str) {
+pub(crate) fn report(label: &str, measured: &Measured, how: &str) {
     println!(
         "{label:<13} {:.0} requests/s  {} ({how}; {} errors{})",
         measured.rate,
@@ -253,7 +253,7 @@ fn report(label: &str, measured: &Measured, how: &str) {
 /// A client codec that sends a `GetCareStateRequest` and keeps the answer
 /// as the bytes that came, decoding nothing.
 #[derive(Debug, Clone, Copy)]
-struct AnswerAsBytes;
+pub(crate) struct AnswerAsBytes;
 
 impl tonic::codec::Codec for AnswerAsBytes {
     type Encode = GetCareStateRequest;
@@ -298,7 +298,7 @@ impl tonic::codec::Decoder for AnswerAsBytes {
 }
 
 /// Folds each synthetic patient's events in memory and commits the states.
-async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<PatientCareState>> {
+pub(crate) async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<PatientCareState>> {
     let config = baton_synth::PopulationConfig {
         patients,
         seed,
@@ -338,13 +338,32 @@ async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<P
 
 /// What one load measured after its warm-up.
 #[derive(Debug)]
-struct Measured {
-    rate: f64,
-    latency: Histogram<u64>,
-    failures: Failures,
+pub(crate) struct Measured {
+    pub(crate) rate: f64,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) failures: Failures,
 }
 
-/// `--concurrency` closed-loop callers of `call` with random keys.
+/// How a closed-loop load runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) seconds: u64,
+    pub(crate) warm_up: u64,
+    pub(crate) concurrency: usize,
+}
+
+impl From<&QueryArgs> for Shape {
+    fn from(args: &QueryArgs) -> Self {
+        Self {
+            seconds: args.seconds,
+            warm_up: args.warm_up,
+            concurrency: args.concurrency,
+        }
+    }
+}
+
+/// `--concurrency` closed-loop callers of `call` with random keys, over
+/// `--connections` channels to `address`.
 async fn load<F, Fut>(
     args: &QueryArgs,
     address: SocketAddr,
@@ -359,6 +378,21 @@ where
     for _ in 0..args.connections {
         channels.push(channel(address).await?);
     }
+    load_over(args.into(), channels, keys, call).await
+}
+
+/// `shape.concurrency` closed-loop callers of `call` with random keys,
+/// sharing `channels`.
+pub(crate) async fn load_over<F, Fut>(
+    args: Shape,
+    channels: Vec<Channel>,
+    keys: Arc<Vec<String>>,
+    call: F,
+) -> anyhow::Result<Measured>
+where
+    F: Fn(Channel, String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
     let begin = Instant::now();
     let warm_up = begin + Duration::from_secs(args.warm_up);
     let end = begin + Duration::from_secs(args.seconds);
