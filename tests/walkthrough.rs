@@ -1,7 +1,7 @@
 //! The README walk-through, end to end, with the real `baton` binary on the
 //! embedded log: start it, publish the example events, read the state and a
-//! cohort, stop it with Ctrl-C (SIGINT), start it again and read the same
-//! state.
+//! cohort, ask who read the patient's record, stop it with Ctrl-C (SIGINT),
+//! start it again and read the same state, and the audit of both reads.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,6 +37,7 @@ struct Up {
     child: Child,
     ingest: String,
     query: String,
+    admin: String,
 }
 
 impl Up {
@@ -60,9 +61,9 @@ impl Up {
             .spawn()
             .expect("baton up starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut ingest, mut query) = (None, None);
+        let (mut ingest, mut query, mut admin) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while ingest.is_none() || query.is_none() {
+        while ingest.is_none() || query.is_none() || admin.is_none() {
             assert!(
                 Instant::now() < deadline,
                 "baton up did not print its addresses"
@@ -72,6 +73,7 @@ impl Up {
             match line.split_whitespace().next() {
                 Some("ingest") => ingest = address,
                 Some("query") => query = address,
+                Some("admin") => admin = address,
                 _ => {}
             }
         }
@@ -81,6 +83,7 @@ impl Up {
             child,
             ingest: ingest.unwrap(),
             query: query.unwrap(),
+            admin: admin.unwrap(),
         }
     }
 
@@ -89,6 +92,7 @@ impl Up {
             .args(args)
             .env("BATON_INGEST", &self.ingest)
             .env("BATON_QUERY", &self.query)
+            .env("BATON_ADMIN", &self.admin)
             .output()
             .expect("baton runs");
         (
@@ -238,11 +242,29 @@ fn the_readme_walk_through_works_and_survives_a_restart() {
     assert!(!ok);
     assert!(err.contains("modulus-11"), "{err}");
 
+    // Every read above is in the audit log, and survives the restart.
+    let (ok, audit, err) = up.run(&["audit", "--patient", "9434765919"]);
+    assert!(ok, "{err}");
+    assert!(
+        audit.contains("GetCareState") && audit.contains("read"),
+        "{audit}"
+    );
+
     assert_eq!(up.interrupt(), Some(0), "Ctrl-C exits 0");
 
     let again = Up::start(data.path());
     let (ok, restarted, err) = again.run(&["state", "get", "9434765919"]);
     assert!(ok, "{err}");
     assert_eq!(restarted, state, "the same state after a restart");
+    let (ok, audited, err) = again.run(&["audit", "--patient", "9434765919", "--json"]);
+    assert!(ok, "{err}");
+    let reads = audited
+        .lines()
+        .filter(|line| line.contains("\"GetCareState\""))
+        .count();
+    assert!(
+        reads >= 2,
+        "the reads before and after the restart: {audited}"
+    );
     assert_eq!(again.interrupt(), Some(0));
 }

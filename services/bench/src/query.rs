@@ -298,7 +298,11 @@ impl tonic::codec::Decoder for AnswerAsBytes {
 }
 
 /// Folds each synthetic patient's events in memory and commits the states.
-pub(crate) async fn fill(store: &Store, patients: usize, seed: u64) -> anyhow::Result<Vec<PatientCareState>> {
+pub(crate) async fn fill(
+    store: &Store,
+    patients: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<PatientCareState>> {
     let config = baton_synth::PopulationConfig {
         patients,
         seed,

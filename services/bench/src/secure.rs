@@ -73,7 +73,11 @@ pub(crate) async fn secure_query(args: SecureArgs) -> anyhow::Result<()> {
         .context("opening the store")?;
     let started = Instant::now();
     let states = fill(&store, args.patients, args.seed).await?;
-    println!("store       {} states in {:.2?}", states.len(), started.elapsed());
+    println!(
+        "store       {} states in {:.2?}",
+        states.len(),
+        started.elapsed()
+    );
     let keys: Arc<Vec<String>> = Arc::new(
         states
             .iter()
@@ -162,37 +166,47 @@ pub(crate) async fn secure_query(args: SecureArgs) -> anyhow::Result<()> {
         }),
         consistency_token: String::new(),
     };
-    let call = move |channel: Channel, key: String, bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>| {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        async move {
-            grpc.ready()
+    let call =
+        move |channel: Channel,
+              key: String,
+              bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>| {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            async move {
+                grpc.ready()
+                    .await
+                    .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+                let mut request = tonic::Request::new(request(key));
+                if let Some(bearer) = bearer {
+                    request.metadata_mut().insert("authorization", bearer);
+                }
+                grpc.unary(
+                    request,
+                    tonic::codegen::http::uri::PathAndQuery::from_static(
+                        "/baton.query.v1.CareStateQuery/GetCareState",
+                    ),
+                    AnswerAsBytes,
+                )
                 .await
-                .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-            let mut request = tonic::Request::new(request(key));
-            if let Some(bearer) = bearer {
-                request.metadata_mut().insert("authorization", bearer);
+                .map(drop)
             }
-            grpc.unary(
-                request,
-                tonic::codegen::http::uri::PathAndQuery::from_static(
-                    "/baton.query.v1.CareStateQuery/GetCareState",
-                ),
-                AnswerAsBytes,
-            )
-            .await
-            .map(drop)
-        }
-    };
+        };
 
     let mut plain_channels = Vec::new();
     for _ in 0..args.connections {
         plain_channels.push(channel(plain_address).await?);
     }
-    let plain = load_over(shape, plain_channels, Arc::clone(&keys), move |channel, key| {
-        call(channel, key, None)
-    })
+    let plain = load_over(
+        shape,
+        plain_channels,
+        Arc::clone(&keys),
+        move |channel, key| call(channel, key, None),
+    )
     .await?;
-    report("plaintext", &plain, "no token, no audit; answers kept as bytes");
+    report(
+        "plaintext",
+        &plain,
+        "no token, no audit; answers kept as bytes",
+    );
 
     let tls_client = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(&ca_path)?))

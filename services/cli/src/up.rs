@@ -419,7 +419,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     match admin_address {
         Some(address) => println!(
-            "  admin   http://{address}  (gRPC baton.admin.v1.Operations: baton replay | verify | lag | dlq)"
+            "  admin   http://{address}  (gRPC baton.admin.v1.Operations: baton replay | verify | lag | dlq | audit)"
         ),
         None => println!("  admin   off"),
     }

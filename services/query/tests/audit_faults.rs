@@ -39,9 +39,14 @@ fn read(nhs: &str) -> GetCareStateRequest {
 async fn serve(log: Arc<dyn EventLog>, audit: AuditConfig) -> CareStateQueryClient<Channel> {
     let store = Store::temporary().unwrap();
     store
-        .commit(&Commit::new(baton_log::topics::CARE_EVENTS).with_state(state_of(vec![
-            admitted("9434765919", "V1", 100, "AMU"),
-        ])))
+        .commit(
+            &Commit::new(baton_log::topics::CARE_EVENTS).with_state(state_of(vec![admitted(
+                "9434765919",
+                "V1",
+                100,
+                "AMU",
+            )])),
+        )
         .unwrap();
     let auditor = Auditor::start(log, &audit, "query").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,7 +85,9 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     cluster
 }
 
-async fn kafka(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> KafkaLog {
+async fn kafka(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> KafkaLog {
     KafkaLog::connect(KafkaConfig {
         delivery_timeout_ms: 1_500,
         ..KafkaConfig::new(cluster.bootstrap_servers())
@@ -101,7 +108,10 @@ async fn audited(log: &KafkaLog) -> Vec<AuditRecord> {
         .enumerate()
         .any(|(p, end)| reader.positions()[&(p as u32)] < *end)
     {
-        assert!(Instant::now() < deadline, "could not read the audit topic back");
+        assert!(
+            Instant::now() < deadline,
+            "could not read the audit topic back"
+        );
         for record in reader
             .next_batch(1000, Duration::from_millis(200))
             .await
@@ -136,7 +146,10 @@ async fn reads_are_refused_while_the_audit_log_is_down_and_served_once_it_is_bac
             Ok(_) => served_after += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                assert!(Instant::now() < deadline, "reads never recovered: {status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "reads never recovered: {status:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
