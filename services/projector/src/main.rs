@@ -84,22 +84,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let tls =
         baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: projector")?;
+    let clients = baton_tls::Clients::new(&config.clients)
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?
+        .with_tokens(
+            baton_tls::TokenVerifier::load(&config.jwt)
+                .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?,
+        );
     let data = args.service.data();
-    let log = backbone.open_log(&data).await?;
-    let audit_log = backbone.open_audit_log(&data, &log)?;
-    let auditor = baton_audit::Auditor::start(audit_log.clone(), &config.audit, "admin")
-        .await
-        .context("cannot start the audit log")?;
-    let clients = Arc::new(
-        baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: projector.{problem}"))?
-            .with_tokens(
-                baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
-                    anyhow::anyhow!("invalid configuration: projector.{problem}")
-                })?,
-            )
-            .with_refusal_hook(auditor.refusal_hook()),
-    );
     baton_projector::metrics::register();
     let readiness = Readiness::new();
     let caught_up = readiness.gate("projector catching up with the log");
@@ -111,6 +102,12 @@ async fn main() -> anyhow::Result<()> {
             stop.clone().cancelled_owned(),
         ))
     });
+    let log = backbone.open_log(&data).await?;
+    let audit_log = backbone.open_audit_log(&data, &log)?;
+    let auditor = baton_audit::Auditor::start(audit_log.clone(), &config.audit, "admin")
+        .await
+        .context("cannot start the audit log")?;
+    let clients = Arc::new(clients.with_refusal_hook(auditor.refusal_hook()));
     let generations = data.store_generations();
     let store_path = generations.live_path()?;
     let store = Store::open(&store_path, &config.store())?;

@@ -96,22 +96,13 @@ async fn main() -> anyhow::Result<()> {
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: query")?;
+    let clients = baton_tls::Clients::new(&config.clients)
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?
+        .with_tokens(
+            baton_tls::TokenVerifier::load(&config.jwt)
+                .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
+        );
     let data = args.service.data();
-    let log = backbone.open_log(&data).await?;
-    let audit_log = backbone.open_audit_log(&data, &log)?;
-    let auditor = Auditor::start(audit_log.clone(), &config.audit, "query")
-        .await
-        .context("cannot start the audit log")?;
-    let clients = Arc::new(
-        baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?
-            .with_tokens(
-                baton_tls::TokenVerifier::load(&config.jwt)
-                    .map_err(|problem| anyhow::anyhow!("invalid configuration: query.{problem}"))?,
-            )
-            .with_refusal_hook(auditor.refusal_hook()),
-    );
-    let admin_clients = clients.clone();
     baton_query::metrics::register();
     let readiness = Readiness::new();
     let caught_up =
@@ -124,6 +115,13 @@ async fn main() -> anyhow::Result<()> {
             stop.clone().cancelled_owned(),
         ))
     });
+    let log = backbone.open_log(&data).await?;
+    let audit_log = backbone.open_audit_log(&data, &log)?;
+    let auditor = Auditor::start(audit_log.clone(), &config.audit, "query")
+        .await
+        .context("cannot start the audit log")?;
+    let clients = Arc::new(clients.with_refusal_hook(auditor.refusal_hook()));
+    let admin_clients = clients.clone();
     let store = Store::open(data.replica_store_path(), &config.store())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
