@@ -123,6 +123,29 @@ pub struct TokenVerifier {
     validation: Validation,
     client_claim: String,
     asserted_claims: [String; 3],
+    /// Tokens verified, until they expire: a client sends the same token
+    /// on every call, and checking its signature each time (an ES256 or
+    /// RS256 verification, tens of microseconds) would cost more than the
+    /// read it guards.
+    verified: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+    leeway_s: u64,
+}
+
+/// Tokens remembered as verified, at most.
+const VERIFIED_CACHE_ENTRIES: usize = 4_096;
+
+#[derive(Debug, Clone)]
+struct Cached {
+    verified: Verified,
+    /// Seconds since 1970 after which the token is refused (`exp` plus the
+    /// leeway).
+    until: u64,
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// What a valid token says.
@@ -228,11 +251,52 @@ impl TokenVerifier {
                 config.role_claim.trim().to_owned(),
                 config.purpose_claim.trim().to_owned(),
             ],
+            verified: std::sync::Mutex::default(),
+            leeway_s: config.leeway_s,
         }))
     }
 
-    /// The client a valid `token` names (its `client_claim`).
+    /// The client a valid `token` names (its `client_claim`), and what it
+    /// asserts. A token verified before is answered from memory until its
+    /// `exp` (with the leeway) has passed; then it is checked again, and
+    /// refused as expired.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let now = unix_seconds();
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cached) = verified.get(token) {
+            if now <= cached.until {
+                return Ok(cached.verified.clone());
+            }
+            verified.remove(token);
+        }
+        drop(verified);
+        let (checked, exp) = self.verify_signed(token)?;
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CACHE_ENTRIES {
+            verified.retain(|_, cached| now <= cached.until);
+            if verified.len() >= VERIFIED_CACHE_ENTRIES {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            token.to_owned(),
+            Cached {
+                verified: checked.clone(),
+                until: exp.saturating_add(self.leeway_s),
+            },
+        );
+        Ok(checked)
+    }
+
+    /// Checks `token`'s signature and claims; returns what it says and its
+    /// `exp`.
+    fn verify_signed(&self, token: &str) -> Result<(Verified, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(TokenError::from)?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
@@ -269,14 +333,22 @@ impl TokenVerifier {
                             .unwrap_or_default()
                     };
                     let [user, role, purpose] = &self.asserted_claims;
-                    return Ok(Verified {
-                        client,
-                        asserted: crate::Asserted {
-                            user: claim(user),
-                            role: claim(role),
-                            purpose: claim(purpose),
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(|exp| exp.as_u64().or_else(|| exp.as_f64().map(|f| f as u64)))
+                        .ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+                    return Ok((
+                        Verified {
+                            client,
+                            asserted: crate::Asserted {
+                                user: claim(user),
+                                role: claim(role),
+                                purpose: claim(purpose),
+                            },
                         },
-                    });
+                        exp,
+                    ));
                 }
                 Err(error) => {
                     let error = TokenError::from(error);

@@ -191,3 +191,40 @@ proptest! {
         let _ = baton_tls::certificate_names(&value);
     }
 }
+
+/// A token is checked once and remembered, but never past its expiry:
+/// the same token, asked again after `exp`, is refused as expired.
+#[test]
+fn a_remembered_token_is_refused_once_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = TestSigner::new();
+    let public = signer.write_public(&dir.path().join("signing.pem"));
+    let clients = Clients::new(&[ClientEntry {
+        id: "frailty-board".into(),
+        certificate_names: Vec::new(),
+        token_subjects: vec!["app-123".into()],
+        organisations: Vec::new(),
+        services: Vec::new(),
+        scopes: [Scope::Read].into(),
+    }])
+    .unwrap()
+    .with_tokens(
+        TokenVerifier::load(&JwtConfig {
+            issuer: "https://auth.example.nhs.uk".into(),
+            audience: "baton".into(),
+            keys: vec![public],
+            leeway_s: 0,
+            ..JwtConfig::default()
+        })
+        .unwrap(),
+    );
+    let token = signer.sign(&claims(json!({"exp": now() + 1})));
+    for _ in 0..3 {
+        assert_eq!(clients.by_token(&token).unwrap().id, "frailty-board");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    assert_eq!(
+        clients.by_token(&token).unwrap_err(),
+        baton_tls::TokenError::Expired
+    );
+}
