@@ -65,10 +65,18 @@ pub struct IngestConfig {
     /// Largest HL7 message accepted; a larger frame is answered `AR`
     /// without being buffered.
     pub mllp_max_message_bytes: usize,
-    /// A connection that sends nothing for this long is closed.
+    /// A connection that sends nothing for this long is closed (bytes
+    /// outside MLLP frames do not count).
     pub mllp_idle_timeout_ms: u64,
+    /// A connection that has not sent a complete frame this long after
+    /// connecting (after its TLS handshake), or that has not finished a
+    /// frame this long after its first byte, is closed.
+    pub mllp_frame_timeout_ms: u64,
     /// Connections served at once; one more is closed as it arrives.
     pub mllp_max_connections: usize,
+    /// Connections served at once from one IP address; one more from it is
+    /// closed as it arrives.
+    pub mllp_max_connections_per_peer: usize,
     /// IANA zone of HL7 timestamps sent without an offset.
     pub hl7_time_zone: String,
     /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
@@ -97,7 +105,9 @@ impl Default for IngestConfig {
             mllp_listen: MllpListen::loopback(mllp::DEFAULT_MLLP_PORT),
             mllp_max_message_bytes: 1024 * 1024,
             mllp_idle_timeout_ms: 300_000,
+            mllp_frame_timeout_ms: 10_000,
             mllp_max_connections: 64,
+            mllp_max_connections_per_peer: 8,
             hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             tls: baton_tls::TlsConfig::default(),
@@ -120,10 +130,16 @@ impl IngestConfig {
             ));
         }
         if self.mllp_idle_timeout_ms == 0 {
-            return Err("mllp_idle_timeout_ms: expected at least 1".into());
+            return Err("mllp_idle_timeout_ms: expected milliseconds, at least 1, got 0".into());
+        }
+        if self.mllp_frame_timeout_ms == 0 {
+            return Err("mllp_frame_timeout_ms: expected milliseconds, at least 1, got 0".into());
         }
         if self.mllp_max_connections == 0 {
-            return Err("mllp_max_connections: expected at least 1".into());
+            return Err("mllp_max_connections: expected at least 1, got 0".into());
+        }
+        if self.mllp_max_connections_per_peer == 0 {
+            return Err("mllp_max_connections_per_peer: expected at least 1, got 0".into());
         }
         baton_hl7::Zone::named(&self.hl7_time_zone)
             .map_err(|error| format!("hl7_time_zone: {error}"))?;
