@@ -503,3 +503,33 @@ async fn connections_past_the_limit_from_one_address_are_closed_while_another_ge
         .await;
     feed.stop().await;
 }
+
+#[tokio::test]
+async fn a_tls_handshake_not_finished_in_time_is_closed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = baton_tls::testing::TestCa::new("Baton test CA");
+    let server = ca.server(dir.path(), "server");
+    let settings = baton_tls::TlsConfig {
+        cert: Some(server.cert),
+        key: Some(server.key),
+        client_ca: None,
+        handshake_timeout_ms: 200,
+    };
+    let tls = baton_tls::Tls::load(&settings, baton_tls::ALPN_NONE).unwrap();
+    let feed = Feed::start_with_tls(
+        IngestConfig {
+            mllp_frame_timeout_ms: 600_000,
+            ..IngestConfig::default()
+        },
+        tls,
+    )
+    .await;
+    // The handshake is bounded by tls.handshake_timeout_ms, not the frame
+    // timeout: a connection that never starts it is closed.
+    let mut silent = feed.connect().await;
+    assert!(silent.closed_by_listener().await);
+    let stats = feed.stats.snapshot();
+    assert_eq!(stats.closed[&CloseReason::HandshakeTimeout], 1, "{stats:?}");
+    assert_eq!(stats.handshakes_failed, 1);
+    feed.stop().await;
+}

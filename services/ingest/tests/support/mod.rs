@@ -92,6 +92,11 @@ pub struct Feed {
 
 impl Feed {
     pub async fn start(config: IngestConfig) -> Self {
+        Self::start_with_tls(config, None).await
+    }
+
+    /// A listener speaking TLS with `tls`.
+    pub async fn start_with_tls(config: IngestConfig, tls: Option<baton_tls::Tls>) -> Self {
         let log = Arc::new(FlakyLog {
             inner: EmbeddedLog::temporary().unwrap(),
             down: AtomicBool::new(false),
@@ -106,7 +111,7 @@ impl Feed {
         let stop = CancellationToken::new();
         let server = tokio::spawn(baton_ingest::mllp::serve(
             mllp,
-            listener,
+            baton_tls::TlsListener::new(listener, tls),
             stop.clone().cancelled_owned(),
         ));
         Self {
