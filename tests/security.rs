@@ -26,7 +26,9 @@ use baton_proto::query::v1::patient_ref::Ref;
 use baton_proto::query::v1::{GetCareStateRequest, PatientRef};
 use baton_tls::testing::{Issued, TestCa};
 use baton_tls::{ALPN_GRPC, ALPN_HTTP1, ALPN_NONE};
-use support::{EVERY_RPC, Service, free_address, grpc_client, rpcs_called, try_grpc_client};
+use support::{
+    EVERY_RPC, Service, baton, free_address, grpc_client, rpcs_called, try_baton, try_grpc_client,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -225,6 +227,37 @@ fn every_listener_speaks_tls_and_a_rotated_certificate_keeps_serving() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         feed
     });
+
+    // `baton hl7 send` over TLS with a client certificate is acknowledged,
+    // and --then-get reads with the same options; without a client
+    // certificate the listener does not take the message.
+    let message = dir.path().join("admit.hl7");
+    std::fs::write(&message, ADMIT.replace("PAS-TLS-1", "PAS-TLS-CLI")).unwrap();
+    let (mllp_to, query_to) = (
+        format!("localhost:{}", mllp.port()),
+        format!("localhost:{}", query.port()),
+    );
+    let message = path(&message);
+    let sent = baton(&[
+        "hl7",
+        "send",
+        "--ca",
+        &ca_s,
+        "--cert",
+        &cert_s,
+        "--key",
+        &key_s,
+        "--to",
+        &mllp_to,
+        &message,
+        "--then-get",
+        "--query",
+        &query_to,
+    ]);
+    assert!(sent.contains(": AA PAS-TLS-CLI"), "{sent}");
+    assert!(sent.contains("Patient             4010232137"), "{sent}");
+    let (ok, out, err) = try_baton(&["hl7", "send", "--ca", &ca_s, "--to", &mllp_to, &message]);
+    assert!(!ok && !out.contains(": AA"), "{out}\n{err}");
 
     // A plaintext MLLP sender is never acknowledged: its bytes are not a
     // TLS handshake, and the connection is closed.

@@ -476,13 +476,118 @@ impl ServiceTls {
     }
 }
 
-/// A bound listener, the TLS its connections speak when configured, and
-/// the clients table that names who may call what on it.
+/// The largest request message a gRPC service decodes unless configured
+/// otherwise: tonic's own default, 4 MiB.
+pub const DEFAULT_GRPC_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What one gRPC listener allows a connection: `[<section>.grpc]`, e.g.
+/// `[ingest.grpc]` or `BATON_INGEST__GRPC__MAX_MESSAGE_BYTES`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcLimits {
+    /// Calls open at once on one connection (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client opens more only as
+    /// earlier ones finish.
+    pub max_concurrent_streams: u32,
+    /// Largest request message decoded; a larger one is refused with
+    /// `OUT_OF_RANGE` naming the limit.
+    pub max_message_bytes: usize,
+    /// A connection that has not sent the HTTP/2 connection preface this
+    /// long after connecting (after its TLS handshake, which
+    /// `tls.handshake_timeout_ms` bounds) is closed.
+    pub preface_timeout_ms: u64,
+    /// How often an HTTP/2 ping checks that a connection's peer is still
+    /// there; one that does not answer within `keepalive_timeout_ms` is
+    /// closed.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_message_bytes: DEFAULT_GRPC_MAX_MESSAGE_BYTES,
+            preface_timeout_ms: 10_000,
+            keepalive_interval_ms: 60_000,
+            keepalive_timeout_ms: 20_000,
+        }
+    }
+}
+
+/// A `grpc` setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("grpc.{field}: expected {expected}, got {got}")]
+pub struct GrpcLimitsError {
+    pub field: &'static str,
+    pub expected: &'static str,
+    pub got: u64,
+}
+
+impl GrpcLimits {
+    /// The defaults with another largest message.
+    pub fn with_max_message_bytes(max_message_bytes: usize) -> Self {
+        Self {
+            max_message_bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every setting, naming the first out of range.
+    pub fn validate(&self) -> Result<(), GrpcLimitsError> {
+        let at_least = |field, expected, got: u64, least: u64| {
+            if got < least {
+                Err(GrpcLimitsError {
+                    field,
+                    expected,
+                    got,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "max_concurrent_streams",
+            "at least 1 call",
+            self.max_concurrent_streams.into(),
+            1,
+        )?;
+        at_least(
+            "max_message_bytes",
+            "at least 1024 bytes",
+            self.max_message_bytes as u64,
+            1024,
+        )?;
+        at_least(
+            "preface_timeout_ms",
+            "milliseconds, at least 1",
+            self.preface_timeout_ms,
+            1,
+        )?;
+        at_least(
+            "keepalive_interval_ms",
+            "milliseconds, at least 1",
+            self.keepalive_interval_ms,
+            1,
+        )?;
+        at_least(
+            "keepalive_timeout_ms",
+            "milliseconds, at least 1",
+            self.keepalive_timeout_ms,
+            1,
+        )
+    }
+}
+
+/// A bound listener, the TLS its connections speak when configured, the
+/// clients table that names who may call what on it and, for a gRPC
+/// listener, what a connection is allowed ([`GrpcLimits`]).
 #[derive(Debug)]
 pub struct TlsListener {
     listener: TcpListener,
     tls: Option<Tls>,
     clients: Arc<Clients>,
+    grpc: GrpcLimits,
 }
 
 impl TlsListener {
@@ -491,7 +596,18 @@ impl TlsListener {
             listener,
             tls,
             clients: Arc::default(),
+            grpc: GrpcLimits::default(),
         }
+    }
+
+    /// With `limits` on each gRPC connection (the defaults otherwise).
+    pub fn with_grpc_limits(mut self, limits: GrpcLimits) -> Self {
+        self.grpc = limits;
+        self
+    }
+
+    pub fn grpc_limits(&self) -> &GrpcLimits {
+        &self.grpc
     }
 
     /// With the `clients` table: when it has any client, every call needs

@@ -81,7 +81,13 @@ async fn run(messages: usize, connections: usize, fsync: bool) -> anyhow::Result
         durable: fsync,
         ..EmbeddedConfig::new(work.path().join("log"))
     })?);
-    let config = IngestConfig::default();
+    // Every sender is on 127.0.0.1: one peer for the per-peer limit.
+    let defaults = IngestConfig::default();
+    let config = IngestConfig {
+        mllp_max_connections: connections.max(defaults.mllp_max_connections),
+        mllp_max_connections_per_peer: connections.max(defaults.mllp_max_connections_per_peer),
+        ..defaults
+    };
     let ingest = Ingest::start(log.clone(), config.clone(), &topics::Topics::default()).await?;
     let mllp = Mllp::new(ingest, &config, Arc::new(SystemClock))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -149,6 +149,13 @@ pub(crate) async fn secure_query(args: SecureArgs) -> anyhow::Result<()> {
     tokio::spawn(baton_query::run(
         QueryService::new(store.clone(), QueryConfig::default(), &Topics::default())
             .with_auditor(auditor.clone()),
+        TlsListener::new(listener, tls.grpc.clone()).with_clients(Arc::clone(&clients)),
+        stop.clone().cancelled_owned(),
+    ));
+    // The same without the audit log: what TLS and tokens cost alone.
+    let (listener, unaudited_address) = bind_loopback("unaudited query").await?;
+    tokio::spawn(baton_query::run(
+        QueryService::new(store.clone(), QueryConfig::default(), &Topics::default()),
         TlsListener::new(listener, tls.grpc.clone()).with_clients(clients),
         stop.clone().cancelled_owned(),
     ));
@@ -211,17 +218,32 @@ pub(crate) async fn secure_query(args: SecureArgs) -> anyhow::Result<()> {
     let tls_client = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(&ca_path)?))
         .domain_name("localhost");
-    let mut secure_channels = Vec::new();
-    for _ in 0..args.connections {
-        secure_channels.push(
-            Channel::from_shared(format!("https://localhost:{}", secure_address.port()))?
-                .tls_config(tls_client.clone())?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .context("connecting over TLS")?,
-        );
-    }
+    let tls_channels = async |address: std::net::SocketAddr| -> anyhow::Result<Vec<Channel>> {
+        let mut channels = Vec::new();
+        for _ in 0..args.connections {
+            channels.push(
+                Channel::from_shared(format!("https://localhost:{}", address.port()))?
+                    .tls_config(tls_client.clone())?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .context("connecting over TLS")?,
+            );
+        }
+        Ok(channels)
+    };
+    let unaudited = {
+        let bearer = bearer.clone();
+        load_over(
+            shape,
+            tls_channels(unaudited_address).await?,
+            Arc::clone(&keys),
+            move |channel, key| call(channel, key, Some(bearer.clone())),
+        )
+        .await?
+    };
+    report("TLS+JWT", &unaudited, "ES256 token per call, no audit");
+    let secure_channels = tls_channels(secure_address).await?;
     let before = audited(&*audit_log, &audit_config.topic).await?;
     let secure_started = Instant::now();
     let secure = load_over(shape, secure_channels, keys, move |channel, key| {

@@ -1,10 +1,11 @@
 //! Where the client commands find the gRPC APIs. `--query` and `--ingest`
 //! take `HOST:PORT`, as `baton hl7 send --to` does, or a URL; with `--ca`
 //! (and `--cert`/`--key` for a client certificate, `--token-file` for a
-//! bearer token) every command speaks TLS.
+//! bearer token) every command speaks TLS, `baton hl7 send` over MLLP too
+//! ([`client_tls`]; MLLP carries no bearer token).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -62,6 +63,50 @@ impl Interceptor for Bearer {
     }
 }
 
+/// What `--ca`, `--cert` and `--key` name: the CA to trust and the client
+/// certificate with its key, if any.
+struct TlsFiles<'a> {
+    ca: &'a PathBuf,
+    identity: Option<(&'a PathBuf, &'a PathBuf)>,
+}
+
+/// The files of `flags`; `None` for plaintext.
+fn tls_files(flags: &TlsFlags) -> anyhow::Result<Option<TlsFiles<'_>>> {
+    let identity = match (&flags.cert, &flags.key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "--cert and --key go together: the client certificate and its private key"
+        ),
+    };
+    match &flags.ca {
+        Some(ca) => Ok(Some(TlsFiles { ca, identity })),
+        None if flags.token_file.is_some() || identity.is_some() => {
+            anyhow::bail!("--cert and --token-file need --ca: they are only sent over TLS")
+        }
+        None => Ok(None),
+    }
+}
+
+/// Whether `--ca` asks for TLS.
+pub(crate) fn tls_on() -> bool {
+    tls().ca.is_some()
+}
+
+/// The client side of TLS for a connection that is not gRPC (HL7 v2 over
+/// MLLP: no ALPN), from `--ca` and `--cert`/`--key`; `None` without `--ca`.
+pub(crate) fn client_tls() -> anyhow::Result<Option<Arc<baton_tls::ClientConfig>>> {
+    let Some(files) = tls_files(tls())? else {
+        return Ok(None);
+    };
+    let identity = files
+        .identity
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let config = baton_tls::client_config(files.ca, identity, baton_tls::ALPN_NONE)
+        .context("--ca, --cert, --key: cannot set up TLS")?;
+    Ok(Some(Arc::new(config)))
+}
+
 /// Connects to the API at `address` (HOST:PORT or a URL), over TLS with
 /// `--ca`; `what` names it in the error ("the query API").
 pub(crate) async fn connect(address: &str, what: &str) -> anyhow::Result<Transport> {
@@ -71,22 +116,16 @@ pub(crate) async fn connect(address: &str, what: &str) -> anyhow::Result<Transpo
     };
     let mut url = grpc_url(address);
     let mut endpoint;
-    match &flags.ca {
-        Some(ca) => {
+    match tls_files(flags)? {
+        Some(files) => {
             if let Some(rest) = url.strip_prefix("http://") {
                 url = format!("https://{rest}");
             }
             let mut config =
-                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "ca")?));
-            match (&flags.cert, &flags.key) {
-                (Some(cert), Some(key)) => {
-                    config =
-                        config.identity(Identity::from_pem(read(cert, "cert")?, read(key, "key")?));
-                }
-                (None, None) => {}
-                _ => anyhow::bail!(
-                    "--cert and --key go together: the client certificate and its private key"
-                ),
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(files.ca, "ca")?));
+            if let Some((cert, key)) = files.identity {
+                config =
+                    config.identity(Identity::from_pem(read(cert, "cert")?, read(key, "key")?));
             }
             endpoint = Channel::from_shared(url.clone())
                 .with_context(|| format!("{address:?} is not HOST:PORT or a URL"))?;
@@ -95,9 +134,6 @@ pub(crate) async fn connect(address: &str, what: &str) -> anyhow::Result<Transpo
                 .context("--ca, --cert, --key: cannot set up TLS")?;
         }
         None => {
-            if flags.token_file.is_some() || flags.cert.is_some() {
-                anyhow::bail!("--cert and --token-file need --ca: they are only sent over TLS");
-            }
             endpoint = Channel::from_shared(url.clone())
                 .with_context(|| format!("{address:?} is not HOST:PORT or a URL"))?;
         }

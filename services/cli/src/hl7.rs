@@ -38,6 +38,11 @@ pub(crate) enum Hl7Command {
     /// end. With --then-get it then reads each patient's care state from
     /// the query API with that token, so what it shows includes every
     /// message sent. Exits 1 when any message is not acknowledged AA.
+    ///
+    /// With --ca it speaks MLLP over TLS, checking the listener's
+    /// certificate against the host of --to, and with --cert and --key
+    /// presents a client certificate (a listener with client_ca requires
+    /// one); --then-get reads over TLS with the same options.
     Send(SendArgs),
 }
 
@@ -163,6 +168,16 @@ async fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--to {address:?}: expected HOST:PORT, e.g. 127.0.0.1:2575"))
 }
 
+/// The name the listener's certificate is checked against: the host of
+/// `--to` (`localhost`, `mllp.trust.nhs.uk`, `127.0.0.1`, `[::1]`).
+fn server_name(to: &str) -> &str {
+    let host = to
+        .trim()
+        .rsplit_once(':')
+        .map_or(to.trim(), |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 fn json(event: &CareEvent) -> anyhow::Result<String> {
     let value = baton_proto::json::to_json_value(event).context("printing an event as JSON")?;
     Ok(serde_json::to_string(&value)?)
@@ -172,10 +187,19 @@ fn json(event: &CareEvent) -> anyhow::Result<String> {
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let messages = messages(&args.files)?;
     let address = resolve(&args.to).await?;
-    let mut client = MllpClient::connect(address).await.with_context(|| {
+    let connected = match crate::endpoint::client_tls()? {
+        Some(config) => MllpClient::connect_tls(address, server_name(&args.to), config).await,
+        None => MllpClient::connect(address).await,
+    };
+    let mut client = connected.with_context(|| {
         format!(
-            "cannot reach the MLLP listener at {}: is `baton up` running?",
-            args.to
+            "cannot reach the MLLP listener at {}: is `baton up` running{}?",
+            args.to,
+            if crate::endpoint::tls_on() {
+                " with TLS, and does --ca trust its certificate (and its client_ca yours)"
+            } else {
+                ""
+            }
         )
     })?;
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -260,4 +284,17 @@ fn patients_of(bytes: &[u8]) -> Vec<String> {
         .filter_map(|event| baton_care::ValidEvent::new(event.clone()).ok())
         .map(|event| event.key().to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_is_checked_against_the_host_of_to() {
+        assert_eq!(server_name("localhost:2575"), "localhost");
+        assert_eq!(server_name(" mllp.trust.nhs.uk:2575 "), "mllp.trust.nhs.uk");
+        assert_eq!(server_name("127.0.0.1:2575"), "127.0.0.1");
+        assert_eq!(server_name("[::1]:2575"), "::1");
+    }
 }

@@ -9,9 +9,6 @@ use tracing::Instrument;
 
 use crate::{Ingest, PublishError};
 
-/// Largest request accepted, well above `max_batch_events` of typical events.
-const MAX_DECODING_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// `baton.ingest.v1.CareEventIngest` over an [`Ingest`].
 #[derive(Debug, Clone)]
 pub struct IngestService {
@@ -23,8 +20,10 @@ impl IngestService {
         Self { ingest }
     }
 
+    /// The server, decoding requests up to `grpc.max_message_bytes`.
     pub fn into_server(self) -> CareEventIngestServer<Self> {
-        CareEventIngestServer::new(self).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+        let limit = self.ingest.config.grpc.max_message_bytes;
+        CareEventIngestServer::new(self).max_decoding_message_size(limit)
     }
 }
 

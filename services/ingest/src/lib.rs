@@ -47,6 +47,11 @@ pub use mllp::{Mllp, MllpListen};
 /// The port the ingest API listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 50051;
 
+/// The largest Publish request decoded unless configured otherwise
+/// (`grpc.max_message_bytes`): well above `max_batch_events` of typical
+/// events.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Header naming the record's content, so any consumer can decode it.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
 /// Header carrying the event id, for consumers that dedupe without decoding.
@@ -60,15 +65,29 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     /// Largest batch one Publish call may carry.
     pub max_batch_events: usize,
+    /// What a gRPC connection may do (`[<section>.grpc]`): calls at once
+    /// (`max_concurrent_streams`, 100), the largest request
+    /// (`max_message_bytes`, 64 MiB here: a batch of `max_batch_events`),
+    /// the time to send the HTTP/2 preface (`preface_timeout_ms`, 10 s)
+    /// and keepalive pings.
+    pub grpc: baton_tls::GrpcLimits,
     /// Address of the HL7 v2 MLLP listener, or `"off"`.
     pub mllp_listen: MllpListen,
     /// Largest HL7 message accepted; a larger frame is answered `AR`
     /// without being buffered.
     pub mllp_max_message_bytes: usize,
-    /// A connection that sends nothing for this long is closed.
+    /// A connection that sends nothing for this long is closed (bytes
+    /// outside MLLP frames do not count).
     pub mllp_idle_timeout_ms: u64,
+    /// A connection that has not sent a complete frame this long after
+    /// connecting (after its TLS handshake), or that has not finished a
+    /// frame this long after its first byte, is closed.
+    pub mllp_frame_timeout_ms: u64,
     /// Connections served at once; one more is closed as it arrives.
     pub mllp_max_connections: usize,
+    /// Connections served at once from one IP address; one more from it is
+    /// closed as it arrives.
+    pub mllp_max_connections_per_peer: usize,
     /// IANA zone of HL7 timestamps sent without an offset.
     pub hl7_time_zone: String,
     /// Where `/metrics`, `/live` and `/ready` are served, or `"off"`
@@ -94,10 +113,13 @@ impl Default for IngestConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_batch_events: 10_000,
+            grpc: baton_tls::GrpcLimits::with_max_message_bytes(DEFAULT_MAX_MESSAGE_BYTES),
             mllp_listen: MllpListen::loopback(mllp::DEFAULT_MLLP_PORT),
             mllp_max_message_bytes: 1024 * 1024,
             mllp_idle_timeout_ms: 300_000,
+            mllp_frame_timeout_ms: 10_000,
             mllp_max_connections: 64,
+            mllp_max_connections_per_peer: 8,
             hl7_time_zone: baton_hl7::Zone::DEFAULT.to_owned(),
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             tls: baton_tls::TlsConfig::default(),
@@ -113,6 +135,7 @@ impl IngestConfig {
         if self.max_batch_events == 0 {
             return Err("max_batch_events: expected at least 1".into());
         }
+        self.grpc.validate().map_err(|error| error.to_string())?;
         if self.mllp_max_message_bytes < 1024 {
             return Err(format!(
                 "mllp_max_message_bytes: expected at least 1024, got {}",
@@ -120,10 +143,16 @@ impl IngestConfig {
             ));
         }
         if self.mllp_idle_timeout_ms == 0 {
-            return Err("mllp_idle_timeout_ms: expected at least 1".into());
+            return Err("mllp_idle_timeout_ms: expected milliseconds, at least 1, got 0".into());
+        }
+        if self.mllp_frame_timeout_ms == 0 {
+            return Err("mllp_frame_timeout_ms: expected milliseconds, at least 1, got 0".into());
         }
         if self.mllp_max_connections == 0 {
-            return Err("mllp_max_connections: expected at least 1".into());
+            return Err("mllp_max_connections: expected at least 1, got 0".into());
+        }
+        if self.mllp_max_connections_per_peer == 0 {
+            return Err("mllp_max_connections_per_peer: expected at least 1, got 0".into());
         }
         baton_hl7::Zone::named(&self.hl7_time_zone)
             .map_err(|error| format!("hl7_time_zone: {error}"))?;
@@ -304,7 +333,8 @@ fn published(event: &ValidEvent, position: Option<baton_log::Position>) -> Publi
 
 /// Serves the ingest API on `listener` until `shutdown` completes, then
 /// finishes the calls in flight (their events are on stable storage when
-/// they are answered) and returns.
+/// they are answered) and returns. Each connection is held to the
+/// configuration's `grpc` limits.
 pub async fn run(
     ingest: Ingest,
     listener: impl Into<baton_tls::TlsListener>,
@@ -315,6 +345,7 @@ pub async fn run(
     use tonic::server::NamedService;
 
     tracing::info!(topic = %ingest.events_topic, "ingest publishing");
+    let listener = listener.into().with_grpc_limits(ingest.config.grpc.clone());
     baton_runtime::grpc::serve(
         "ingest",
         &[<CareEventIngestServer<IngestService> as NamedService>::NAME],

@@ -9,6 +9,7 @@
 //! | `baton_mllp_messages_total{message_type, ack_code}` | HL7 messages answered, by type (`ADT^A01`…) and ACK code (`AA`, `AE`, `AR`) |
 //! | `baton_mllp_messages_too_large_total` | frames past `mllp_max_message_bytes` |
 //! | `baton_mllp_connections_total`, `…_refused_total`, `baton_mllp_connections_open` | MLLP connections accepted, refused (over `mllp_max_connections`), open |
+//! | `baton_mllp_connections_closed_total{reason}` | MLLP connections closed, by reason: `peer_closed`, `shutdown`, `failed`, `idle_timeout`, `frame_timeout`, `ack_timeout`, `handshake_timeout`, `handshake_failed`, `unauthorised`, `max_connections`, `max_connections_per_peer` ([`crate::mllp::CloseReason`]) |
 //!
 //! A message's type is what the sender wrote in MSH-9, so it is a label only
 //! when Baton maps that type (the message was answered `AA` or `AE`); a
@@ -20,6 +21,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use crate::PublishError;
+use crate::mllp::CloseReason;
 use baton_hl7::AckCode;
 use baton_log::EventLog;
 use baton_telemetry::metrics::{LATENCY_BUCKETS, ReadinessGate};
@@ -57,6 +59,7 @@ struct IngestMetrics {
     mllp_too_large: Counter,
     mllp_connections: Counter,
     mllp_refused: Counter,
+    mllp_closed: Family<ReasonLabels, Counter>,
     mllp_open: Gauge,
 }
 
@@ -70,6 +73,7 @@ static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
         mllp_too_large: Counter::default(),
         mllp_connections: Counter::default(),
         mllp_refused: Counter::default(),
+        mllp_closed: Family::default(),
         mllp_open: Gauge::default(),
     };
     baton_telemetry::metrics::register(|registry| {
@@ -120,6 +124,11 @@ static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
             metrics.mllp_refused.clone(),
         );
         mllp.register(
+            "connections_closed",
+            "MLLP connections closed, by reason",
+            metrics.mllp_closed.clone(),
+        );
+        mllp.register(
             "connections_open",
             "MLLP connections open now",
             metrics.mllp_open.clone(),
@@ -127,6 +136,11 @@ static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
     });
     for reason in REASONS {
         drop(metrics.rejected.get_or_create(&ReasonLabels { reason }));
+    }
+    for reason in CloseReason::ALL {
+        drop(metrics.mllp_closed.get_or_create(&ReasonLabels {
+            reason: reason.as_str(),
+        }));
     }
     metrics
 });
@@ -213,8 +227,18 @@ pub(crate) fn record_too_large() {
     METRICS.mllp_too_large.inc();
 }
 
-pub(crate) fn record_connection_refused() {
-    METRICS.mllp_refused.inc();
+/// Counts a closed MLLP connection; one closed on arrival because
+/// `mllp_max_connections` were open is also a refused one.
+pub(crate) fn record_connection_closed(reason: CloseReason) {
+    if reason == CloseReason::MaxConnections {
+        METRICS.mllp_refused.inc();
+    }
+    METRICS
+        .mllp_closed
+        .get_or_create(&ReasonLabels {
+            reason: reason.as_str(),
+        })
+        .inc();
 }
 
 /// Counts an accepted connection as open until the guard drops.

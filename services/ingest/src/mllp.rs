@@ -13,18 +13,41 @@
 //!
 //! Messages of one connection are handled in order, one at a time, as MLLP
 //! senders expect; connections run concurrently. A frame past
-//! `mllp_max_message_bytes` is answered `AR` without being buffered; a
-//! connection silent for `mllp_idle_timeout_ms` is closed, and one past
-//! `mllp_max_connections` is closed as it arrives. On shutdown the
-//! listener stops accepting, each connection finishes and acknowledges
-//! the messages it has received, then closes.
+//! `mllp_max_message_bytes` is answered `AR` without being buffered. On
+//! shutdown the listener stops accepting, each connection finishes and
+//! acknowledges the messages it has received, then closes.
+//!
+//! # Connections that hold a slot without sending
+//!
+//! A slot (`mllp_max_connections`) is held only by a connection that sends
+//! messages, so idle or slow connections cannot lock real feeds out:
+//!
+//! - `mllp_frame_timeout_ms` (default 10 s): a connection that has not sent
+//!   a complete frame that long after connecting (after its TLS handshake,
+//!   which is bounded by `tls.handshake_timeout_ms`), or that has not
+//!   finished a frame that long after the frame's first byte (a slowloris
+//!   sender), is closed.
+//! - `mllp_idle_timeout_ms` (default 5 min): between complete frames, a
+//!   connection that sends nothing of a frame for that long is closed;
+//!   bytes outside frames do not keep it open.
+//! - `mllp_max_connections_per_peer` (default 8): a connection past that
+//!   many open from one IP address is closed as it arrives, as is one past
+//!   `mllp_max_connections` open in all.
+//! - An acknowledgement the sender does not read within
+//!   `mllp_idle_timeout_ms` closes the connection.
+//!
+//! Every close is counted by its [`CloseReason`] ([`MllpSnapshot::closed`],
+//! `baton_mllp_connections_closed_total{reason}`) and logged with the
+//! peer's address and the reason: at warn for the refusals and timeouts
+//! above, at info otherwise.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use baton_hl7::mllp::{Frame, FrameDecoder};
@@ -33,6 +56,7 @@ use baton_telemetry::TraceParent;
 use baton_tls::{ClientConfig, ClientTlsStream, TlsListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -74,6 +98,84 @@ pub struct TypeCounts {
     pub rejected: u64,
 }
 
+/// Why the listener closed a connection: a fixed set, the `reason` label
+/// of `baton_mllp_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CloseReason {
+    /// The sender closed it.
+    PeerClosed,
+    /// The listener stopped.
+    Shutdown,
+    /// Reading or writing failed (e.g. reset by the peer).
+    Failed,
+    /// Nothing of a frame for `mllp_idle_timeout_ms`.
+    IdleTimeout,
+    /// No complete frame within `mllp_frame_timeout_ms` of connecting, or
+    /// of a frame's first byte.
+    FrameTimeout,
+    /// An acknowledgement not taken by the sender within
+    /// `mllp_idle_timeout_ms`.
+    AckTimeout,
+    /// Its TLS handshake did not complete within
+    /// `tls.handshake_timeout_ms`.
+    HandshakeTimeout,
+    /// Its TLS handshake failed.
+    HandshakeFailed,
+    /// The clients table does not let it send HL7.
+    Unauthorised,
+    /// Closed on arrival: `mllp_max_connections` were open.
+    MaxConnections,
+    /// Closed on arrival: `mllp_max_connections_per_peer` were open from
+    /// its IP address.
+    MaxConnectionsPerPeer,
+}
+
+impl CloseReason {
+    /// Every reason, in order.
+    pub const ALL: [Self; 11] = [
+        Self::PeerClosed,
+        Self::Shutdown,
+        Self::Failed,
+        Self::IdleTimeout,
+        Self::FrameTimeout,
+        Self::AckTimeout,
+        Self::HandshakeTimeout,
+        Self::HandshakeFailed,
+        Self::Unauthorised,
+        Self::MaxConnections,
+        Self::MaxConnectionsPerPeer,
+    ];
+
+    /// The metric label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PeerClosed => "peer_closed",
+            Self::Shutdown => "shutdown",
+            Self::Failed => "failed",
+            Self::IdleTimeout => "idle_timeout",
+            Self::FrameTimeout => "frame_timeout",
+            Self::AckTimeout => "ack_timeout",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::Unauthorised => "unauthorised",
+            Self::MaxConnections => "max_connections",
+            Self::MaxConnectionsPerPeer => "max_connections_per_peer",
+        }
+    }
+
+    /// Whether it is one an operator should look at (a limit or timeout
+    /// hit, a refusal), logged at warn; the others at info.
+    pub fn is_abuse(self) -> bool {
+        !matches!(self, Self::PeerClosed | Self::Shutdown | Self::Failed)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the listener has done since it started: the metrics an operator
 /// watches (logged on shutdown, readable any time with [`MllpStats::snapshot`]).
 #[derive(Debug, Default)]
@@ -82,6 +184,7 @@ pub struct MllpStats {
     connections_refused: AtomicU64,
     handshakes_failed: AtomicU64,
     unauthorised: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
     accepted: AtomicU64,
     errored: AtomicU64,
     rejected: AtomicU64,
@@ -101,6 +204,10 @@ pub struct MllpSnapshot {
     /// Closed because the clients table does not give their client
     /// certificate the scope `hl7`.
     pub unauthorised: u64,
+    /// Connections closed, by why (every reason present, most at 0); the
+    /// refusals on arrival included, so the sum is every connection
+    /// accepted from the socket and closed.
+    pub closed: BTreeMap<CloseReason, u64>,
     pub accepted: u64,
     pub errored: u64,
     pub rejected: u64,
@@ -120,6 +227,10 @@ impl MllpStats {
             connections_refused: load(&self.connections_refused),
             handshakes_failed: load(&self.handshakes_failed),
             unauthorised: load(&self.unauthorised),
+            closed: CloseReason::ALL
+                .into_iter()
+                .map(|reason| (reason, load(&self.closed[reason as usize])))
+                .collect(),
             accepted: load(&self.accepted),
             errored: load(&self.errored),
             rejected: load(&self.rejected),
@@ -130,6 +241,29 @@ impl MllpStats {
                 .lock()
                 .map(|by_type| by_type.clone())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Counts and logs the close of the connection from `peer`.
+    fn record_close(&self, peer: SocketAddr, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+        match reason {
+            CloseReason::MaxConnections => {
+                self.connections_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            CloseReason::HandshakeTimeout | CloseReason::HandshakeFailed => {
+                self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            CloseReason::Unauthorised => {
+                self.unauthorised.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        crate::metrics::record_connection_closed(reason);
+        if reason.is_abuse() {
+            tracing::warn!(%peer, %reason, "closed an MLLP connection");
+        } else {
+            tracing::info!(%peer, %reason, "closed an MLLP connection");
         }
     }
 
@@ -159,7 +293,9 @@ pub struct Mllp {
     map: Arc<MapConfig>,
     max_message_bytes: usize,
     idle_timeout: Duration,
+    frame_timeout: Duration,
     max_connections: usize,
+    max_connections_per_peer: usize,
     clock: Arc<dyn Clock>,
     stats: Arc<MllpStats>,
     /// For the acknowledgements' own control ids.
@@ -187,7 +323,9 @@ impl Mllp {
             map: Arc::new(MapConfig { zone }),
             max_message_bytes: config.mllp_max_message_bytes,
             idle_timeout: Duration::from_millis(config.mllp_idle_timeout_ms),
+            frame_timeout: Duration::from_millis(config.mllp_frame_timeout_ms),
             max_connections: config.mllp_max_connections,
+            max_connections_per_peer: config.mllp_max_connections_per_peer,
             clock,
             stats: Arc::default(),
             acks: Arc::default(),
@@ -304,14 +442,25 @@ impl Mllp {
         acknowledgement(header, code, problems, &control_id, &at, consistency_token)
     }
 
+    /// Serves one connection until it closes, saying why.
     async fn connection(
         self,
         mut stream: impl AsyncRead + AsyncWrite + Unpin,
         stop: CancellationToken,
-    ) {
+    ) -> CloseReason {
         let mut decoder = FrameDecoder::new(self.max_message_bytes);
         let mut buffer = vec![0_u8; 64 * 1024];
-        loop {
+        let connected = Instant::now();
+        // The first frame is due within the frame timeout of connecting,
+        // each later one within it of its first byte; between frames only
+        // the idle timeout runs, and only bytes of frames restart it.
+        let mut frame_due = Some(connected + self.frame_timeout);
+        let mut idle_due = connected + self.idle_timeout;
+        let reason = 'connection: loop {
+            let (deadline, expired) = match frame_due {
+                Some(due) if due <= idle_due => (due, CloseReason::FrameTimeout),
+                _ => (idle_due, CloseReason::IdleTimeout),
+            };
             // Stopping only ever interrupts a wait for bytes: every message
             // already received is handled and acknowledged first.
             let read = tokio::select! {
@@ -320,46 +469,103 @@ impl Mllp {
                     if decoder.in_frame() {
                         tracing::info!("closing at shutdown with a message half received: the sender will send it again");
                     }
-                    break;
+                    break CloseReason::Shutdown;
                 }
-                read = tokio::time::timeout(self.idle_timeout, stream.read(&mut buffer)) => read,
+                read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)) => read,
             };
             let count = match read {
-                Err(_) => {
-                    tracing::info!(
-                        idle_ms = self.idle_timeout.as_millis() as u64,
-                        "closing an idle connection"
-                    );
-                    break;
-                }
-                Ok(Ok(0)) => break,
+                Err(_) => break expired,
+                Ok(Ok(0)) => break CloseReason::PeerClosed,
                 Ok(Ok(count)) => count,
                 Ok(Err(error)) => {
                     tracing::info!(%error, "connection failed");
-                    break;
+                    break CloseReason::Failed;
                 }
             };
-            for frame in decoder.push(&buffer[..count]) {
+            let frames = decoder.push(&buffer[..count]);
+            let completed = !frames.is_empty();
+            for frame in frames {
                 let ack = match frame {
                     Frame::Message(bytes) => self.handle(&bytes).await,
                     Frame::TooLarge { head, limit } => self.too_large(&head, limit),
                 };
-                if let Err(error) = stream
-                    .write_all(&baton_hl7::mllp::frame(ack.as_bytes()))
-                    .await
-                {
-                    tracing::info!(%error, "cannot send the acknowledgement: closing");
-                    return;
+                let framed = baton_hl7::mllp::frame(ack.as_bytes());
+                match tokio::time::timeout(self.idle_timeout, stream.write_all(&framed)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::info!(%error, "cannot send the acknowledgement: closing");
+                        break 'connection CloseReason::Failed;
+                    }
+                    Err(_) => break 'connection CloseReason::AckTimeout,
                 }
             }
-        }
+            let now = Instant::now();
+            if completed || decoder.in_frame() {
+                idle_due = now + self.idle_timeout;
+            }
+            if completed {
+                frame_due = None;
+            }
+            if decoder.in_frame() && frame_due.is_none() {
+                frame_due = Some(now + self.frame_timeout);
+            }
+        };
         if decoder.skipped() > 0 {
             tracing::info!(
                 bytes = decoder.skipped(),
                 "skipped bytes outside MLLP frames"
             );
         }
-        let _ = stream.shutdown().await;
+        if !matches!(reason, CloseReason::Failed | CloseReason::AckTimeout) {
+            let _ = tokio::time::timeout(self.frame_timeout, stream.shutdown()).await;
+        }
+        reason
+    }
+}
+
+/// The connections open from each IP address.
+#[derive(Debug, Default)]
+struct Peers {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Peers {
+    /// One more from `ip`, unless `max` are open from it.
+    fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection from `ip`, counted until dropped.
+#[derive(Debug)]
+struct PeerSlot {
+    peers: Arc<Peers>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .peers
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -385,16 +591,20 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let mut connections = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(mllp.max_connections));
+    let peers = Arc::new(Peers::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(from_peer) = peers.admit(peer.ip(), mllp.max_connections_per_peer) else {
+                        mllp.stats.record_close(peer, CloseReason::MaxConnectionsPerPeer);
+                        drop(stream);
+                        continue;
+                    };
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        mllp.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::record_connection_refused();
-                        tracing::warn!(%peer, max = mllp.max_connections, "closed a connection: mllp_max_connections are open");
+                        mllp.stats.record_close(peer, CloseReason::MaxConnections);
                         drop(stream);
                         continue;
                     };
@@ -407,12 +617,13 @@ pub async fn serve(
                     let tls = tls.clone();
                     let clients = clients.clone();
                     connections.spawn(async move {
-                        match tls {
+                        let reason = match tls {
                             None if clients.is_enforced() => {
-                                mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!("closed a connection: the clients table is enforced and a plaintext sender has no identity");
+                                tracing::info!("the clients table is enforced and a plaintext sender has no identity");
+                                CloseReason::Unauthorised
                             }
-                            None => mllp.connection(stream, stop).await,
+                            None => mllp.clone().connection(stream, stop).await,
+                            // The handshake is bounded by tls.handshake_timeout_ms.
                             Some(tls) => match tls.accept(stream).await {
                                 Ok(stream) if clients.is_enforced() => {
                                     let identity = stream
@@ -424,27 +635,32 @@ pub async fn serve(
                                     match identity {
                                         Some(identity) if identity.has(baton_tls::Scope::Hl7) => {
                                             let span = tracing::info_span!("mllp_client", client = %identity.id);
-                                            mllp.connection(stream, stop).instrument(span).await;
+                                            mllp.clone().connection(stream, stop).instrument(span).await
                                         }
                                         Some(identity) => {
-                                            mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
-                                            tracing::info!(client = %identity.id, "closed a connection: the client lacks the scope \"hl7\"");
+                                            tracing::info!(client = %identity.id, "the client lacks the scope \"hl7\"");
+                                            CloseReason::Unauthorised
                                         }
                                         None => {
-                                            mllp.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
-                                            tracing::info!("closed a connection: its client certificate is not in the clients table");
+                                            tracing::info!("its client certificate is not in the clients table");
+                                            CloseReason::Unauthorised
                                         }
                                     }
                                 }
-                                Ok(stream) => mllp.connection(stream, stop).await,
+                                Ok(stream) => mllp.clone().connection(stream, stop).await,
                                 Err(error) => {
-                                    mllp.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-                                    tracing::info!(%error, "closed a connection before TLS was set up");
+                                    tracing::info!(%error, "no TLS session set up");
+                                    match error {
+                                        baton_tls::HandshakeError::TimedOut(_) => CloseReason::HandshakeTimeout,
+                                        baton_tls::HandshakeError::Failed(_) => CloseReason::HandshakeFailed,
+                                    }
                                 }
                             },
-                        }
+                        };
+                        mllp.stats.record_close(peer, reason);
                         drop(open);
                         drop(slot);
+                        drop(from_peer);
                     }.instrument(span));
                 }
                 Err(error) => {
@@ -465,6 +681,12 @@ pub async fn serve(
         connections_refused = stats.connections_refused,
         handshakes_failed = stats.handshakes_failed,
         unauthorised = stats.unauthorised,
+        closed = ?stats
+            .closed
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(reason, count)| (reason.as_str(), *count))
+            .collect::<Vec<_>>(),
         accepted = stats.accepted,
         errored = stats.errored,
         rejected = stats.rejected,
@@ -551,5 +773,40 @@ impl MllpClient {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_address_until_they_close() {
+        let peers = Arc::new(Peers::default());
+        let ip: IpAddr = [10, 0, 0, 7].into();
+        let first = peers.admit(ip, 2).expect("the first");
+        // The same address written as IPv4-mapped IPv6 is the same peer.
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        let second = peers.admit(mapped, 2).expect("the second");
+        assert!(peers.admit(ip, 2).is_none(), "a third from one address");
+        assert!(peers.admit([10, 0, 0, 8].into(), 2).is_some());
+        drop(first);
+        let third = peers.admit(ip, 2).expect("a slot again once one closed");
+        drop((second, third));
+        assert!(peers.open.lock().unwrap().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn close_reasons_are_a_fixed_set_of_labels() {
+        let labels: std::collections::BTreeSet<_> = CloseReason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .collect();
+        assert_eq!(labels.len(), CloseReason::ALL.len());
+        for (index, reason) in CloseReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, index, "ALL is in declaration order");
+        }
+        assert!(CloseReason::FrameTimeout.is_abuse());
+        assert!(!CloseReason::PeerClosed.is_abuse());
     }
 }

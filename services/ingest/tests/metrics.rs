@@ -14,6 +14,10 @@ use baton_log::embedded::EmbeddedLog;
 use baton_log::topics;
 use baton_telemetry::metrics::{Format, naming_problems, render};
 
+mod support;
+
+use support::sample;
+
 #[derive(Debug)]
 struct FixedClock;
 
@@ -21,18 +25,6 @@ impl Clock for FixedClock {
     fn now(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000)
     }
-}
-
-/// The value of the sample `series` (name and labels, as exposed).
-fn sample(exposition: &str, series: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|value| value.parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no {series} in\n{exposition}"))
 }
 
 fn adt(trigger: &str, control: &str, nhs: &str, ward: &str) -> String {

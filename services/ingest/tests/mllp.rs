@@ -10,7 +10,7 @@ use std::time::Duration;
 use baton_hl7::AckCode;
 use baton_hl7::mllp::frame;
 use baton_ingest::IngestConfig;
-use baton_ingest::mllp::TypeCounts;
+use baton_ingest::mllp::{CloseReason, TypeCounts};
 use baton_projector::{Projector, ProjectorConfig};
 use baton_proto::state::v1::{EncounterStatus, PatientCareState};
 use tokio::io::AsyncReadExt;
@@ -354,6 +354,24 @@ fn settings_are_checked_naming_the_bad_one() {
             .unwrap_err()
             .contains("mllp_max_message_bytes")
     );
+    for (field, config) in [
+        (
+            "mllp_frame_timeout_ms: expected milliseconds, at least 1, got 0",
+            IngestConfig {
+                mllp_frame_timeout_ms: 0,
+                ..IngestConfig::default()
+            },
+        ),
+        (
+            "mllp_max_connections_per_peer: expected at least 1, got 0",
+            IngestConfig {
+                mllp_max_connections_per_peer: 0,
+                ..IngestConfig::default()
+            },
+        ),
+    ] {
+        assert_eq!(config.validate().unwrap_err(), field);
+    }
     use baton_ingest::MllpListen;
     assert_eq!("off".parse::<MllpListen>().unwrap(), MllpListen::Off);
     assert_eq!(
@@ -368,11 +386,17 @@ fn settings_are_checked_naming_the_bad_one() {
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("baton.toml");
-    std::fs::write(&file, "[ingest]\nmllp_listen = \"off\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[ingest]\nmllp_listen = \"off\"\nmllp_frame_timeout_ms = 2500\nmllp_max_connections_per_peer = 3\n",
+    )
+    .unwrap();
     let no_flags = BTreeMap::<String, String>::new();
     let config: IngestConfig =
         baton_runtime::load_config(Some(&file), "ingest", &no_flags).unwrap();
     assert_eq!(config.mllp_listen, MllpListen::Off);
+    assert_eq!(config.mllp_frame_timeout_ms, 2500);
+    assert_eq!(config.mllp_max_connections_per_peer, 3);
     std::fs::write(&file, "[ingest]\nmllp_listen = \"2575\"\n").unwrap();
     let error = baton_runtime::load_config::<IngestConfig>(Some(&file), "ingest", &no_flags)
         .unwrap_err()
@@ -423,5 +447,89 @@ async fn connections_past_the_limit_are_closed_as_they_arrive() {
     again
         .accept(&adt("A02", "3", "202607151100", NHS_A, &at("WARD-9")))
         .await;
+    feed.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_from_one_address_are_closed_while_another_gets_in() {
+    let feed = Feed::start(IngestConfig {
+        mllp_max_connections_per_peer: 2,
+        // Long enough that only the per-peer limit closes anything here.
+        mllp_frame_timeout_ms: 600_000,
+        ..IngestConfig::default()
+    })
+    .await;
+    let mut first = feed.connect_from([127, 0, 0, 1]).await;
+    first
+        .accept(&adt("A01", "1", "202607150900", NHS_A, &at("AMU")))
+        .await;
+    let second = feed.connect_from([127, 0, 0, 1]).await;
+    let mut third = feed.connect_from([127, 0, 0, 1]).await;
+    assert!(
+        third.closed_by_listener().await,
+        "a third connection from one address is closed"
+    );
+    // Another address is another peer.
+    let mut other = feed.connect_from([127, 0, 0, 2]).await;
+    other
+        .accept(&adt("A01", "2", "202607150900", NHS_B, &at("AMU")))
+        .await;
+    first
+        .accept(&adt("A02", "3", "202607151000", NHS_A, &at("WARD-7")))
+        .await;
+    let stats = feed.stats.snapshot();
+    assert_eq!(stats.closed[&CloseReason::MaxConnectionsPerPeer], 1);
+    assert_eq!(stats.connections, 3, "{stats:?}");
+    // Once one of its connections has gone, the address may open another.
+    drop(second);
+    let mut again = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut sender = feed.connect_from([127, 0, 0, 1]).await;
+            if let Some((ack, _)) = sender
+                .try_send(&adt("A02", "4", "202607151100", NHS_A, &at("WARD-9")))
+                .await
+            {
+                return (sender, ack);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a slot for the address once one of its connections closed");
+    assert_eq!(again.1.code, AckCode::Accept);
+    again
+        .0
+        .accept(&adt("A03", "5", "202607151200", NHS_A, &at("WARD-9")))
+        .await;
+    feed.stop().await;
+}
+
+#[tokio::test]
+async fn a_tls_handshake_not_finished_in_time_is_closed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = baton_tls::testing::TestCa::new("Baton test CA");
+    let server = ca.server(dir.path(), "server");
+    let settings = baton_tls::TlsConfig {
+        cert: Some(server.cert),
+        key: Some(server.key),
+        client_ca: None,
+        handshake_timeout_ms: 200,
+    };
+    let tls = baton_tls::Tls::load(&settings, baton_tls::ALPN_NONE).unwrap();
+    let feed = Feed::start_with_tls(
+        IngestConfig {
+            mllp_frame_timeout_ms: 600_000,
+            ..IngestConfig::default()
+        },
+        tls,
+    )
+    .await;
+    // The handshake is bounded by tls.handshake_timeout_ms, not the frame
+    // timeout: a connection that never starts it is closed.
+    let mut silent = feed.connect().await;
+    assert!(silent.closed_by_listener().await);
+    let stats = feed.stats.snapshot();
+    assert_eq!(stats.closed[&CloseReason::HandshakeTimeout], 1, "{stats:?}");
+    assert_eq!(stats.handshakes_failed, 1);
     feed.stop().await;
 }

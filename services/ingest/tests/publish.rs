@@ -22,11 +22,15 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let log = Arc::new(EmbeddedLog::temporary().unwrap());
-    let config = IngestConfig {
+    start_with(IngestConfig {
         max_batch_events: 3,
         ..IngestConfig::default()
-    };
+    })
+    .await
+}
+
+async fn start_with(config: IngestConfig) -> Running {
+    let log = Arc::new(EmbeddedLog::temporary().unwrap());
     let topics = topics::Topics {
         partitions: 4,
         ..topics::Topics::default()
@@ -174,6 +178,37 @@ async fn validate_only_writes_nothing_and_limits_are_explained() {
             "events"
         );
     }
+}
+
+#[tokio::test]
+async fn a_request_past_the_message_limit_is_refused_naming_it() {
+    let mut running = start_with(IngestConfig {
+        grpc: baton_tls::GrpcLimits::with_max_message_bytes(1024),
+        ..IngestConfig::default()
+    })
+    .await;
+    let status = running
+        .client
+        .publish(PublishRequest {
+            events: vec![admitted("9434765919", "V1", 100, "AMU"); 20],
+            validate_only: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("the limit is: 1024 bytes"),
+        "{status:?}"
+    );
+    assert_eq!(records_written(&running.log).await, 0);
+    running
+        .client
+        .publish(PublishRequest {
+            events: vec![admitted("9434765919", "V1", 100, "AMU")],
+            validate_only: false,
+        })
+        .await
+        .expect("a request within the limit is served");
 }
 
 #[tokio::test]

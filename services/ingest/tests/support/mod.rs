@@ -92,6 +92,11 @@ pub struct Feed {
 
 impl Feed {
     pub async fn start(config: IngestConfig) -> Self {
+        Self::start_with_tls(config, None).await
+    }
+
+    /// A listener speaking TLS with `tls`.
+    pub async fn start_with_tls(config: IngestConfig, tls: Option<baton_tls::Tls>) -> Self {
         let log = Arc::new(FlakyLog {
             inner: EmbeddedLog::temporary().unwrap(),
             down: AtomicBool::new(false),
@@ -106,7 +111,7 @@ impl Feed {
         let stop = CancellationToken::new();
         let server = tokio::spawn(baton_ingest::mllp::serve(
             mllp,
-            listener,
+            baton_tls::TlsListener::new(listener, tls),
             stop.clone().cancelled_owned(),
         ));
         Self {
@@ -121,6 +126,19 @@ impl Feed {
     pub async fn connect(&self) -> Sender {
         Sender {
             stream: TcpStream::connect(self.address).await.unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Connects from the loopback address `ip` (e.g. `127.0.0.2`: on
+    /// Linux every 127/8 address is the machine's own), another peer.
+    pub async fn connect_from(&self, ip: [u8; 4]) -> Sender {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((ip, 0)))
+            .expect("a loopback address to connect from");
+        Sender {
+            stream: socket.connect(self.address).await.unwrap(),
             pending: Vec::new(),
         }
     }
@@ -170,21 +188,51 @@ impl Sender {
     }
 
     pub async fn read_ack(&mut self) -> (ReadAck, String) {
+        self.try_read_ack()
+            .await
+            .expect("the listener closed the connection")
+    }
+
+    /// The next acknowledgement; `None` when the listener closed the
+    /// connection instead.
+    pub async fn try_read_ack(&mut self) -> Option<(ReadAck, String)> {
         loop {
             if let Some(end) = self.pending.iter().position(|&b| b == END_BLOCK) {
                 let framed: Vec<u8> = self.pending.drain(..end + 2).collect();
                 let text = String::from_utf8(framed[1..end].to_vec()).unwrap();
-                return (ReadAck::parse(text.as_bytes()).unwrap(), text);
+                return Some((ReadAck::parse(text.as_bytes()).unwrap(), text));
             }
             let mut buffer = [0_u8; 4096];
             let count =
                 tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer))
                     .await
-                    .expect("an acknowledgement within 10 s")
-                    .unwrap();
-            assert!(count > 0, "the listener closed the connection");
+                    .expect("an acknowledgement or a close within 10 s")
+                    .ok()?;
+            if count == 0 {
+                return None;
+            }
             self.pending.extend_from_slice(&buffer[..count]);
         }
+    }
+
+    /// Waits (up to 10 s) for the listener to close the connection; false
+    /// when it is still open then or sent bytes instead.
+    pub async fn closed_by_listener(&mut self) -> bool {
+        let mut buffer = [0_u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buffer)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    /// Sends `message` and reads its acknowledgement; `None` when the
+    /// listener closed the connection instead.
+    pub async fn try_send(&mut self, message: &str) -> Option<(ReadAck, String)> {
+        self.stream
+            .write_all(&frame(message.as_bytes()))
+            .await
+            .ok()?;
+        self.try_read_ack().await
     }
 
     pub async fn send(&mut self, message: &str) -> (ReadAck, String) {
@@ -204,4 +252,16 @@ impl Sender {
             self.accept(message).await;
         }
     }
+}
+
+/// The value of the sample `series` (name and labels, as exposed).
+pub fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{exposition}"))
 }
