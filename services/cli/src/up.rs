@@ -168,6 +168,7 @@ impl UpConfig {
         self.projector.jwt = self.jwt.clone();
         self.query.audit = self.audit.clone();
         self.projector.audit = self.audit.clone();
+        self.ingest.audit = self.audit.clone();
         if !backbone.is_kafka() {
             self.projector.publish_states = false;
         }

@@ -106,6 +106,9 @@ pub struct IngestConfig {
     /// leeway_s, client_claim): a second way for a client to identify
     /// itself, named by `token_subjects` in the clients table.
     pub jwt: baton_tls::JwtConfig,
+    /// The audit log (`[<section>.audit]`): every call the clients table
+    /// refuses is recorded in it.
+    pub audit: baton_audit::AuditConfig,
 }
 
 impl Default for IngestConfig {
@@ -125,6 +128,7 @@ impl Default for IngestConfig {
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
             jwt: baton_tls::JwtConfig::default(),
+            audit: baton_audit::AuditConfig::default(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl IngestConfig {
             return Err("max_batch_events: expected at least 1".into());
         }
         self.grpc.validate().map_err(|error| error.to_string())?;
+        self.audit.validate()?;
         if self.mllp_max_message_bytes < 1024 {
             return Err(format!(
                 "mllp_max_message_bytes: expected at least 1024, got {}",

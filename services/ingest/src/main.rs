@@ -87,15 +87,12 @@ async fn main() -> anyhow::Result<()> {
         args.service.insecure,
     )?;
     let tls = baton_tls::ServiceTls::load(&config.tls).context("invalid configuration: ingest")?;
-    let clients = Arc::new(
-        baton_tls::Clients::new(&config.clients)
-            .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?
-            .with_tokens(
-                baton_tls::TokenVerifier::load(&config.jwt).map_err(|problem| {
-                    anyhow::anyhow!("invalid configuration: ingest.{problem}")
-                })?,
-            ),
-    );
+    let clients = baton_tls::Clients::new(&config.clients)
+        .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?
+        .with_tokens(
+            baton_tls::TokenVerifier::load(&config.jwt)
+                .map_err(|problem| anyhow::anyhow!("invalid configuration: ingest.{problem}"))?,
+        );
     baton_ingest::metrics::register();
     let readiness = Readiness::new();
     let log_reachable = readiness.gate("event log reachable");
@@ -107,7 +104,16 @@ async fn main() -> anyhow::Result<()> {
             stop.clone().cancelled_owned(),
         ))
     });
-    let log = backbone.open_log(&args.service.data()).await?;
+    let data = args.service.data();
+    let log = backbone.open_log(&data).await?;
+    let auditor = baton_audit::Auditor::start(
+        backbone.open_audit_log(&data, &log)?,
+        &config.audit,
+        "ingest",
+    )
+    .await
+    .context("cannot start the audit log")?;
+    let clients = Arc::new(clients.with_refusal_hook(auditor.refusal_hook()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -148,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         server.await?;
     }
     served?;
+    auditor.drain(std::time::Duration::from_secs(5)).await;
     log.flush().await?;
     Ok(())
 }

@@ -138,6 +138,11 @@ pub struct QueryConfig {
     /// enabled, topic, durability, max_delay_ms, append_timeout_ms,
     /// fail_closed, …).
     pub audit: baton_audit::AuditConfig,
+    /// What a gRPC connection may do (`[<section>.grpc]`): calls at once
+    /// (`max_concurrent_streams`, 100), the largest request
+    /// (`max_message_bytes`, 4 MiB), the time to send the HTTP/2 preface
+    /// (`preface_timeout_ms`, 10 s) and keepalive pings.
+    pub grpc: baton_tls::GrpcLimits,
 }
 
 impl Default for QueryConfig {
@@ -158,6 +163,7 @@ impl Default for QueryConfig {
             clients: Vec::new(),
             jwt: baton_tls::JwtConfig::default(),
             audit: baton_audit::AuditConfig::default(),
+            grpc: baton_tls::GrpcLimits::default(),
         }
     }
 }
@@ -194,6 +200,7 @@ impl QueryConfig {
         }
         baton_tls::Clients::new(&self.clients)?;
         self.audit.validate()?;
+        self.grpc.validate().map_err(|error| error.to_string())?;
         Ok(())
     }
 }
@@ -678,6 +685,9 @@ pub async fn run(
 ) -> Result<(), QueryError> {
     use tonic::server::NamedService;
 
+    let listener = listener
+        .into()
+        .with_grpc_limits(service.config.grpc.clone());
     baton_runtime::grpc::serve(
         "query",
         &[<CareStateQueryServer<QueryService> as NamedService>::NAME],

@@ -52,7 +52,8 @@ pub struct QueryServer {
 impl QueryServer {
     pub(crate) fn new(service: QueryService) -> Self {
         Self {
-            generated: CareStateQueryServer::new(service.clone()),
+            generated: CareStateQueryServer::new(service.clone())
+                .max_decoding_message_size(service.config.grpc.max_message_bytes),
             service,
         }
     }
@@ -76,8 +77,10 @@ impl Service<http::Request<Body>> for QueryServer {
             return self.generated.call(request);
         }
         let method = GetCareStateMethod(self.service.clone());
+        let max_decoding = self.service.config.grpc.max_message_bytes;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawCodec);
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_max_message_size_config(Some(max_decoding), None);
             Ok(grpc.unary(method, request).await)
         })
     }
