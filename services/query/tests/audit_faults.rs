@@ -163,7 +163,8 @@ async fn reads_are_refused_while_the_audit_log_is_down_and_served_once_it_is_bac
             record.outcome == Outcome::Read as i32 && record.patient_key == "9434765919"
         })
         .count();
-    assert!(reads >= 1 + served_after, "{reads} reads recorded");
+    // The read before the broker went down, and every one after.
+    assert!(reads > served_after, "{reads} reads recorded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
