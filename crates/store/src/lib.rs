@@ -109,5 +109,6 @@ pub mod generations;
 pub use generations::{Generations, ReplayMarker};
 pub use keys::{PartitionDigest, UNPLACED_PARTITION, state_hash};
 pub use store::{
-    CohortPage, StateHash, Store, StoreConfig, StoreDigest, WriterPermit, WritersPaused,
+    CohortPage, EncodedCohortPage, StateHash, Store, StoreConfig, StoreDigest, WriterPermit,
+    WritersPaused,
 };

@@ -57,6 +57,17 @@ pub struct CohortPage {
     pub next_after: Option<String>,
 }
 
+/// One page of a cohort as stored, from [`Store::list_cohort_encoded`]:
+/// each member's patient key and the state's stored encoding, so the
+/// answer is written without encoding the states again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EncodedCohortPage {
+    /// Members (patient key, encoded `PatientCareState`), in index order.
+    pub members: Vec<(String, Vec<u8>)>,
+    /// As [`CohortPage::next_after`].
+    pub next_after: Option<String>,
+}
+
 /// The sled projection store. Cloning is cheap and shares the database.
 ///
 /// A handle reads and writes the store's *live generation*, which
@@ -791,12 +802,63 @@ impl Store {
         now: Instant,
         admit: &dyn Fn(&PatientCareState) -> bool,
     ) -> Result<CohortPage> {
+        let mut states = Vec::new();
+        let next_after =
+            self.scan_cohort(cohort, after, limit, scan, now, admit, &mut |state, _| {
+                states.push(state);
+            })?;
+        Ok(CohortPage { states, next_after })
+    }
+
+    /// [`Store::list_cohort_admitted`], each member as its stored bytes:
+    /// what `ListCohort` answers with, the states decoded only to be
+    /// checked.
+    pub fn list_cohort_encoded(
+        &self,
+        cohort: &Cohort,
+        after: Option<&str>,
+        limit: usize,
+        scan: usize,
+        now: Instant,
+        admit: &dyn Fn(&PatientCareState) -> bool,
+    ) -> Result<EncodedCohortPage> {
+        let mut members = Vec::new();
+        let next_after = self.scan_cohort(
+            cohort,
+            after,
+            limit,
+            scan,
+            now,
+            admit,
+            &mut |state, encoded| {
+                members.push((state.patient_key, encoded.to_vec()));
+            },
+        )?;
+        Ok(EncodedCohortPage {
+            members,
+            next_after,
+        })
+    }
+
+    /// The scan of [`Store::list_cohort_admitted`]: hands `take` each
+    /// member and its stored bytes, returns where the page ended.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_cohort(
+        &self,
+        cohort: &Cohort,
+        after: Option<&str>,
+        limit: usize,
+        scan: usize,
+        now: Instant,
+        admit: &dyn Fn(&PatientCareState) -> bool,
+        take: &mut dyn FnMut(PatientCareState, &[u8]),
+    ) -> Result<Option<String>> {
         let limit = limit.max(1);
         let scan = scan.max(limit);
         let plan = cohort.plan(now);
         // One generation for the whole page, should a swap come meanwhile.
         let db = self.db();
-        let mut page = CohortPage::default();
+        let mut taken = 0usize;
         let mut last_entry: Option<String> = None;
         let mut read = 0usize;
         for range in &plan {
@@ -811,9 +873,8 @@ impl Store {
             };
             let end = Bound::Excluded(keys::index_key(&range.end));
             for key in db.range::<Vec<u8>, _>((start, end)).keys() {
-                if read == scan || page.states.len() == limit {
-                    page.next_after = last_entry;
-                    return Ok(page);
+                if read == scan || taken == limit {
+                    return Ok(last_entry);
                 }
                 read += 1;
                 let key = key?;
@@ -825,11 +886,12 @@ impl Store {
                 })?;
                 let patient_key = Cohort::key_of_entry(entry);
                 let state_key = keys::state_key(patient_key);
-                let state = db
-                    .get(&state_key)?
-                    .map(|value| decode_state(&state_key, &value))
+                let stored = db.get(&state_key)?;
+                let state = stored
+                    .as_ref()
+                    .map(|value| decode_state(&state_key, value))
                     .transpose()?;
-                let Some(state) = state else {
+                let (Some(state), Some(stored)) = (state, stored) else {
                     return Err(StoreError::Corrupt {
                         key: keys::describe_key(&key),
                         reason: format!(
@@ -839,14 +901,16 @@ impl Store {
                 };
                 let first_here = Cohort::listing_entry(&state, &plan).as_deref() == Some(entry);
                 if first_here && cohort.matches(&state, now) && admit(&state) {
-                    page.states.push(state);
+                    last_entry = Some(entry.to_owned());
+                    take(state, &stored);
+                    taken += 1;
                 } else {
                     debug!(patient_key, "not a member where the listing found them");
+                    last_entry = Some(entry.to_owned());
                 }
-                last_entry = Some(entry.to_owned());
             }
         }
-        Ok(page)
+        Ok(None)
     }
 
     /// Follows every state committed from now on, in commit order: for

@@ -323,6 +323,70 @@ impl QueryService {
         }
     }
 
+    /// `ListCohort`, answered with the stored encodings of the members'
+    /// states: they are decoded to be checked against the cohort and the
+    /// caller's limit, never encoded again.
+    pub(crate) async fn list_cohort_response(
+        &self,
+        access: &Access,
+        request: ListCohortRequest,
+    ) -> Result<EncodedResponse, Status> {
+        let cohort = self.cohort(request.filter)?;
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size <= MAX_PAGE_SIZE => size,
+            size => {
+                return Err(bad_request(
+                    "page_size",
+                    format!(
+                        "{size} is too large: expected 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
+                    ),
+                ));
+            }
+        };
+        let fingerprint = cohort.fingerprint();
+        let after = parse_page_token(&request.page_token, &fingerprint)
+            .map_err(|problem| bad_request("page_token", problem))?;
+        let now = self.now();
+        let limit = access.limit();
+        let page = self
+            .blocking(move |store| {
+                let page_size = page_size as usize;
+                // A limited client's page reads at most this many entries,
+                // so it ends in bounded time however few it may see.
+                let scan = if limit.is_unlimited() {
+                    page_size
+                } else {
+                    page_size.saturating_mul(LIMITED_SCAN_FACTOR)
+                };
+                store.list_cohort_encoded(
+                    &cohort,
+                    after.as_deref(),
+                    page_size,
+                    scan,
+                    now,
+                    &|state| limit.admits(state),
+                )
+            })
+            .await?;
+        access
+            .read(
+                access::LIST_COHORT,
+                page.members
+                    .iter()
+                    .map(|(patient_key, _)| (patient_key.as_str(), patient_key.as_str())),
+            )
+            .await?;
+        let next_page_token = page
+            .next_after
+            .map(|entry| page_token(&fingerprint, &entry))
+            .unwrap_or_default();
+        Ok(EncodedResponse::of_cohort_page(
+            page.members.iter().map(|(_, encoded)| encoded.as_slice()),
+            &next_page_token,
+        ))
+    }
+
     fn now(&self) -> Instant {
         let (seconds, nanos) = self.clock.unix_now();
         Instant::of(Some(&prost_types::Timestamp { seconds, nanos }))
@@ -444,65 +508,19 @@ impl CareStateQuery for QueryService {
             .map_err(|error| Status::internal(format!("a stored state does not decode: {error}")))
     }
 
+    /// Served by [`QueryServer`] from the stored bytes; this decoding path
+    /// is for callers of the generated server alone.
     async fn list_cohort(
         &self,
         request: Request<ListCohortRequest>,
     ) -> Result<Response<ListCohortResponse>, Status> {
         let access = Access::of(&self.auditor, &request);
-        let request = request.into_inner();
-        let cohort = self.cohort(request.filter)?;
-        let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            size if size <= MAX_PAGE_SIZE => size,
-            size => {
-                return Err(bad_request(
-                    "page_size",
-                    format!(
-                        "{size} is too large: expected 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
-                    ),
-                ));
-            }
-        };
-        let fingerprint = cohort.fingerprint();
-        let after = parse_page_token(&request.page_token, &fingerprint)
-            .map_err(|problem| bad_request("page_token", problem))?;
-        let now = self.now();
-        let limit = access.limit();
-        let page = self
-            .blocking(move |store| {
-                let page_size = page_size as usize;
-                // A limited client's page reads at most this many entries,
-                // so it ends in bounded time however few it may see.
-                let scan = if limit.is_unlimited() {
-                    page_size
-                } else {
-                    page_size.saturating_mul(LIMITED_SCAN_FACTOR)
-                };
-                store.list_cohort_admitted(
-                    &cohort,
-                    after.as_deref(),
-                    page_size,
-                    scan,
-                    now,
-                    &|state| limit.admits(state),
-                )
-            })
+        let encoded = self
+            .list_cohort_response(&access, request.into_inner())
             .await?;
-        access
-            .read(
-                access::LIST_COHORT,
-                page.states
-                    .iter()
-                    .map(|state| (state.patient_key.as_str(), state.patient_key.as_str())),
-            )
-            .await?;
-        Ok(Response::new(ListCohortResponse {
-            states: page.states,
-            next_page_token: page
-                .next_after
-                .map(|entry| page_token(&fingerprint, &entry))
-                .unwrap_or_default(),
-        }))
+        ListCohortResponse::decode(encoded.0)
+            .map(Response::new)
+            .map_err(|error| Status::internal(format!("a stored state does not decode: {error}")))
     }
 
     type WatchCohortStream = watch::WatchStream;

@@ -1,18 +1,22 @@
-//! `GetCareState` without decoding the state: the store keeps each state
-//! protobuf-encoded, and a `GetCareStateResponse` is one field holding that
-//! state, so the answer is the stored bytes behind a two-to-four-byte field
-//! header. [`QueryServer`] serves that one method this way and hands every
-//! other to the generated server.
+//! `GetCareState` and `ListCohort` without encoding states again: the store
+//! keeps each state protobuf-encoded, and a `GetCareStateResponse` is one
+//! field holding that state, a `ListCohortResponse` that field repeated and
+//! the page token, so the answer is the stored bytes behind field headers.
+//! [`QueryServer`] serves those two methods this way and hands every other
+//! to the generated server.
 //!
 //! Decoding a state (a few kilobytes of nested messages) and encoding it
 //! again was most of the CPU a `GetCareState` cost; the hot read does
-//! neither now.
+//! neither now. A `ListCohort` page still decodes each candidate, to check
+//! it against the cohort and the caller's limit, but no longer encodes it:
+//! for a page of 1000 that was as long as the store's scan.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use baton_proto::query::v1::GetCareStateRequest;
 use baton_proto::query::v1::care_state_query_server::CareStateQueryServer;
+use baton_proto::query::v1::{GetCareStateRequest, ListCohortRequest};
 use bytes::{BufMut, Bytes};
 use prost::Message;
 use tonic::body::Body;
@@ -24,12 +28,44 @@ use tonic::{Request, Response, Status};
 use crate::QueryService;
 
 const GET_CARE_STATE: &str = "/baton.query.v1.CareStateQuery/GetCareState";
+const LIST_COHORT: &str = "/baton.query.v1.CareStateQuery/ListCohort";
 
 /// An encoded `baton.query.v1.GetCareStateResponse`.
 #[derive(Debug, Clone)]
 pub(crate) struct EncodedResponse(pub(crate) Bytes);
 
 impl EncodedResponse {
+    /// The `ListCohortResponse` holding the states whose encodings are
+    /// `states` (field 1, repeated) and `next_page_token` (field 2).
+    pub(crate) fn of_cohort_page<'a>(
+        states: impl Iterator<Item = &'a [u8]> + Clone,
+        next_page_token: &str,
+    ) -> Self {
+        let length = |len: usize| 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        let total = states
+            .clone()
+            .map(|state| length(state.len()))
+            .sum::<usize>()
+            + if next_page_token.is_empty() {
+                0
+            } else {
+                length(next_page_token.len())
+            };
+        let mut encoded = Vec::with_capacity(total);
+        for state in states {
+            encoded.push(0x0a);
+            prost::encoding::encode_varint(state.len() as u64, &mut encoded);
+            encoded.extend_from_slice(state);
+        }
+        if !next_page_token.is_empty() {
+            // Field 2, wire type 2: tag byte 0x12.
+            encoded.push(0x12);
+            prost::encoding::encode_varint(next_page_token.len() as u64, &mut encoded);
+            encoded.extend_from_slice(next_page_token.as_bytes());
+        }
+        Self(Bytes::from(encoded))
+    }
+
     /// The response holding the state whose encoding is `state`.
     pub(crate) fn of_state(state: &[u8]) -> Self {
         // Field 1, wire type 2 (length-delimited): tag byte 0x0a.
@@ -73,15 +109,43 @@ impl Service<http::Request<Body>> for QueryServer {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != GET_CARE_STATE {
-            return self.generated.call(request);
-        }
-        let method = GetCareStateMethod(self.service.clone());
         let max_decoding = self.service.config.grpc.max_message_bytes;
+        match request.uri().path() {
+            GET_CARE_STATE => {
+                let method = GetCareStateMethod(self.service.clone());
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(RawCodec::<GetCareStateRequest>::new())
+                        .apply_max_message_size_config(Some(max_decoding), None);
+                    Ok(grpc.unary(method, request).await)
+                })
+            }
+            LIST_COHORT => {
+                let method = ListCohortMethod(self.service.clone());
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(RawCodec::<ListCohortRequest>::new())
+                        .apply_max_message_size_config(Some(max_decoding), None);
+                    Ok(grpc.unary(method, request).await)
+                })
+            }
+            _ => self.generated.call(request),
+        }
+    }
+}
+
+struct ListCohortMethod(QueryService);
+
+impl UnaryService<ListCohortRequest> for ListCohortMethod {
+    type Response = EncodedResponse;
+    type Future = BoxFuture<Response<EncodedResponse>, Status>;
+
+    fn call(&mut self, request: Request<ListCohortRequest>) -> Self::Future {
+        let service = self.0.clone();
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_max_message_size_config(Some(max_decoding), None);
-            Ok(grpc.unary(method, request).await)
+            let access = crate::access::Access::of(&service.auditor, &request);
+            service
+                .list_cohort_response(&access, request.into_inner())
+                .await
+                .map(Response::new)
         })
     }
 }
@@ -105,26 +169,31 @@ impl UnaryService<GetCareStateRequest> for GetCareStateMethod {
     }
 }
 
-/// Decodes requests with prost; writes responses as they are.
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
+/// Decodes requests (`R`) with prost; writes responses as they are.
+struct RawCodec<R>(PhantomData<fn() -> R>);
 
-impl Codec for RawCodec {
-    type Encode = EncodedResponse;
-    type Decode = GetCareStateRequest;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
+impl<R> RawCodec<R> {
+    fn new() -> Self {
+        Self(PhantomData)
     }
 }
 
-impl Encoder for RawCodec {
+impl<R: Message + Default + Send + 'static> Codec for RawCodec<R> {
+    type Encode = EncodedResponse;
+    type Decode = R;
+    type Encoder = RawCodec<R>;
+    type Decoder = RawCodec<R>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec::new()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec::new()
+    }
+}
+
+impl<R: Send + 'static> Encoder for RawCodec<R> {
     type Item = EncodedResponse;
     type Error = Status;
 
@@ -134,13 +203,19 @@ impl Encoder for RawCodec {
     }
 }
 
-impl Decoder for RawCodec {
-    type Item = GetCareStateRequest;
+impl<R: Message + Default + Send + 'static> Decoder for RawCodec<R> {
+    type Item = R;
     type Error = Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<GetCareStateRequest>, Status> {
-        GetCareStateRequest::decode(src).map(Some).map_err(|error| {
-            Status::invalid_argument(format!("not a GetCareStateRequest: {error}"))
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, Status> {
+        R::decode(src).map(Some).map_err(|error| {
+            Status::invalid_argument(format!(
+                "not a {}: {error}",
+                std::any::type_name::<R>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("request")
+            ))
         })
     }
 }
@@ -150,6 +225,31 @@ mod tests {
     use super::*;
     use baton_proto::query::v1::GetCareStateResponse;
     use baton_proto::state::v1::PatientCareState;
+
+    #[test]
+    fn stored_states_behind_field_headers_are_a_cohort_page() {
+        use baton_proto::query::v1::ListCohortResponse;
+        let states: Vec<PatientCareState> = [0, 200, 20_000]
+            .into_iter()
+            .map(|padding| PatientCareState {
+                patient_key: format!("9434765919{}", "x".repeat(padding)),
+                version: 3,
+                ..Default::default()
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = states.iter().map(Message::encode_to_vec).collect();
+        for token in ["", "c2.0badf00d.61"] {
+            let page = EncodedResponse::of_cohort_page(encoded.iter().map(Vec::as_slice), token);
+            let expected = ListCohortResponse {
+                states: states.clone(),
+                next_page_token: token.to_owned(),
+            };
+            assert_eq!(page.0.len(), expected.encoded_len());
+            assert_eq!(ListCohortResponse::decode(page.0).unwrap(), expected);
+        }
+        let empty = EncodedResponse::of_cohort_page(std::iter::empty(), "");
+        assert!(empty.0.is_empty());
+    }
 
     #[test]
     fn the_stored_bytes_behind_a_field_header_are_the_response() {
