@@ -552,7 +552,7 @@ async fn list_cohorts(
         percentiles(&scan)
     );
     println!(
-        "                  encoding the response {}",
+        "                  encoding it with prost {} (the server sends the stored bytes instead)",
         percentiles(&encode)
     );
     println!(
