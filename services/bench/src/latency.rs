@@ -43,6 +43,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
 /// ingest → Kafka → projector → sled commit and flush → changelog →
 /// replica → query. Calls of the first --warm-up seconds are left out.
 ///
+/// Then, against the same broker in the same run, the broker's own round
+/// trip at the same rate: records produced on the same schedule, in the
+/// same batches, to a fresh topic, and fetched by a reader of it; produce
+/// → fetched is what any path through this broker pays, so Baton's figure
+/// can be judged on a machine the broker shares.
+///
 /// Budget: p99 ≤ 25 ms at 5k events/s (2-core machine).
 #[derive(Debug, Args)]
 pub(crate) struct LatencyArgs {
@@ -181,6 +187,7 @@ pub(crate) async fn kafka_latency(args: LatencyArgs) -> anyhow::Result<()> {
         failure = services.failure() => return Err(failure),
     };
     let reports = services.stop().await?;
+    let round_trip = broker_round_trip(&args, &broker).await?;
 
     // The schedule's span, or longer if the calls left late.
     let span = measured
@@ -235,8 +242,83 @@ pub(crate) async fn kafka_latency(args: LatencyArgs) -> anyhow::Result<()> {
             ),
         }
     }
+    println!(
+        "broker      produce → fetched {} ({} records at the same rate, no Baton in the path)",
+        percentiles(&round_trip),
+        round_trip.len()
+    );
+    println!(
+        "  Baton     p99 {:.1}× the broker's own round trip",
+        measured.latency.value_at_quantile(0.99) as f64
+            / round_trip.value_at_quantile(0.99).max(1) as f64
+    );
     println!("budget: p99 ≤ 25 ms at 5k events/s");
     Ok(())
+}
+
+/// Produce → fetched on `broker`, on the schedule of the Baton run: a
+/// batch of `--batch` records every `--batch / --rate` seconds (open loop),
+/// each carrying when it was due, to a fresh topic a reader follows.
+async fn broker_round_trip(args: &LatencyArgs, broker: &Broker) -> anyhow::Result<Histogram<u64>> {
+    use baton_log::{EventLog, NewRecord, TopicSpec};
+    let log = broker.connect().await?;
+    let topic = fresh_topics("latency-broker", args.partitions).events;
+    log.ensure_topic(&topic, TopicSpec::events(args.partitions))
+        .await
+        .context("creating the round-trip topic")?;
+    let from = (0..args.partitions)
+        .map(|partition| (partition, 0))
+        .collect();
+    let mut reader = log.reader(&topic, from).await?;
+    let calls = (u64::from(args.rate) * args.seconds).div_ceil(args.batch as u64);
+    let period = Duration::from_secs_f64(args.batch as f64 / f64::from(args.rate));
+    let warm_up = Duration::from_secs(args.warm_up);
+    let begin = Instant::now();
+    let producer = {
+        let log = std::sync::Arc::clone(&log);
+        let (topic, batch) = (topic.clone(), args.batch);
+        tokio::spawn(async move {
+            let mut sends = tokio::task::JoinSet::new();
+            for index in 0..calls {
+                let due = begin + period.mul_f64(index as f64);
+                tokio::time::sleep_until(due).await;
+                let sent = (due - begin).as_micros() as u64;
+                let records = (0..batch)
+                    .map(|i| {
+                        NewRecord::new(format!("probe-{index}-{i}"), sent.to_be_bytes().to_vec())
+                    })
+                    .collect();
+                let (log, topic) = (std::sync::Arc::clone(&log), topic.clone());
+                sends.spawn(async move { log.append(&topic, records).await.map(drop) });
+            }
+            while let Some(sent) = sends.join_next().await {
+                sent??;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let expected = calls * args.batch as u64;
+    let mut round_trip = latency_histogram();
+    let (mut fetched, deadline) = (0, begin + Duration::from_secs(args.seconds) + DRAIN_TIMEOUT);
+    while fetched < expected && Instant::now() < deadline {
+        for probe in reader
+            .next_batch(10_000, Duration::from_millis(100))
+            .await?
+        {
+            fetched += 1;
+            let Ok(sent) = <[u8; 8]>::try_from(probe.value.as_slice()) else {
+                continue;
+            };
+            let sent = Duration::from_micros(u64::from_be_bytes(sent));
+            if sent >= warm_up {
+                record(&mut round_trip, begin.elapsed().saturating_sub(sent));
+            }
+        }
+    }
+    producer
+        .await
+        .context("the round-trip producer panicked")??;
+    Ok(round_trip)
 }
 
 /// The figures of the calls started after the warm-up.
