@@ -41,7 +41,23 @@ pub fn state_record(
     partition: u32,
     traceparent: Option<&[u8]>,
 ) -> NewRecord {
-    let mut record = NewRecord::new(state.patient_key.as_str(), state.encode_to_vec())
+    state_record_encoded(
+        &state.patient_key,
+        state.encode_to_vec(),
+        partition,
+        traceparent,
+    )
+}
+
+/// [`state_record`] of the state of `patient_key` already encoded as
+/// `encoded` (the bytes the store was given: encoded once per commit).
+pub fn state_record_encoded(
+    patient_key: &str,
+    encoded: Vec<u8>,
+    partition: u32,
+    traceparent: Option<&[u8]>,
+) -> NewRecord {
+    let mut record = NewRecord::new(patient_key, encoded)
         .with_header(CONTENT_TYPE_HEADER, PatientCareState::content_type())
         .to_partition(partition);
     if let Some(traceparent) = traceparent {

@@ -65,9 +65,43 @@ pub struct Commit {
     /// replay may restart versions, so a replica orders a patient's states
     /// by (generation, version).
     pub state_generations: BTreeMap<String, u64>,
+    /// Each of `states` protobuf-encoded, made once on first use and
+    /// shared by the store's write and the changelog's records.
+    encoded: EncodedOnce,
+}
+
+/// The encodings of a commit's states, made at most once. Derived from
+/// `states`, so two commits with equal states are equal whether or not
+/// either has been encoded yet.
+#[derive(Debug, Clone, Default)]
+struct EncodedOnce(std::sync::OnceLock<Vec<Vec<u8>>>);
+
+impl PartialEq for EncodedOnce {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl Commit {
+    /// Each of `states` encoded (`PatientCareState`), in the same order:
+    /// encoded on the first call, the same bytes after. Change `states`
+    /// before the first call, never after.
+    pub fn encoded_states(&self) -> &[Vec<u8>] {
+        use prost::Message;
+        let encoded = self.encoded.0.get_or_init(|| {
+            self.states
+                .iter()
+                .map(|state| state.encode_to_vec())
+                .collect()
+        });
+        debug_assert_eq!(
+            encoded.len(),
+            self.states.len(),
+            "states changed after encoding"
+        );
+        encoded
+    }
+
     pub fn new(topic: impl Into<String>) -> Self {
         Self {
             topic: topic.into(),
@@ -126,5 +160,40 @@ impl Commit {
             && self.state_generations.is_empty()
             && self.positions.is_empty()
             && self.upstream.values().all(BTreeMap::is_empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn states_are_encoded_once_as_prost_encodes_them() {
+        let state = || PatientCareState {
+            patient_key: "9434765919".into(),
+            version: 2,
+            ..Default::default()
+        };
+        let commit = Commit::new("t")
+            .with_state(state())
+            .with_state(PatientCareState {
+                patient_key: "4010232137".into(),
+                ..Default::default()
+            });
+        let first = commit.encoded_states();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0], commit.states[0].encode_to_vec());
+        assert_eq!(first[1], commit.states[1].encode_to_vec());
+        // The same bytes, not a second encoding.
+        assert!(std::ptr::eq(first, commit.encoded_states()));
+        // Whether encoded yet or not, equal states make equal commits.
+        let fresh = Commit::new("t")
+            .with_state(state())
+            .with_state(PatientCareState {
+                patient_key: "4010232137".into(),
+                ..Default::default()
+            });
+        assert_eq!(commit, fresh);
     }
 }

@@ -401,15 +401,16 @@ impl Store {
         let _writer = self.lock_writer();
         let db = self.db();
 
+        let encoded = commit.encoded_states();
         let mut latest = BTreeMap::new();
-        for state in &commit.states {
-            latest.insert(state.patient_key.as_str(), state);
+        for (state, encoded) in commit.states.iter().zip(encoded) {
+            latest.insert(state.patient_key.as_str(), (state, encoded));
         }
         let mut batch = sled::Batch::default();
         let mut digests = BTreeMap::new();
         let mut created = 0;
-        for (key, state) in &latest {
-            if stage_state(&db, &mut batch, &mut digests, key, state)? {
+        for (key, (state, encoded)) in &latest {
+            if stage_state(&db, &mut batch, &mut digests, key, state, encoded)? {
                 created += 1;
             }
         }
@@ -456,7 +457,7 @@ impl Store {
             self.notify_watchers(topic, positions);
         }
         if self.inner.changes.receiver_count() > 0 {
-            for state in latest.values() {
+            for (state, _) in latest.values() {
                 // Fails only when the last receiver went meanwhile.
                 let _ = self.inner.changes.send(Arc::clone(state));
             }
@@ -1097,6 +1098,7 @@ fn stage_state(
     digests: &mut BTreeMap<u32, PartitionDigest>,
     key: &str,
     state: &PatientCareState,
+    encoded: &[u8],
 ) -> Result<bool> {
     let entries_key = keys::entries_key(key);
     let (old_summary, old) = match db.get(&entries_key)? {
@@ -1110,8 +1112,7 @@ fn stage_state(
         }
         None => (None, Vec::new()),
     };
-    let encoded = state.encode_to_vec();
-    let summary = summary_of(state, &encoded);
+    let summary = summary_of(state, encoded);
     let new = cohort::index_entries(state);
     for gone in old.iter().filter(|entry| !new.contains(entry)) {
         batch.remove(keys::index_key(gone));

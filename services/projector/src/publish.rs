@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use baton_log::topics::Topics;
 use baton_log::{EventLog, NewRecord, partition_for_key};
 use baton_proto::state::v1::PatientCareState;
-use baton_store::changelog::{GENERATION_HEADER, progress_record, state_record};
+use baton_store::changelog::{GENERATION_HEADER, progress_record, state_record_encoded};
 use baton_store::{Commit, Store};
 use baton_telemetry::TraceParent;
 use tokio::task::JoinHandle;
@@ -103,7 +103,7 @@ impl Publisher {
                 }
             }
             let positions = shared.store.applied(&shared.events_topic)?;
-            Ok(shared.changelog_records(&states, &positions, &HashMap::new()))
+            Ok(shared.changelog_records(&states, None, &positions, &HashMap::new()))
         })
         .await??;
         let states = records.len();
@@ -135,7 +135,13 @@ impl Shared {
             if !shared.enabled {
                 return Ok(Vec::new());
             }
-            Ok(shared.changelog_records(&commit.states, &commit.positions, &traces))
+            // The bytes the store was just given, not a second encoding.
+            Ok(shared.changelog_records(
+                &commit.states,
+                Some(commit.encoded_states()),
+                &commit.positions,
+                &traces,
+            ))
         })
         .await??;
         if records.is_empty() {
@@ -158,6 +164,7 @@ impl Shared {
     fn changelog_records(
         &self,
         states: &[Arc<PatientCareState>],
+        encoded: Option<&[Vec<u8>]>,
         positions: &BTreeMap<u32, u64>,
         traces: &HashMap<String, TraceParent>,
     ) -> Vec<NewRecord> {
@@ -165,32 +172,42 @@ impl Shared {
             &self.events_topic,
             self.events_partitions,
             self.store.generation(),
-            states,
+            (states, encoded),
             positions,
             traces,
         )
     }
 }
 
-/// The changelog records of `states` of store generation `generation`,
+/// The changelog records of `states` of store generation `generation`
+/// (with their encodings when the commit made them, else encoded here),
 /// each in the partition of its patient's events, then the progress of
 /// each events partition in `positions`.
 pub(crate) fn changelog_records(
     events_topic: &str,
     events_partitions: u32,
     generation: u64,
-    states: &[Arc<PatientCareState>],
+    (states, encoded): (&[Arc<PatientCareState>], Option<&[Vec<u8>]>),
     positions: &BTreeMap<u32, u64>,
     traces: &HashMap<String, TraceParent>,
 ) -> Vec<NewRecord> {
     let mut records = Vec::with_capacity(states.len() + positions.len());
     let generation = (generation > 0).then(|| generation.to_string());
-    for state in states {
+    for (index, state) in states.iter().enumerate() {
         let partition = partition_for_key(state.patient_key.as_bytes(), events_partitions);
         let trace = traces
             .get(&state.patient_key)
             .map(TraceParent::to_header_bytes);
-        let mut record = state_record(state, partition, trace.as_ref().map(|t| &t[..]));
+        let bytes = match encoded.and_then(|encoded| encoded.get(index)) {
+            Some(bytes) => bytes.clone(),
+            None => prost::Message::encode_to_vec(state.as_ref()),
+        };
+        let mut record = state_record_encoded(
+            &state.patient_key,
+            bytes,
+            partition,
+            trace.as_ref().map(|t| &t[..]),
+        );
         if let Some(generation) = &generation {
             record = record.with_header(GENERATION_HEADER, generation.as_bytes());
         }

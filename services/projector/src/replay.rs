@@ -463,7 +463,7 @@ impl Replays {
                         &inner.topics.events,
                         partitions,
                         generation,
-                        chunk,
+                        (chunk, None),
                         &BTreeMap::new(),
                         &Default::default(),
                     );
@@ -475,7 +475,7 @@ impl Replays {
                     &inner.topics.events,
                     partitions,
                     generation,
-                    &[],
+                    (&[], None),
                     &positions,
                     &Default::default(),
                 );
