@@ -402,19 +402,12 @@ scopes = ["admin"]
 
     // A call refused at the door (the feed has no read scope): recorded
     // under the feed, about no patient.
-    let (ok, _, err) = support::try_baton(&[
-        "state",
-        "get",
-        REFERRED,
-        "--query",
-        &query.to_string(),
-        "--ca",
-        &ca_s,
-        "--cert",
-        feed.cert.to_str().unwrap(),
-        "--key",
-        feed.key.to_str().unwrap(),
-    ]);
+    let query_s = query.to_string();
+    let (ok, _, err) = support::try_baton_as(
+        &feed,
+        &ca_path,
+        &["state", "get", REFERRED, "--query", &query_s],
+    );
     assert!(!ok && err.contains("lacks the scope"), "{err}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -440,21 +433,20 @@ scopes = ["admin"]
         "{board:#?}"
     );
     // The table for people, and its filter by time.
-    let (ok, table, err) = support::try_baton(&[
-        "audit",
-        "--patient",
-        REFERRED,
-        "--since",
-        "1h",
-        "--admin",
-        &admin.to_string(),
-        "--ca",
-        &ca_s,
-        "--cert",
-        operator.cert.to_str().unwrap(),
-        "--key",
-        operator.key.to_str().unwrap(),
-    ]);
+    let admin_s = admin.to_string();
+    let (ok, table, err) = support::try_baton_as(
+        &operator,
+        &ca_path,
+        &[
+            "audit",
+            "--patient",
+            REFERRED,
+            "--since",
+            "1h",
+            "--admin",
+            &admin_s,
+        ],
+    );
     assert!(ok, "{err}");
     assert!(
         table.contains("frailty-board")

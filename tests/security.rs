@@ -739,6 +739,34 @@ scopes = ["admin"]
     assert!(ok && out.contains("4010232137"), "{out}\n{err}");
     let (ok, _, err) = as_client(&feed, &["state", "get", "4010232137"]);
     assert!(!ok && err.contains("lacks the scope \"read\""), "{err}");
+    // The board's refused HL7 sender is in the audit log, as the operator
+    // reads it.
+    let admin_s = admin.to_string();
+    let (ok, audit, err) = support::try_baton_as(
+        &operator,
+        &ca_path,
+        &[
+            "audit",
+            "--client",
+            "frailty-board",
+            "--json",
+            "--admin",
+            &admin_s,
+        ],
+    );
+    assert!(ok, "{err}");
+    let refused: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["rpc"] == "MLLP")
+        .collect();
+    assert_eq!(refused.len(), 1, "{audit}");
+    assert_eq!(refused[0]["outcome"], "OUTCOME_DENIED");
+    assert_eq!(refused[0]["service"], "ingest");
+    assert!(
+        refused[0]["detail"].as_str().unwrap().contains("\"hl7\""),
+        "{audit}"
+    );
     up.assert_running();
 }
 

@@ -229,6 +229,23 @@ pub fn try_baton(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs the `baton` command over TLS as the client holding `identity`
+/// (trusting `ca`): `--ca`, `--cert` and `--key` after `args`.
+pub fn try_baton_as(
+    identity: &baton_tls::testing::Issued,
+    ca: &Path,
+    args: &[&str],
+) -> (bool, String, String) {
+    let (cert, key) = (
+        identity.cert.to_string_lossy(),
+        identity.key.to_string_lossy(),
+    );
+    let ca = ca.to_string_lossy();
+    let mut all = args.to_vec();
+    all.extend(["--ca", &ca, "--cert", &cert, "--key", &key]);
+    try_baton(&all)
+}
+
 /// The token `baton publish` printed.
 pub fn token_in(publish_output: &str) -> String {
     publish_output

@@ -620,6 +620,7 @@ pub async fn serve(
                         let reason = match tls {
                             None if clients.is_enforced() => {
                                 tracing::info!("the clients table is enforced and a plaintext sender has no identity");
+                                refused(&clients, None, "UNAUTHENTICATED", "no client identity: MLLP senders present a client certificate the clients table names", peer);
                                 CloseReason::Unauthorised
                             }
                             None => mllp.clone().connection(stream, stop).await,
@@ -639,10 +640,13 @@ pub async fn serve(
                                         }
                                         Some(identity) => {
                                             tracing::info!(client = %identity.id, "the client lacks the scope \"hl7\"");
+                                            let message = format!("client {:?} lacks the scope \"hl7\", which sending HL7 v2 over MLLP needs", identity.id);
+                                            refused(&clients, Some(identity), "PERMISSION_DENIED", &message, peer);
                                             CloseReason::Unauthorised
                                         }
                                         None => {
                                             tracing::info!("its client certificate is not in the clients table");
+                                            refused(&clients, None, "UNAUTHENTICATED", "the client certificate is not in the clients table", peer);
                                             CloseReason::Unauthorised
                                         }
                                     }
@@ -775,6 +779,28 @@ impl MllpClient {
         }
     }
 }
+
+/// Tells the clients table's refusal hook (the audit log) of a sender
+/// refused on the MLLP listener.
+fn refused(
+    clients: &baton_tls::Clients,
+    client: Option<baton_tls::ClientIdentity>,
+    code: &'static str,
+    message: &str,
+    peer: SocketAddr,
+) {
+    clients.refused(baton_tls::Refusal {
+        path: MLLP_PATH.to_owned(),
+        client,
+        code,
+        message: message.to_owned(),
+        peer: Some(peer),
+    });
+}
+
+/// How a refusal on the MLLP listener is named in the audit log (the API
+/// `ingest`, the "RPC" `MLLP`).
+const MLLP_PATH: &str = "/baton.ingest.v1.HL7/MLLP";
 
 #[cfg(test)]
 mod tests {
