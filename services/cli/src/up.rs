@@ -430,6 +430,16 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         None => println!("  metrics off"),
     }
+    if config.audit.enabled {
+        let kept = if backbone.is_kafka() {
+            format!("topic {}", config.audit.topic)
+        } else {
+            data.audit_log_path().display().to_string()
+        };
+        println!("  audit   {kept}  (every read and refusal: baton audit --patient <NHS number>)");
+    } else {
+        println!("  audit   off (up.audit.enabled = false): nothing records who reads what");
+    }
     println!(
         "Health checking and server reflection are on (grpcurl -plaintext {query_address} list)."
     );
