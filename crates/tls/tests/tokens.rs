@@ -18,6 +18,12 @@ fn now() -> u64 {
 }
 
 fn setup() -> (tempfile::TempDir, TestSigner, Clients) {
+    setup_with_leeway(30)
+}
+
+/// A signer, and a clients table whose one client is named by its tokens'
+/// `sub`, checked with `leeway_s` of clock skew.
+fn setup_with_leeway(leeway_s: u64) -> (tempfile::TempDir, TestSigner, Clients) {
     let dir = tempfile::tempdir().unwrap();
     let signer = TestSigner::new();
     let public = signer.write_public(&dir.path().join("signing.pem"));
@@ -25,7 +31,7 @@ fn setup() -> (tempfile::TempDir, TestSigner, Clients) {
         issuer: "https://auth.example.nhs.uk".into(),
         audience: "baton".into(),
         keys: vec![public],
-        leeway_s: 30,
+        leeway_s,
         ..JwtConfig::default()
     };
     let clients = Clients::new(&[ClientEntry {
@@ -196,28 +202,7 @@ proptest! {
 /// the same token, asked again after `exp`, is refused as expired.
 #[test]
 fn a_remembered_token_is_refused_once_it_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = TestSigner::new();
-    let public = signer.write_public(&dir.path().join("signing.pem"));
-    let clients = Clients::new(&[ClientEntry {
-        id: "frailty-board".into(),
-        certificate_names: Vec::new(),
-        token_subjects: vec!["app-123".into()],
-        organisations: Vec::new(),
-        services: Vec::new(),
-        scopes: [Scope::Read].into(),
-    }])
-    .unwrap()
-    .with_tokens(
-        TokenVerifier::load(&JwtConfig {
-            issuer: "https://auth.example.nhs.uk".into(),
-            audience: "baton".into(),
-            keys: vec![public],
-            leeway_s: 0,
-            ..JwtConfig::default()
-        })
-        .unwrap(),
-    );
+    let (_dir, signer, clients) = setup_with_leeway(0);
     let token = signer.sign(&claims(json!({"exp": now() + 1})));
     for _ in 0..3 {
         assert_eq!(clients.by_token(&token).unwrap().id, "frailty-board");
