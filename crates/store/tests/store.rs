@@ -349,7 +349,7 @@ fn reopening_shows_the_same_states_entries_and_positions() {
         )
     };
 
-    let store = Store::open(dir.path(), &config).unwrap();
+    let store = support::reopen_store(dir.path(), &config);
     assert_eq!(store.digest().unwrap(), digest);
     assert_eq!(stored_entries(&store), entries);
     assert_eq!(store.applied(TOPIC).unwrap(), positions);

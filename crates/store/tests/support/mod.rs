@@ -15,3 +15,22 @@ pub(crate) fn reopen(path: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+/// [`reopen`] for a `Store`: opens the store a `Store` of this process has
+/// just closed, waiting the moment sled's flusher may still hold its lock.
+#[allow(dead_code)] // not every test binary reopens a Store
+pub(crate) fn reopen_store(
+    path: &std::path::Path,
+    config: &baton_store::StoreConfig,
+) -> baton_store::Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match baton_store::Store::open(path, config) {
+            Ok(store) => return store,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("cannot reopen {}: {error}", path.display()),
+        }
+    }
+}
