@@ -354,9 +354,15 @@ pub fn state_of(
         .map(|e| crate::ValidEvent::new(e).expect("a valid event"))
         .collect();
     let mut state = crate::new_state(events.first().expect("at least one event").key());
+    let mut applied = crate::AppliedIds::new();
     for (offset, event) in (0..).zip(&events) {
-        crate::apply(&mut state, event, crate::LogPosition::new(0, offset))
-            .expect("an event that applies");
+        crate::apply(
+            &mut state,
+            &mut applied,
+            event,
+            crate::LogPosition::new(0, offset),
+        )
+        .expect("an event that applies");
     }
     state
 }

@@ -179,6 +179,16 @@ impl EventId {
     pub fn uuid(&self) -> Uuid {
         self.0
     }
+
+    /// The id's 16 bytes, as a store keeps it.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.into_bytes()
+    }
+
+    /// The id from the 16 bytes [`EventId::to_bytes`] gave.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(Uuid::from_bytes(bytes))
+    }
 }
 
 impl From<Uuid> for EventId {

@@ -582,6 +582,11 @@ impl Check {
                         "required: the event id (a UUID) of the merge",
                     );
                 }
+                for (index, id) in transferred.applied_event_ids.iter().enumerate() {
+                    if let Err(problem) = EventId::parse(id) {
+                        self.violation(format!("{}[{index}]", field("applied_event_ids")), problem);
+                    }
+                }
             }
             Payload::AttendanceStarted(attendance) => {
                 self.location(&field("location"), attendance.location.as_ref(), true);

@@ -65,6 +65,10 @@ pub struct Commit {
     /// replay may restart versions, so a replica orders a patient's states
     /// by (generation, version).
     pub state_generations: BTreeMap<String, u64>,
+    /// Events applied to states by this commit, as (patient key, event
+    /// id): kept beside the states so a duplicate stays a no-op however
+    /// late it comes ([`Store::is_applied`](crate::Store::is_applied)).
+    pub applied: Vec<(String, baton_care::EventId)>,
     /// Each of `states` protobuf-encoded, made once on first use and
     /// shared by the store's write and the changelog's records.
     encoded: EncodedOnce,
@@ -152,10 +156,17 @@ impl Commit {
         self
     }
 
-    /// Neither states, timeline records nor positions: committing it
+    /// Records that `event_id` was applied to the state of `patient_key`.
+    pub fn with_applied(mut self, patient_key: &str, event_id: baton_care::EventId) -> Self {
+        self.applied.push((patient_key.to_owned(), event_id));
+        self
+    }
+
+    /// Neither states, applied ids, timeline records nor positions: committing it
     /// changes nothing.
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
+            && self.applied.is_empty()
             && self.timeline.is_empty()
             && self.state_generations.is_empty()
             && self.positions.is_empty()

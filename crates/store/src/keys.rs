@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 pub(crate) const FORMAT_KEY: &[u8] = b"meta/format";
 /// Bumped whenever the layout or a value encoding changes incompatibly.
 /// Version 2 added the state summary in front of each `e/` value and the
-/// per-partition digests under `d/`; a version 1 store is migrated on open.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// per-partition digests under `d/`; version 3 moved the applied event ids
+/// out of the states into `a/`. An older store is migrated on open.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// `s/<patient key>` → the encoded `PatientCareState`.
 pub(crate) const STATE_PREFIX: &str = "s/";
@@ -18,6 +19,10 @@ pub(crate) const STATE_PREFIX: &str = "s/";
 /// entries, and take the old state out of its partition's digest, without
 /// decoding the old state.
 pub(crate) const ENTRIES_PREFIX: &str = "e/";
+/// `a/<patient key>\x1f<event id, 16 bytes>` → empty: the event was
+/// applied to the patient's state, so it is a duplicate there (see
+/// [`baton_care::AppliedEvents`]). One patient's ids are one prefix scan.
+pub(crate) const APPLIED_PREFIX: &str = "a/";
 /// `i/<index entry>` → empty. Entries end with the patient key.
 pub(crate) const INDEX_PREFIX: &str = "i/";
 /// `p/<topic>\x1f<partition as u32 big-endian>` → next offset to read, as
@@ -62,6 +67,29 @@ const TOPIC_END: u8 = 0x1f;
 
 pub(crate) fn state_key(patient_key: &str) -> Vec<u8> {
     prefixed(STATE_PREFIX, patient_key)
+}
+
+/// The prefix of every applied-event key of `patient_key`.
+pub(crate) fn applied_prefix(patient_key: &str) -> Vec<u8> {
+    let mut key = prefixed(APPLIED_PREFIX, patient_key);
+    key.push(TOPIC_END);
+    key
+}
+
+pub(crate) fn applied_key(patient_key: &str, event_id: baton_care::EventId) -> Vec<u8> {
+    let mut key = applied_prefix(patient_key);
+    key.extend_from_slice(&event_id.to_bytes());
+    key
+}
+
+/// The event id at the end of an applied-event key.
+pub(crate) fn event_id_of(key: &[u8]) -> Result<baton_care::EventId, String> {
+    let bytes: [u8; 16] = key
+        .len()
+        .checked_sub(16)
+        .and_then(|start| key[start..].try_into().ok())
+        .ok_or_else(|| format!("{} bytes: too short for an event id", key.len()))?;
+    Ok(baton_care::EventId::from_bytes(bytes))
 }
 
 pub(crate) fn state_generation_key(patient_key: &str) -> Vec<u8> {

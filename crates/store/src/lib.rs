@@ -28,6 +28,7 @@
 //! |---|---|
 //! | `meta/format` | layout version, u32 big-endian; a newer one is refused on open |
 //! | `s/<patient key>` | the `PatientCareState`, protobuf-encoded |
+//! | `a/<patient key>\x1f<event id, 16 bytes>` | empty: the event was applied to the state, so it is a duplicate there ([`Store::is_applied`]); format 3 moved these out of the states, where they made a state grow with its history |
 //! | `e/<patient key>` | the state's summary (its hash, the partition of its last applied event and that event's offset) then its cohort index entries (length-prefixed strings), so a commit diffs old and new entries and moves the digests without decoding the old state |
 //! | `d/<partition>` | the digest of the partition's states: the wrapping sum of their hashes and their count |
 //! | `meta/generation` | the generation number, u64 big-endian; absent for generation 0 |
@@ -39,8 +40,8 @@
 //!
 //! # Atomicity and recovery
 //!
-//! [`Store::commit`] writes a batch's states, the index entries they gain and
-//! lose, and the positions it moves forward in one `sled::Batch`. sled
+//! [`Store::commit`] writes a batch's states, the ids of the events applied
+//! to them, the index entries they gain and lose, and the positions it moves forward in one `sled::Batch`. sled
 //! applies a batch atomically, and after a crash recovers a prefix of the
 //! batches in the order they were applied: each batch wholly or not at all,
 //! and none without every batch before it. So the stored positions always
@@ -77,16 +78,21 @@
 //! ```
 //! use baton_care::cohort::Cohort;
 //! use baton_care::fixtures::admitted;
-//! use baton_care::{apply, new_state, LogPosition, ValidEvent};
+//! use baton_care::{apply, new_state, AppliedIds, LogPosition, ValidEvent};
 //! use baton_store::{Commit, Store};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Store::temporary()?;
 //! let event = ValidEvent::new(admitted("9434765919", "V1", 1_700_000_000, "WARD-7"))?;
 //! let mut state = new_state(event.key());
-//! apply(&mut state, &event, LogPosition::new(0, 0))?;
+//! let mut applied = AppliedIds::new();
+//! apply(&mut state, &mut applied, &event, LogPosition::new(0, 0))?;
 //!
-//! store.commit(&Commit::new("baton.care-events.v1").with_state(state).with_position(0, 1))?;
+//! let mut commit = Commit::new("baton.care-events.v1").with_state(state).with_position(0, 1);
+//! // The applied event ids go beside the states: a duplicate stays a no-op.
+//! commit.applied = applied.iter().map(|(key, id)| (key.to_owned(), id)).collect();
+//! store.commit(&commit)?;
+//! assert!(store.is_applied("9434765919", event.id())?);
 //!
 //! assert_eq!(store.get("9434765919")?.unwrap().version, 1);
 //! assert_eq!(store.applied("baton.care-events.v1")?[&0], 1);

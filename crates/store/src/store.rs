@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
-use baton_care::Instant;
 use baton_care::cohort::{self, Cohort};
+use baton_care::{EventId, Instant};
 use baton_proto::state::v1::PatientCareState;
 use prost::Message;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, broadcast, watch};
@@ -281,6 +281,29 @@ impl Store {
         self.inner.live.load().db.clone()
     }
 
+    /// Whether `event_id` was applied to the state of `patient_key` (a
+    /// commit's [`Commit::applied`]).
+    pub fn is_applied(&self, patient_key: &str, event_id: EventId) -> Result<bool> {
+        Ok(self
+            .db()
+            .contains_key(keys::applied_key(patient_key, event_id))?)
+    }
+
+    /// Every event id applied to the state of `patient_key`, in id order.
+    pub fn applied_ids(&self, patient_key: &str) -> Result<Vec<EventId>> {
+        self.db()
+            .scan_prefix(keys::applied_prefix(patient_key))
+            .keys()
+            .map(|key| {
+                let key = key?;
+                keys::event_id_of(&key).map_err(|reason| StoreError::Corrupt {
+                    key: keys::describe_key(&key),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
     /// The live generation's number: 0 for a store never rebuilt.
     pub fn generation(&self) -> u64 {
         self.inner.live.load().number
@@ -426,6 +449,9 @@ impl Store {
                 keys::state_generation_key(key),
                 &generation.to_be_bytes()[..],
             );
+        }
+        for (patient_key, event_id) in &commit.applied {
+            batch.insert(keys::applied_key(patient_key, *event_id), &[][..]);
         }
         for record in &commit.timeline {
             batch.insert(
@@ -1186,7 +1212,10 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
                 });
             }
             if found == 1 {
-                return migrate_from_format_1(db, path);
+                migrate_from_format_1(db, path)?;
+            }
+            if found <= 2 {
+                return migrate_from_format_2(db, path);
             }
             if found < keys::FORMAT_VERSION {
                 return Err(StoreError::Corrupt {
@@ -1246,16 +1275,96 @@ fn migrate_from_format_1(db: &sled::Db, path: &Path) -> Result<()> {
             db.apply_batch(std::mem::take(&mut batch))?;
         }
     }
+    finish_migration(db, batch, &digests, 2)?;
+    info!(states = migrated, "projection store migrated to format 2");
+    Ok(())
+}
+
+/// Format 2 kept the ids of every applied event in the state
+/// (`applied_event_ids`), so a state grew with its history: moves them to
+/// `a/` keys beside the state, writes each state again without them (with
+/// its summary, whose hash is of the new bytes), sums the digests again,
+/// then stamps format 3. Interrupted, it runs again on the next open and
+/// finds the states already moved unchanged.
+#[allow(deprecated)]
+fn migrate_from_format_2(db: &sled::Db, path: &Path) -> Result<()> {
+    info!(path = %path.display(), "migrating the projection store from format 2 to 3 (applied event ids beside the states)");
+    let mut digests: BTreeMap<u32, PartitionDigest> = BTreeMap::new();
+    let mut batch = sled::Batch::default();
+    let (mut migrated, mut moved) = (0usize, 0usize);
+    for item in db.scan_prefix(keys::STATE_PREFIX) {
+        let (key, value) = item?;
+        let mut state = decode_state(&key, &value)?;
+        let entries_key = keys::entries_key(&state.patient_key);
+        let entries = match db.get(&entries_key)? {
+            Some(old) => {
+                keys::decode_summary(&old)
+                    .map_err(|reason| StoreError::Corrupt {
+                        key: keys::describe_key(&entries_key),
+                        reason,
+                    })?
+                    .1
+            }
+            None => cohort::index_entries(&state),
+        };
+        let ids = std::mem::take(&mut state.applied_event_ids);
+        for id in &ids {
+            let id = EventId::parse(id).map_err(|reason| StoreError::Corrupt {
+                key: keys::describe_key(&key),
+                reason: format!("an applied event id is not one: {reason}"),
+            })?;
+            batch.insert(keys::applied_key(&state.patient_key, id), &[][..]);
+        }
+        moved += ids.len();
+        let encoded = if ids.is_empty() {
+            value.to_vec()
+        } else {
+            let encoded = state.encode_to_vec();
+            batch.insert(key.clone(), encoded.as_slice());
+            encoded
+        };
+        let summary = summary_of(&state, &encoded);
+        digests
+            .entry(summary.partition)
+            .or_default()
+            .add(summary.hash);
+        batch.insert(entries_key, keys::encode_summary(&summary, &entries));
+        migrated += 1;
+        if migrated.is_multiple_of(10_000) {
+            db.apply_batch(std::mem::take(&mut batch))?;
+            info!(
+                states = migrated,
+                "moving applied event ids out of the states"
+            );
+        }
+    }
+    finish_migration(db, batch, &digests, 3)?;
+    info!(
+        states = migrated,
+        applied_ids = moved,
+        "projection store migrated to format 3"
+    );
+    Ok(())
+}
+
+/// The last step of a migration: replaces the partition digests with
+/// `digests`, summed again over the migrated states, and stamps `format`,
+/// in one batch with the rest of `batch`, then flushes.
+fn finish_migration(
+    db: &sled::Db,
+    mut batch: sled::Batch,
+    digests: &BTreeMap<u32, PartitionDigest>,
+    format: u32,
+) -> Result<()> {
     for item in db.scan_prefix(keys::DIGEST_PREFIX).keys() {
         batch.remove(item?);
     }
-    for (&partition, digest) in &digests {
+    for (&partition, digest) in digests {
         batch.insert(keys::digest_key(partition), digest.encode());
     }
-    batch.insert(keys::FORMAT_KEY, &keys::FORMAT_VERSION.to_be_bytes()[..]);
+    batch.insert(keys::FORMAT_KEY, &format.to_be_bytes()[..]);
     db.apply_batch(batch)?;
     db.flush()?;
-    info!(states = migrated, "projection store migrated to format 2");
     Ok(())
 }
 

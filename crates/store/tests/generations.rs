@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_care::fixtures::{admitted, transferred};
-use baton_care::{LogPosition, ValidEvent, apply, new_state};
+use baton_care::{EventId, LogPosition, ValidEvent, apply_new, new_state};
 use baton_proto::events::v1::CareEvent;
 use baton_proto::state::v1::{AppliedPosition, PatientCareState};
 use baton_store::{Commit, Store, StoreConfig};
@@ -24,10 +24,21 @@ fn state(events: Vec<CareEvent>, partition: u32, offset: u64) -> PatientCareStat
         .collect();
     let mut state = new_state(events[0].key());
     for (index, event) in events.iter().enumerate() {
-        apply(&mut state, event, LogPosition::new(partition, index as u64)).unwrap();
+        apply_new(&mut state, event, LogPosition::new(partition, index as u64)).unwrap();
     }
     state.applied = Some(AppliedPosition { partition, offset });
     state
+}
+
+/// Commits [`patients`] at position 2 of partition 0.
+fn commit_patients(store: &Store) {
+    store
+        .commit(
+            &Commit::new(TOPIC)
+                .with_states(patients())
+                .with_position(0, 2),
+        )
+        .unwrap();
 }
 
 fn patients() -> Vec<PatientCareState> {
@@ -108,13 +119,7 @@ fn a_format_1_store_gains_its_digests_when_opened() {
     let dir = TempDir::new().unwrap();
     let expected = {
         let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
-        store
-            .commit(
-                &Commit::new(TOPIC)
-                    .with_states(patients())
-                    .with_position(0, 2),
-            )
-            .unwrap();
+        commit_patients(&store);
         store.flush().unwrap();
         store.digest_at(TOPIC).unwrap()
     };
@@ -142,6 +147,78 @@ fn a_format_1_store_gains_its_digests_when_opened() {
         .list_cohort(&ward, None, 10, baton_care::Instant::UNSET)
         .unwrap();
     assert_eq!(page.states.len(), 1, "the index entries are kept");
+}
+
+#[test]
+#[allow(deprecated)]
+fn a_format_2_store_moves_the_applied_ids_out_of_its_states_when_opened() {
+    let dir = TempDir::new().unwrap();
+    let first = EventId::parse("0b7a4d52-5d7e-4c1a-9a7e-2f1c3b4d5e6f").unwrap();
+    let second = EventId::parse("1c8b5e63-6e8f-4d2b-8b8f-3a2d4c5e6f70").unwrap();
+    // What a store of format 3 holds after committing the same states.
+    let expected = {
+        let store = Store::temporary().unwrap();
+        commit_patients(&store);
+        store.digest_at(TOPIC).unwrap()
+    };
+    // Format 2: the ids inside the states (as Baton of format 2 committed them).
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let mut states = patients();
+        states[0].applied_event_ids = vec![first.to_string(), second.to_string()];
+        store
+            .commit(&Commit::new(TOPIC).with_states(states).with_position(0, 2))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    {
+        let db = support::reopen(dir.path());
+        db.insert("meta/format", &2u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    let key = patients()[0].patient_key.clone();
+    assert!(
+        store
+            .get(&key)
+            .unwrap()
+            .unwrap()
+            .applied_event_ids
+            .is_empty()
+    );
+    assert_eq!(store.get(&key).unwrap().unwrap(), patients()[0]);
+    assert!(store.is_applied(&key, first).unwrap());
+    assert!(store.is_applied(&key, second).unwrap());
+    assert!(!store.is_applied(&patients()[1].patient_key, first).unwrap());
+    let mut both = vec![first, second];
+    both.sort();
+    assert_eq!(store.applied_ids(&key).unwrap(), both);
+    // Digests are of the states as they are now stored.
+    assert_eq!(store.digest_at(TOPIC).unwrap(), expected);
+    assert_eq!(
+        store.recomputed_digests().unwrap().len(),
+        expected.partitions.len()
+    );
+    drop(store);
+    // Opened again, nothing moves.
+    let store = support::reopen_store(dir.path(), &StoreConfig::default());
+    assert_eq!(store.digest_at(TOPIC).unwrap(), expected);
+    assert!(store.is_applied(&key, first).unwrap());
+}
+
+#[test]
+fn applied_ids_are_committed_beside_the_states() {
+    let store = Store::temporary().unwrap();
+    let id = EventId::parse("0b7a4d52-5d7e-4c1a-9a7e-2f1c3b4d5e6f").unwrap();
+    assert!(!store.is_applied("RXX:H1", id).unwrap());
+    store
+        .commit(&Commit::new(TOPIC).with_applied("RXX:H1", id))
+        .unwrap();
+    assert!(store.is_applied("RXX:H1", id).unwrap());
+    // Per patient: one patient's ids are never another's, even by prefix.
+    assert!(!store.is_applied("RXX:H", id).unwrap());
+    assert!(store.applied_ids("RXX:H").unwrap().is_empty());
+    assert_eq!(store.applied_ids("RXX:H1").unwrap(), vec![id]);
 }
 
 #[tokio::test]

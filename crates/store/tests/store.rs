@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use baton_care::cohort::{self, Cohort};
 use baton_care::fixtures::{self, admitted, discharged, transferred, virtual_ward_started};
-use baton_care::{LogPosition, ValidEvent, apply, new_state};
+use baton_care::{LogPosition, ValidEvent, apply_new, new_state};
 use baton_proto::events::v1::care_event::Payload;
 use baton_proto::events::v1::{CareEvent, DischargeDestination, PatientsMerged};
 use baton_proto::state::v1::{CareSetting, PatientCareState};
@@ -27,7 +27,7 @@ fn fold(state: Option<PatientCareState>, events: Vec<CareEvent>) -> PatientCareS
     // As if each event followed the last one applied in the log.
     for event in events {
         let offset = state.applied.as_ref().map_or(0, |a| a.offset + 1);
-        apply(&mut state, &event, LogPosition::new(0, offset)).expect("fixture events apply");
+        apply_new(&mut state, &event, LogPosition::new(0, offset)).expect("fixture events apply");
     }
     state
 }
@@ -580,7 +580,7 @@ fn a_store_written_by_a_newer_format_is_refused() {
     drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
     {
         let db = support::reopen(dir.path());
-        db.insert("meta/format", &3u32.to_be_bytes()[..]).unwrap();
+        db.insert("meta/format", &4u32.to_be_bytes()[..]).unwrap();
         db.flush().unwrap();
     }
 
@@ -589,8 +589,8 @@ fn a_store_written_by_a_newer_format_is_refused() {
         matches!(
             error,
             StoreError::NewerFormat {
-                found: 3,
-                supported: 2,
+                found: 4,
+                supported: 3,
                 ..
             }
         ),
@@ -601,7 +601,7 @@ fn a_store_written_by_a_newer_format_is_refused() {
         message.contains(&dir.path().display().to_string()),
         "{message}"
     );
-    assert!(message.contains("format version 3"), "{message}");
+    assert!(message.contains("format version 4"), "{message}");
 }
 
 #[test]

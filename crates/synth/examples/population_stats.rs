@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use baton_care::{LogPosition, ValidEvent, apply, new_state, payload_name};
+use baton_care::{AppliedIds, LogPosition, ValidEvent, apply, new_state, payload_name};
 use baton_synth::{Population, PopulationConfig, population_for_events};
 
 fn main() {
@@ -39,13 +39,14 @@ fn main() {
 
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let mut states = HashMap::new();
+    let mut applied = AppliedIds::new();
     for (offset, event) in (0..).zip(Population::new(config)) {
         let valid = ValidEvent::from_producer(event).expect("a valid event");
         *kinds.entry(payload_name(valid.payload())).or_default() += 1;
         let state = states
             .entry(valid.key().clone())
             .or_insert_with(|| new_state(valid.key()));
-        apply(state, &valid, LogPosition::new(0, offset)).expect("no rejection");
+        apply(state, &mut applied, &valid, LogPosition::new(0, offset)).expect("no rejection");
     }
     println!("\nevents by payload kind:");
     for (kind, n) in &kinds {

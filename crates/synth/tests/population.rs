@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use baton_care::{LogPosition, ValidEvent, apply, new_state, payload_name};
+use baton_care::{AppliedIds, LogPosition, ValidEvent, apply, new_state, payload_name};
 use baton_proto::events::v1::care_event::Payload;
 use baton_proto::events::v1::{CareEvent, DischargeDestination, EpisodeEndReason};
 use baton_proto::state::v1::{CareSetting, EncounterStatus, EpisodeStatus, PatientCareState};
@@ -14,6 +14,7 @@ use proptest::prelude::*;
 /// Validates and folds a feed in its order, patient by patient.
 fn fold(feed: &[CareEvent]) -> Result<HashMap<String, PatientCareState>, String> {
     let mut states: HashMap<String, PatientCareState> = HashMap::new();
+    let mut applied = AppliedIds::new();
     // The feed's order is the log's: one partition, offset by index.
     for (offset, event) in (0..).zip(feed) {
         let valid = ValidEvent::from_producer(event.clone()).map_err(|error| error.to_string())?;
@@ -21,7 +22,7 @@ fn fold(feed: &[CareEvent]) -> Result<HashMap<String, PatientCareState>, String>
         let state = states
             .entry(key.clone())
             .or_insert_with(|| new_state(valid.key()));
-        apply(state, &valid, LogPosition::new(0, offset)).map_err(|rejection| {
+        apply(state, &mut applied, &valid, LogPosition::new(0, offset)).map_err(|rejection| {
             format!(
                 "patient {key}: {} {} rejected: {rejection}",
                 valid.payload_name(),

@@ -311,6 +311,7 @@ pub(crate) async fn fill(
     let progress = ProgressBar::new(patients as u64);
     let folded = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PatientCareState>> {
         let mut states: HashMap<String, PatientCareState> = HashMap::new();
+        let mut applied = baton_care::AppliedIds::new();
         for (offset, event) in (0..).zip(baton_synth::Population::new(config)) {
             let event = ValidEvent::new(event)?;
             let state = states
@@ -319,7 +320,8 @@ pub(crate) async fn fill(
             // The feed never meets a rejection; a merge's retired side is
             // the other patient's and handed over by the projector, so left
             // out here.
-            let _ = apply(state, &event, baton_care::LogPosition::new(0, offset));
+            let position = baton_care::LogPosition::new(0, offset);
+            let _ = apply(state, &mut applied, &event, position);
             progress.set_position(states.len() as u64);
         }
         progress.finish_and_clear();

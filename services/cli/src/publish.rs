@@ -211,8 +211,10 @@ mod tests {
             .map(|e| baton_care::ValidEvent::from_producer(e.event).unwrap())
             .collect();
         let mut state = baton_care::new_state(valid[0].key());
+        let mut applied = baton_care::AppliedIds::new();
         for (offset, event) in (0..).zip(&valid) {
-            baton_care::apply(&mut state, event, baton_care::LogPosition::new(0, offset)).unwrap();
+            let position = baton_care::LogPosition::new(0, offset);
+            baton_care::apply(&mut state, &mut applied, event, position).unwrap();
         }
         assert_eq!(
             state.setting(),

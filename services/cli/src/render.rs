@@ -753,11 +753,12 @@ mod tests {
     #[test]
     fn a_merged_record_points_at_the_survivor_not_its_last_setting() {
         use baton_care::fixtures::patients_merged;
-        use baton_care::{LogPosition, ValidEvent, apply};
+        use baton_care::{AppliedIds, LogPosition, ValidEvent, apply};
         let mut retired = state_of([admitted("4010232137", "V9", 1_767_600_000, "WARD-9")]);
         let merge =
             ValidEvent::new(patients_merged("9434765919", "4010232137", 1_767_700_000)).unwrap();
-        apply(&mut retired, &merge, LogPosition::new(0, 9)).unwrap();
+        let mut applied = AppliedIds::new();
+        apply(&mut retired, &mut applied, &merge, LogPosition::new(0, 9)).unwrap();
         let text = care_state(&retired);
         assert!(
             text.contains("Setting             merged into 9434765919 at 2026-01-06 11:46 — read that record instead"),

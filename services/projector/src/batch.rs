@@ -5,10 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use baton_care::{Applied, Effect, LogPosition, PatientKey, ValidEvent, apply, new_state};
+use baton_care::{
+    Applied, AppliedEvents, AppliedIds, Effect, EventId, LogPosition, PatientKey, ValidEvent,
+    apply, new_state,
+};
 use baton_log::{NewRecord, Record};
 use baton_proto::NamedMessage;
 use baton_proto::events::v1::CareEvent;
+use baton_proto::events::v1::care_event::Payload;
 use baton_proto::state::v1::PatientCareState;
 use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 use prost::Message;
@@ -22,9 +26,81 @@ pub mod dead_letter_headers {
     pub const EVENT_ID: &str = "event-id";
 }
 
-/// Where the fold finds a patient's state when it is not in the batch yet.
+/// Where the fold finds a patient's state when it is not in the batch yet,
+/// and the events applied to it before.
 pub(crate) trait StateSource {
     fn load(&mut self, key: &str) -> Result<Option<PatientCareState>, baton_store::StoreError>;
+    /// Whether `event_id` was applied to the state of `key`.
+    fn applied(&mut self, key: &str, event_id: EventId) -> Result<bool, baton_store::StoreError>;
+    /// Every event id applied to the state of `key`.
+    fn applied_ids(&mut self, key: &str) -> Result<Vec<EventId>, baton_store::StoreError>;
+}
+
+/// The fold's [`AppliedEvents`] for one batch: what the store (or the
+/// previous batch, whose commit may still be in flight) says was applied,
+/// looked up before the fold asks, and what this batch applies.
+#[derive(Debug, Default)]
+struct BatchLedger {
+    known: AppliedIds,
+    added: AppliedIds,
+    /// Keys whose every applied id is in `known` (a retired record's).
+    whole: std::collections::HashSet<String>,
+    /// Keys with no stored state when the batch met them: nothing was
+    /// applied to them before but what `recent` holds.
+    fresh: std::collections::HashSet<String>,
+}
+
+impl BatchLedger {
+    /// Looks up what the fold will ask about `event` applied to `key`.
+    fn prepare(
+        &mut self,
+        key: &str,
+        event: &ValidEvent,
+        recent: &AppliedIds,
+        source: &mut impl StateSource,
+    ) -> Result<(), baton_store::StoreError> {
+        let id = event.id();
+        if !self.contains(key, id)
+            && (recent.contains(key, id)
+                || (!self.fresh.contains(key) && source.applied(key, id)?))
+        {
+            self.known.insert(key, id);
+        }
+        let retires = event.key().as_str() != key
+            && matches!(
+                event.payload(),
+                Payload::PatientsMerged(_) | Payload::PatientIdentifierChanged(_)
+            );
+        if retires && self.whole.insert(key.to_owned()) {
+            let stored = if self.fresh.contains(key) {
+                Vec::new()
+            } else {
+                source.applied_ids(key)?
+            };
+            for id in stored.into_iter().chain(recent.of_patient(key)) {
+                self.known.insert(key, id);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AppliedEvents for BatchLedger {
+    fn contains(&self, patient_key: &str, event_id: EventId) -> bool {
+        self.known.contains(patient_key, event_id) || self.added.contains(patient_key, event_id)
+    }
+
+    fn insert(&mut self, patient_key: &str, event_id: EventId) {
+        self.added.insert(patient_key, event_id);
+    }
+
+    fn of_patient(&self, patient_key: &str) -> Vec<EventId> {
+        let mut ids = self.known.of_patient(patient_key);
+        ids.extend(self.added.of_patient(patient_key));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 /// What a batch produced.
@@ -44,18 +120,24 @@ pub(crate) struct BatchOutcome {
     /// The kind of each dead letter's reason, in the same order: a bounded
     /// label for metrics ([`Refusal::kind`]).
     pub(crate) dead_letter_kinds: Vec<&'static str>,
+    /// The events the batch applied, by the patient key of the state
+    /// they were applied to: committed beside the states.
+    pub(crate) applied_ids: AppliedIds,
     pub(crate) applied: u64,
     pub(crate) duplicates: u64,
 }
 
 /// Folds `records` in order. A record that cannot be decoded, validated or
-/// applied becomes a dead letter and the batch goes on.
+/// applied becomes a dead letter and the batch goes on. `recent` holds the
+/// ids the previous batch applied, whose commit may not have landed yet.
 pub(crate) fn fold_batch(
     records: &[Record],
     states: &mut HashMap<String, Arc<PatientCareState>>,
+    recent: &AppliedIds,
     source: &mut impl StateSource,
 ) -> Result<BatchOutcome, baton_store::StoreError> {
     let mut outcome = BatchOutcome::default();
+    let mut ledger = BatchLedger::default();
     // Cloned once at the end, not once per event: a state is far larger than an event.
     let mut changed = std::collections::HashSet::new();
     let content_type = CareEvent::content_type();
@@ -81,7 +163,7 @@ pub(crate) fn fold_batch(
             span
         });
         let entered = span.as_ref().map(tracing::Span::enter);
-        let folded = fold_record(record, states, source)?;
+        let folded = fold_record(record, states, &mut ledger, recent, source)?;
         let trace = match &span {
             Some(_) => baton_telemetry::current_traceparent(),
             None => parent.as_ref().map(TraceParent::child),
@@ -124,6 +206,7 @@ pub(crate) fn fold_batch(
             (key, state)
         })
         .collect();
+    outcome.applied_ids = ledger.added;
     Ok(outcome)
 }
 
@@ -156,6 +239,8 @@ impl Refusal {
 fn fold_record(
     record: &Record,
     states: &mut HashMap<String, Arc<PatientCareState>>,
+    ledger: &mut BatchLedger,
+    recent: &AppliedIds,
     source: &mut impl StateSource,
 ) -> Result<Result<Folded, Refusal>, baton_store::StoreError> {
     if let Some(content_type) = record.header("content-type")
@@ -199,16 +284,21 @@ fn fold_record(
         Err(invalid) => return Ok(Err(Refusal::new("invalid_event", invalid.to_string()))),
     };
     if !states.contains_key(key.as_str()) {
-        let state = source
-            .load(key.as_str())?
-            .unwrap_or_else(|| new_state(&key));
+        let state = match source.load(key.as_str())? {
+            Some(state) => state,
+            None => {
+                ledger.fresh.insert(key.as_str().to_owned());
+                new_state(&key)
+            }
+        };
         states.insert(key.as_str().to_owned(), Arc::new(state));
     }
+    ledger.prepare(key.as_str(), &event, recent, source)?;
     // Copied only if a commit in flight still holds this state.
     let state = Arc::make_mut(states.get_mut(key.as_str()).expect("inserted above"));
     // The fold sets `state.applied` to the position.
     let position = LogPosition::new(record.partition, record.offset);
-    Ok(match apply(state, &event, position) {
+    Ok(match apply(state, ledger, &event, position) {
         Ok(Applied::Changed { effects }) => Ok(Folded::Changed {
             key: key.into_string(),
             effects,
@@ -253,6 +343,14 @@ mod tests {
         fn load(&mut self, _: &str) -> Result<Option<PatientCareState>, baton_store::StoreError> {
             Ok(None)
         }
+
+        fn applied(&mut self, _: &str, _: EventId) -> Result<bool, baton_store::StoreError> {
+            Ok(false)
+        }
+
+        fn applied_ids(&mut self, _: &str) -> Result<Vec<EventId>, baton_store::StoreError> {
+            Ok(Vec::new())
+        }
     }
 
     fn record(offset: u64, key: &str, event: &CareEvent) -> Record {
@@ -289,7 +387,7 @@ mod tests {
             record(5, nhs, &transferred(nhs, "V1", 300, "C")),
         ];
         let mut states = HashMap::new();
-        let outcome = fold_batch(&records, &mut states, &mut Empty).unwrap();
+        let outcome = fold_batch(&records, &mut states, &AppliedIds::new(), &mut Empty).unwrap();
         assert_eq!(
             (
                 outcome.applied,
@@ -367,7 +465,7 @@ mod tests {
             record(1, retired, &merge),
         ];
         let mut states = HashMap::new();
-        let outcome = fold_batch(&records, &mut states, &mut Empty).unwrap();
+        let outcome = fold_batch(&records, &mut states, &AppliedIds::new(), &mut Empty).unwrap();
         assert!(
             outcome.dead_letters.is_empty(),
             "{:?}",

@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use baton_care::AppliedIds;
 use baton_log::topics::Topics;
 use baton_log::{EventLog, LogError, LogReader, NewRecord};
 use baton_proto::state::v1::PatientCareState;
@@ -213,6 +214,9 @@ pub struct Projector {
     config: ProjectorConfig,
     topics: Topics,
     cache: HashMap<String, Arc<PatientCareState>>,
+    /// The ids the last batch applied: its commit may still be in flight
+    /// while the next batch folds, so the next batch checks them itself.
+    recent_applied: AppliedIds,
     /// Commits and publishes batches, one at a time and in order.
     publisher: Publisher,
     stats: ProjectorStats,
@@ -252,6 +256,7 @@ impl Projector {
             config,
             topics,
             cache: HashMap::new(),
+            recent_applied: AppliedIds::new(),
             publisher,
             stats: ProjectorStats::default(),
             rebuild: false,
@@ -331,7 +336,7 @@ impl Projector {
                 if self.store.generation() != generation {
                     generation = self.store.generation();
                     // Every cached state is of the generation swapped out.
-                    self.cache.clear();
+                    self.forget_cached();
                     let from = self.resume_positions().await?;
                     tracing::info!(
                         generation,
@@ -402,18 +407,20 @@ impl Projector {
         let started = Instant::now();
         let store = self.store.clone();
         let mut cache = std::mem::take(&mut self.cache);
-        let (outcome, cache) = tokio::task::spawn_blocking(move || {
-            let outcome = fold_batch(&records, &mut cache, &mut StoreSource(&store));
-            (outcome.map(|o| (o, records.len())), cache)
+        let recent = std::mem::take(&mut self.recent_applied);
+        let (outcome, cache, recent) = tokio::task::spawn_blocking(move || {
+            let outcome = fold_batch(&records, &mut cache, &recent, &mut StoreSource(&store));
+            (outcome.map(|o| (o, records.len())), cache, recent)
         })
         .await?;
         self.cache = cache;
+        self.recent_applied = recent;
         let folded = started.elapsed();
         let (outcome, records) = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
                 // The cache may hold changes that were never committed.
-                self.cache.clear();
+                self.forget_cached();
                 return Err(error.into());
             }
         };
@@ -424,6 +431,7 @@ impl Projector {
             appends,
             dead_letters,
             dead_letter_kinds,
+            applied_ids,
             applied,
             duplicates,
         } = outcome;
@@ -465,11 +473,18 @@ impl Projector {
             }
         };
         if let Err(error) = appended {
-            self.cache.clear();
+            self.forget_cached();
             return Err(error);
         }
         let mut commit = Commit::new(self.topics.events.clone());
         commit.states = states.into_values().collect();
+        commit.applied = applied_ids
+            .iter()
+            .map(|(key, id)| (key.to_owned(), id))
+            .collect();
+        // The next batch checks these itself: this commit may still be in
+        // flight while it folds.
+        self.recent_applied = applied_ids;
         commit.positions = positions;
         commit.publish = self.config.publish_states;
         // The previous commit must land before this one starts.
@@ -479,7 +494,7 @@ impl Projector {
             // Only once the commit has landed: a state evicted while its
             // commit is in flight would be read back stale from the store.
             self.finish_commit().await?;
-            self.cache.clear();
+            self.forget_cached();
         }
         self.stats.records += records as u64;
         self.stats.applied += applied;
@@ -498,13 +513,21 @@ impl Projector {
         Ok(())
     }
 
+    /// Forgets the cached states and the last batch's applied ids: after a
+    /// failure (they may never have been committed) or a generation swap
+    /// (they are the old generation's), the store is read again.
+    fn forget_cached(&mut self) {
+        self.cache.clear();
+        self.recent_applied.clear();
+    }
+
     /// Waits for the commit in flight, if any.
     async fn finish_commit(&mut self) -> Result<()> {
         let waiting = Instant::now();
         let finished = self.publisher.finish().await;
         self.stats.commit_wait += waiting.elapsed();
         if finished.is_err() {
-            self.cache.clear();
+            self.forget_cached();
         }
         finished
     }
@@ -525,6 +548,14 @@ struct StoreSource<'a>(&'a Store);
 impl StateSource for StoreSource<'_> {
     fn load(&mut self, key: &str) -> Result<Option<PatientCareState>, StoreError> {
         self.0.get(key)
+    }
+
+    fn applied(&mut self, key: &str, event_id: baton_care::EventId) -> Result<bool, StoreError> {
+        self.0.is_applied(key, event_id)
+    }
+
+    fn applied_ids(&mut self, key: &str) -> Result<Vec<baton_care::EventId>, StoreError> {
+        self.0.applied_ids(key)
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton_care::{AppliedIds, EventId};
 use baton_log::EventLog;
 use baton_log::topics::Topics;
 use baton_proto::admin::v1::operations_client::OperationsClient;
@@ -379,6 +380,9 @@ struct PartitionFold<'a> {
     /// state of a patient whose only events were refused, which a store
     /// never commits.
     changed: std::collections::HashSet<String>,
+    /// Every event applied so far: the fold starts from nothing, so it
+    /// finds duplicates here, not in a store.
+    applied: AppliedIds,
 }
 
 struct NothingStored;
@@ -386,6 +390,14 @@ struct NothingStored;
 impl StateSource for NothingStored {
     fn load(&mut self, _: &str) -> std::result::Result<Option<PatientCareState>, StoreError> {
         Ok(None)
+    }
+
+    fn applied(&mut self, _: &str, _: EventId) -> std::result::Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn applied_ids(&mut self, _: &str) -> std::result::Result<Vec<EventId>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -401,6 +413,7 @@ impl<'a> PartitionFold<'a> {
             next: 0,
             states: HashMap::new(),
             changed: std::collections::HashSet::new(),
+            applied: AppliedIds::new(),
         })
     }
 
@@ -437,14 +450,20 @@ impl<'a> PartitionFold<'a> {
             }
             self.next = batch.last().map_or(self.next, |record| record.offset + 1);
             let mut states = std::mem::take(&mut self.states);
-            let (outcome, states) = tokio::task::spawn_blocking(move || {
-                let outcome = fold_batch(&batch, &mut states, &mut NothingStored)
-                    .map(|outcome| (outcome.states.into_keys().collect::<Vec<_>>(), batch.len()));
-                (outcome, states)
+            let applied = std::mem::take(&mut self.applied);
+            let (outcome, states, applied) = tokio::task::spawn_blocking(move || {
+                let outcome =
+                    fold_batch(&batch, &mut states, &applied, &mut NothingStored).map(|outcome| {
+                        let changed = outcome.states.into_keys().collect::<Vec<_>>();
+                        (changed, outcome.applied_ids, batch.len())
+                    });
+                (outcome, states, applied)
             })
             .await?;
             self.states = states;
-            let (changed, count) = outcome?;
+            self.applied = applied;
+            let (changed, newly_applied, count) = outcome?;
+            self.applied.merge(newly_applied);
             self.changed.extend(changed);
             folded += count as u64;
             progress(folded);

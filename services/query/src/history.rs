@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use baton_care::{Instant, LogPosition, PatientKey, ValidEvent, apply, new_state};
+use baton_care::{AppliedIds, Instant, LogPosition, PatientKey, ValidEvent, apply, new_state};
 use baton_proto::events::v1::CareEvent;
 use baton_proto::query::v1::{TimeAxis, TimelineEntry};
 use baton_proto::state::v1::{AppliedPosition, CancelMatch, PatientCareState};
@@ -152,13 +152,15 @@ pub(crate) fn as_of(
         return Ok((None, 0));
     };
     let mut then = new_state(&key);
+    let mut then_applied = AppliedIds::new();
     let mut folded = 0u32;
     for applied in events.iter().filter(|applied| included(&applied.event)) {
         // At its own position, so ties in time resolve as they did in the
         // projector. An event that needs something left out (a move within
         // an admission that came later) is left out too.
         let position = LogPosition::new(applied.position.partition, applied.position.offset);
-        if let Ok(baton_care::Applied::Changed { .. }) = apply(&mut then, &applied.event, position)
+        if let Ok(baton_care::Applied::Changed { .. }) =
+            apply(&mut then, &mut then_applied, &applied.event, position)
         {
             folded += 1;
         }
@@ -194,20 +196,51 @@ fn merged_records(
 
 /// The events filed on `state`'s timeline within `from..=to` that were
 /// applied to it, in the timeline's order.
+///
+/// Which were applied is worked out as the projector did: the record's
+/// events, every one filed under its key, folded again in log order up to
+/// the last one its state includes, with the same pure fold, so a
+/// dead-lettered event (or a duplicate) is left out exactly as it was
+/// there. The state keeps no list of applied ids (it would grow with the
+/// patient's history).
 fn applied_events(
     store: &Store,
     state: &PatientCareState,
     from: Instant,
     to: Instant,
 ) -> Result<Vec<Applied>, StoreError> {
-    let applied: HashSet<&str> = state.applied_event_ids.iter().map(String::as_str).collect();
-    Ok(store
-        .timeline(&state.patient_key, from, to)?
+    let mut filed: Vec<(TimelineRecord, ValidEvent)> = store
+        .timeline(&state.patient_key, Instant::UNSET, Instant::UNSET)?
         .into_iter()
         .filter_map(|record| {
             let event = decode(&record)?;
-            let is_applied = applied.contains(event.event().event_id.as_str());
-            is_applied.then_some(Applied {
+            Some((record, event))
+        })
+        .collect();
+    filed.sort_by_key(|(record, _)| (record.partition, record.offset));
+    let reached = |record: &TimelineRecord| {
+        state
+            .applied
+            .as_ref()
+            .is_some_and(|last| record.partition != last.partition || record.offset <= last.offset)
+    };
+    let Ok(key) = PatientKey::parse(&state.patient_key) else {
+        return Ok(Vec::new());
+    };
+    let mut refolded = new_state(&key);
+    let mut seen = AppliedIds::new();
+    let mut applied: Vec<Applied> = filed
+        .into_iter()
+        .filter(|(record, _)| reached(record))
+        .filter_map(|(record, event)| {
+            let position = LogPosition::new(record.partition, record.offset);
+            let changed = matches!(
+                apply(&mut refolded, &mut seen, &event, position),
+                Ok(baton_care::Applied::Changed { .. })
+            );
+            let in_range = (!from.is_set() || event.occurred() >= from)
+                && (!to.is_set() || event.occurred() <= to);
+            (changed && in_range).then_some(Applied {
                 event,
                 position: AppliedPosition {
                     partition: record.partition,
@@ -216,7 +249,15 @@ fn applied_events(
                 merged_record_key: None,
             })
         })
-        .collect())
+        .collect();
+    applied.sort_by_key(|applied| {
+        (
+            applied.event.occurred(),
+            applied.position.partition,
+            applied.position.offset,
+        )
+    });
+    Ok(applied)
 }
 
 /// A filed event as the fold saw it (canonical event id); `None` for one

@@ -6,9 +6,10 @@
 //! patient key and `occurred_at`, in one sled batch with the positions
 //! ([`timeline_positions_topic`]): after a crash it resumes there, and a
 //! record filed twice is written again unchanged. It files every event
-//! that decodes; which of them were applied is the state's business
-//! (`applied_event_ids`), checked when the timeline is read, so an event the
-//! projector dead-lettered never shows.
+//! that decodes; which of them were applied is decided when the timeline is
+//! read, by folding the patient's filed events again in log order up to the
+//! state's own position (`history`), so an event the projector
+//! dead-lettered, or a duplicate, never shows.
 //!
 //! The projector's fold stays as it was: the timeline costs the query side
 //! one more reader of the log and the events' bytes on its disk.

@@ -18,7 +18,7 @@ use super::facts::{
     sort_episodes, sort_referrals,
 };
 use super::{Effect, Incoming};
-use crate::EventId;
+use crate::{AppliedEvents, EventId, ValidEvent};
 
 fn link(key: &str, event: &Incoming<'_>, kind: MergeKind) -> MergeLink {
     MergeLink {
@@ -67,6 +67,8 @@ pub(super) fn retire(
             retired_state: Some(Box::new(state.clone())),
             merge_event_id: merge.event_id.clone(),
             kind: kind as i32,
+            // Filled by `hand_over_applied`, from beside the states.
+            applied_event_ids: Vec::new(),
         })),
     };
     vec![Effect::Append {
@@ -254,9 +256,40 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
         ),
         (mine, theirs) => mine.clone().or_else(|| theirs.clone()),
     };
-    for id in &retired.applied_event_ids {
-        if !state.applied_event_ids.contains(id) {
-            state.applied_event_ids.push(id.clone());
+}
+
+/// The applied ids that travel with a merged record: a retired record's
+/// hand-over (`effects`) carries every id applied to it, and the survivor,
+/// applying the hand-over (`event`), takes them as its own, so an event of
+/// the retired record resent under the survivor stays a duplicate. A
+/// hand-over written before the ids moved out of the state carries them in
+/// its `retired_state`.
+pub(super) fn hand_over_applied(
+    state: &PatientCareState,
+    applied: &mut (impl AppliedEvents + ?Sized),
+    event: &ValidEvent,
+    effects: &mut [Effect],
+) {
+    for Effect::Append { event, .. } in effects.iter_mut() {
+        if let Some(Payload::MergedRecordTransferred(transferred)) = &mut event.payload {
+            transferred.applied_event_ids = applied
+                .of_patient(&state.patient_key)
+                .iter()
+                .map(EventId::to_string)
+                .collect();
+        }
+    }
+    if let Payload::MergedRecordTransferred(transferred) = event.payload() {
+        #[allow(deprecated)]
+        let legacy = transferred
+            .retired_state
+            .iter()
+            .flat_map(|retired| &retired.applied_event_ids);
+        for id in transferred.applied_event_ids.iter().chain(legacy) {
+            // Validation checked them (ValidEvent::new).
+            if let Ok(id) = EventId::parse(id) {
+                applied.insert(&state.patient_key, id);
+            }
         }
     }
 }

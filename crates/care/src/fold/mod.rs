@@ -29,7 +29,7 @@ use baton_proto::events::v1::{CareEvent, PatientIdentity, care_event::Payload};
 use baton_proto::state::v1::{FactStamp, MergeKind, MovementKind, PatientCareState};
 
 use crate::time::{Instant, LogPosition, supersedes};
-use crate::{PatientKey, ValidEvent};
+use crate::{AppliedEvents, PatientKey, ValidEvent};
 
 /// What applying an event did.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,22 +143,40 @@ impl Incoming<'_> {
 }
 
 /// Applies one valid event, found at `position` in the log, to a patient's
-/// state.
+/// state, once.
 ///
 /// `state` must be the state of the event's patient, or, for an event about
 /// two patients, of the other one: the retired record of a merge (A40) or
 /// the previous identity of an identifier change (A47), whose state is then
 /// marked merged and handed over with an [`Effect::Append`]; the patient a
-/// visit moves from (A45), whose encounter is handed over likewise. A
-/// duplicate event id is a no-op; a rejection leaves `state` untouched.
-/// Events with equal clinical and system times are ordered by `position`:
-/// the later record wins.
+/// visit moves from (A45), whose encounter is handed over likewise. An
+/// event `applied` already holds for this state is a duplicate and a no-op;
+/// one that changes the state is recorded there. A rejection leaves `state`
+/// and `applied` untouched. Events with equal clinical and system times are
+/// ordered by `position`: the later record wins.
 pub fn apply(
     state: &mut PatientCareState,
+    applied: &mut (impl AppliedEvents + ?Sized),
     event: &ValidEvent,
     position: LogPosition,
 ) -> Result<Applied, Rejection> {
-    let event_id = event.event().event_id.as_str();
+    check_patient(state, event)?;
+    let event_id = event.id();
+    if applied.contains(&state.patient_key, event_id) {
+        return Ok(Applied::Duplicate);
+    }
+    let mut outcome = apply_new(state, event, position)?;
+    if let Applied::Changed { effects } = &mut outcome {
+        merge::hand_over_applied(state, applied, event, effects);
+        applied.insert(&state.patient_key, event_id);
+    }
+    Ok(outcome)
+}
+
+/// Whether `event` may be applied to `state` at all: it is about that
+/// patient, or, for an event about two patients, names them as the other.
+/// Returns whether it is the other.
+fn check_patient(state: &PatientCareState, event: &ValidEvent) -> Result<bool, Rejection> {
     let is_subject = event.key().as_str() == state.patient_key;
     let is_other = !is_subject
         && matches!(
@@ -172,14 +190,24 @@ pub fn apply(
             .is_some_and(|k| k.as_str() == state.patient_key);
     if !is_subject && !is_other {
         return Err(Rejection::WrongPatient {
-            event_id: event_id.to_owned(),
+            event_id: event.event().event_id.clone(),
             event_patient: event.key().to_string(),
             state_patient: state.patient_key.clone(),
         });
     }
-    if state.applied_event_ids.iter().any(|id| id == event_id) {
-        return Ok(Applied::Duplicate);
-    }
+    Ok(is_other)
+}
+
+/// [`apply`] for an event known not to have been applied to `state`
+/// before: the fold without the duplicate check. A merged record's
+/// hand-over then carries no applied ids, and those it brings are not
+/// recorded anywhere.
+pub fn apply_new(
+    state: &mut PatientCareState,
+    event: &ValidEvent,
+    position: LogPosition,
+) -> Result<Applied, Rejection> {
+    let is_other = check_patient(state, event)?;
     let incoming = Incoming { event, position };
 
     let effects = if is_other {
@@ -201,7 +229,6 @@ pub fn apply(
         Vec::new()
     };
 
-    state.applied_event_ids.push(event_id.to_owned());
     state.version += 1;
     state.applied = Some(position.into());
     if event.occurred() > Instant::of(state.last_occurred_at.as_ref()) {

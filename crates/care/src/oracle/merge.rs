@@ -67,6 +67,7 @@ pub(super) fn retire(
             retired_state: Some(Box::new(state.clone())),
             merge_event_id: merge.event_id.clone(),
             kind: kind as i32,
+            applied_event_ids: Vec::new(),
         })),
     };
     vec![Effect::Append {

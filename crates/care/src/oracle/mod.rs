@@ -26,6 +26,38 @@ pub use crate::fold::{Applied, Effect, Rejection};
 use crate::time::{Instant, LogPosition};
 use crate::{PatientKey, ValidEvent};
 
+/// What the oracle keeps in a state and the fold beside it: the applied
+/// event ids. Clears them, so states of the two folds compare.
+pub fn without_applied_ids(state: &PatientCareState) -> PatientCareState {
+    let mut state = state.clone();
+    state.applied_event_ids.clear();
+    state
+}
+
+/// The oracle's outcome as the fold gives it: a merged record's hand-over
+/// carries the retired record's applied ids beside its state, in id order,
+/// not in it.
+pub fn as_the_fold_answers(outcome: Result<Applied, Rejection>) -> Result<Applied, Rejection> {
+    use crate::EventId;
+    let mut outcome = outcome?;
+    if let Applied::Changed { effects } = &mut outcome {
+        for Effect::Append { event, .. } in effects {
+            if let Some(Payload::MergedRecordTransferred(transferred)) = &mut event.payload
+                && let Some(retired) = &mut transferred.retired_state
+            {
+                let mut ids: Vec<EventId> = retired
+                    .applied_event_ids
+                    .drain(..)
+                    .map(|id| EventId::parse(&id).expect("the oracle keeps valid ids"))
+                    .collect();
+                ids.sort_unstable();
+                transferred.applied_event_ids = ids.iter().map(EventId::to_string).collect();
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 /// A state for a patient Baton has not seen yet.
 pub fn new_state(key: &PatientKey) -> PatientCareState {
     PatientCareState {

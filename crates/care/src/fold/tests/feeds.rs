@@ -388,12 +388,12 @@ fn an_admission_sent_again_with_a_corrected_ward_at_the_same_time_wins() {
 fn facts_with_the_same_times_go_to_the_later_record() {
     let low = frailty_assessed(NHS, at(3), 4);
     let high = frailty_assessed(NHS, at(3), 7);
-    let scale = |events: &[CareEvent]| fold(events).frailty.unwrap().clinical_frailty_scale;
+    let scale = |events: &[CareEvent]| fold(events).state.frailty.unwrap().clinical_frailty_scale;
     assert_eq!(scale(&[low.clone(), high.clone()]), 7);
     assert_eq!(scale(&[high, low]), 4);
     let smith = details_updated(at(3), demographics("Smith", ""));
     let jones = details_updated(at(3), demographics("Jones", ""));
-    let name = |events: &[CareEvent]| fold(events).demographics.unwrap().family_name;
+    let name = |events: &[CareEvent]| fold(events).state.demographics.unwrap().family_name;
     assert_eq!(name(&[smith.clone(), jones.clone()]), "Jones");
     assert_eq!(name(&[jones, smith]), "Smith");
 }

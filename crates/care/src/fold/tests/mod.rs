@@ -67,8 +67,39 @@ fn valid(event: &CareEvent) -> ValidEvent {
     ValidEvent::new(event.clone()).unwrap_or_else(|e| panic!("test events are valid: {e}"))
 }
 
-fn empty_state(nhs: &str) -> PatientCareState {
-    new_state(&PatientKey::parse(nhs).expect("a valid NHS number"))
+/// A state being folded and the ids applied to it, which the fold keeps
+/// beside the state ([`crate::AppliedEvents`]); reads as the state.
+#[derive(Debug, Clone, PartialEq)]
+struct Folding {
+    state: PatientCareState,
+    applied: crate::AppliedIds,
+}
+
+impl std::ops::Deref for Folding {
+    type Target = PatientCareState;
+
+    fn deref(&self) -> &PatientCareState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Folding {
+    fn deref_mut(&mut self) -> &mut PatientCareState {
+        &mut self.state
+    }
+}
+
+impl From<Folding> for PatientCareState {
+    fn from(folding: Folding) -> Self {
+        folding.state
+    }
+}
+
+fn empty_state(nhs: &str) -> Folding {
+    Folding {
+        state: new_state(&PatientKey::parse(nhs).expect("a valid NHS number")),
+        applied: crate::AppliedIds::new(),
+    }
 }
 
 /// The position after the last event applied to `state`, as if its
@@ -78,13 +109,14 @@ fn next(state: &PatientCareState) -> LogPosition {
 }
 
 /// Applies `event` at the position after the last one applied.
-fn apply_next(state: &mut PatientCareState, event: &CareEvent) -> Result<Applied, Rejection> {
-    let position = next(state);
-    apply(state, &valid(event), position)
+fn apply_next(folding: &mut Folding, event: &CareEvent) -> Result<Applied, Rejection> {
+    let position = next(folding);
+    let Folding { state, applied } = folding;
+    apply(state, applied, &valid(event), position)
 }
 
 /// Applies `event`, which must change the state, and returns its effects.
-fn apply_changed(state: &mut PatientCareState, event: &CareEvent) -> Vec<Effect> {
+fn apply_changed(state: &mut Folding, event: &CareEvent) -> Vec<Effect> {
     match apply_next(state, event) {
         Ok(Applied::Changed { effects }) => effects,
         other => panic!("{:?} should change the state, got {other:?}", event.payload),
@@ -92,7 +124,7 @@ fn apply_changed(state: &mut PatientCareState, event: &CareEvent) -> Vec<Effect>
 }
 
 /// The state of patient [`NHS`] after `events`, each of which must change it.
-fn fold(events: &[CareEvent]) -> PatientCareState {
+fn fold(events: &[CareEvent]) -> Folding {
     let mut state = empty_state(NHS);
     for event in events {
         apply_changed(&mut state, event);
@@ -101,7 +133,7 @@ fn fold(events: &[CareEvent]) -> PatientCareState {
 }
 
 /// `state` after `events`, each of which must change it.
-fn fold_onto(mut state: PatientCareState, events: &[CareEvent]) -> PatientCareState {
+fn fold_onto(mut state: Folding, events: &[CareEvent]) -> Folding {
     for event in events {
         apply_changed(&mut state, event);
     }
@@ -110,7 +142,7 @@ fn fold_onto(mut state: PatientCareState, events: &[CareEvent]) -> PatientCareSt
 
 /// Replays `events` as the projector does: a rejection is dead-lettered and
 /// the replay goes on. Returns the state and what each event did.
-fn replay(events: &[CareEvent]) -> (PatientCareState, Vec<Result<Applied, Rejection>>) {
+fn replay(events: &[CareEvent]) -> (Folding, Vec<Result<Applied, Rejection>>) {
     let mut state = empty_state(NHS);
     let outcomes = events
         .iter()
@@ -120,12 +152,12 @@ fn replay(events: &[CareEvent]) -> (PatientCareState, Vec<Result<Applied, Reject
 }
 
 /// Without the fields that say which events were applied and when they were
-/// recorded (`version`, `applied_event_ids`, `last_occurred_at`,
+/// recorded (`version`, `last_occurred_at`,
 /// `last_recorded_at`, `applied`) rather than anything about the patient's
 /// care: a correction is itself an applied event, so it moves them on.
-fn without_bookkeeping(mut state: PatientCareState) -> PatientCareState {
+fn without_bookkeeping(state: impl Into<PatientCareState>) -> PatientCareState {
+    let mut state = state.into();
     state.version = 0;
-    state.applied_event_ids.clear();
     state.last_occurred_at = None;
     state.last_recorded_at = None;
     state.applied = None;
@@ -138,7 +170,7 @@ fn without_bookkeeping(mut state: PatientCareState) -> PatientCareState {
 /// admission was entered in error stays in `past_encounters` as
 /// `ENCOUNTER_STATUS_CANCELLED`. What remains is what the state says about
 /// the patient, which a correction must restore exactly.
-fn without_corrections(state: PatientCareState) -> PatientCareState {
+fn without_corrections(state: impl Into<PatientCareState>) -> PatientCareState {
     let mut state = without_bookkeeping(state);
     let in_effect = |mut encounter: Encounter| {
         encounter
@@ -160,14 +192,13 @@ fn without_corrections(state: PatientCareState) -> PatientCareState {
 }
 
 /// The state with the fields that legitimately depend on the order events
-/// arrive in made order-free: `applied_event_ids` lists ids in arrival
-/// order, so it is sorted; the log positions kept with each fact and
+/// arrive in made order-free: the log positions kept with each fact and
 /// movement say where each event arrived, so they are cleared (with
 /// distinct clinical times they decide nothing). `version` (a count) and
 /// `last_occurred_at` / `last_recorded_at` (maxima) do not depend on the
 /// order, so they are compared as they are.
-fn arrival_order_free(mut state: PatientCareState) -> PatientCareState {
-    state.applied_event_ids.sort();
+fn arrival_order_free(state: impl Into<PatientCareState>) -> PatientCareState {
+    let mut state = state.into();
     without_positions(&mut state);
     state
 }
@@ -530,7 +561,14 @@ fn registration_records_demographics_identity_and_bookkeeping() {
     assert_eq!(state.identity.as_ref().unwrap().nhs_number, NHS);
     assert_eq!(state.patient_key, NHS);
     assert_eq!(state.version, 1);
-    assert_eq!(state.applied_event_ids, vec![registration.event_id.clone()]);
+    assert_eq!(
+        crate::AppliedEvents::of_patient(&state.applied, NHS),
+        vec![EventId::parse(&registration.event_id).unwrap()]
+    );
+    // Beside the state, not in it.
+    #[allow(deprecated)]
+    let in_state = &state.applied_event_ids;
+    assert!(in_state.is_empty());
     assert_eq!(state.last_occurred_at, ts(at(0)));
     assert_eq!(state.last_recorded_at, ts(at(0)));
     // Nothing else is known: living in the community.
@@ -561,7 +599,7 @@ fn details_are_last_writer_wins_by_clinical_time() {
         older.clone(),
     ]);
 
-    let demographics = state.demographics.unwrap();
+    let demographics = state.demographics.clone().unwrap();
     // The newer update replaced the field it carries and kept the others.
     assert_eq!(demographics.family_name, "Jones");
     // The older update, recorded later, is still newer than the
@@ -570,7 +608,7 @@ fn details_are_last_writer_wins_by_clinical_time() {
     assert_eq!(demographics.postcode, "YO1 7HH");
     assert_eq!(demographics.gp_practice, "B82005");
     assert_eq!(state.demographics_stamp, Some(stamp_of(&newer, 1)));
-    let stamps = state.demographics_field_stamps.unwrap();
+    let stamps = state.state.demographics_field_stamps.unwrap();
     assert_eq!(stamps.family_name, Some(stamp_of(&newer, 1)));
     assert_eq!(stamps.postcode, Some(stamp_of(&older, 2)));
     assert_eq!(stamps.given_name, None);
@@ -878,11 +916,11 @@ fn a_merge_retires_one_record_and_the_survivor_absorbs_it() {
     let identity = survivor.identity.as_ref().unwrap();
     assert_eq!(identity.nhs_number, NHS);
     assert_eq!(identity.local_ids, retired_identity.local_ids);
-    assert!(
-        survivor
-            .applied_event_ids
-            .contains(&retired_admission.event_id)
-    );
+    assert!(crate::AppliedEvents::contains(
+        &survivor.applied,
+        NHS,
+        EventId::parse(&retired_admission.event_id).unwrap()
+    ));
     assert!(Cohort::default().matches(&survivor, crate::Instant::UNSET));
 
     // The hand-over is written again after a crash: a duplicate.
@@ -1065,7 +1103,7 @@ fn frailty_is_the_latest_assessment_by_clinical_time() {
         latest.clone(),
         recorded_at(frailty_assessed(NHS, at(3), 8), at(6)),
     ]);
-    let frailty = state.frailty.unwrap();
+    let frailty = state.state.frailty.unwrap();
     assert_eq!(frailty.clinical_frailty_scale, 6);
     assert_eq!(frailty.assessed_at, ts(at(5)));
     assert_eq!(frailty.stamp, Some(stamp_of(&latest, 1)));
@@ -1539,7 +1577,8 @@ fn a_move_after_the_discharge_in_clinical_time_changes_nothing() {
             leave_started("V1", at(51), at(60)),
         ],
     );
-    let strip_movements = |mut state: PatientCareState| {
+    let strip_movements = |state: Folding| {
+        let mut state = state.state;
         for encounter in &mut state.past_encounters {
             encounter.movements.clear();
         }
@@ -1654,8 +1693,8 @@ fn local_identifiers_are_listed_alike_in_any_order() {
 fn plans_changed_at_the_same_moment_resolve_alike_in_any_order() {
     let first = care_plan(at(1), "CP-A", 1);
     let second = care_plan(at(1), "CP-B", 1);
-    let one_way = fold(&[first.clone(), second.clone()]).care_plan;
-    let other_way = fold(&[second, first]).care_plan;
+    let one_way = fold(&[first.clone(), second.clone()]).state.care_plan;
+    let other_way = fold(&[second, first]).state.care_plan;
     assert_eq!(one_way, other_way);
     assert_eq!(one_way.unwrap().care_plan_id, "CP-B");
 }
@@ -1932,6 +1971,7 @@ fn cohorts_follow_the_patient_through_a_journey() {
 const SOURCES: &[(&str, &str)] = &[
     ("lib.rs", include_str!("../../lib.rs")),
     ("access.rs", include_str!("../../access.rs")),
+    ("applied.rs", include_str!("../../applied.rs")),
     ("cohort.rs", include_str!("../../cohort.rs")),
     ("fixtures.rs", include_str!("../../fixtures.rs")),
     ("identity.rs", include_str!("../../identity.rs")),
