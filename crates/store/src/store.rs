@@ -1211,22 +1211,21 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
                     supported: keys::FORMAT_VERSION,
                 });
             }
-            if found == 1 {
-                migrate_from_format_1(db, path)?;
-            }
-            if found <= 2 {
-                return migrate_from_format_2(db, path);
-            }
-            if found < keys::FORMAT_VERSION {
-                return Err(StoreError::Corrupt {
+            match found {
+                1 => {
+                    migrate_from_format_1(db, path)?;
+                    migrate_from_format_2(db, path)
+                }
+                2 => migrate_from_format_2(db, path),
+                keys::FORMAT_VERSION => Ok(()),
+                _ => Err(StoreError::Corrupt {
                     key: keys::describe_key(keys::FORMAT_KEY),
                     reason: format!(
                         "format version {found} was never written by Baton; expected {}",
                         keys::FORMAT_VERSION
                     ),
-                });
+                }),
             }
-            Ok(())
         }
         None if db.is_empty() => {
             db.insert(keys::FORMAT_KEY, &keys::FORMAT_VERSION.to_be_bytes()[..])?;

@@ -575,6 +575,25 @@ fn the_digest_depends_on_the_states_not_on_how_they_were_committed() {
 }
 
 #[test]
+fn a_format_baton_never_wrote_is_refused_not_migrated() {
+    let dir = TempDir::new().unwrap();
+    drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+    {
+        let db = support::reopen(dir.path());
+        db.insert("meta/format", &0u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("format version 0 was never written by Baton"),
+        "{message}"
+    );
+    assert!(message.contains("expected 3"), "{message}");
+}
+
+#[test]
 fn a_store_written_by_a_newer_format_is_refused() {
     let dir = TempDir::new().unwrap();
     drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
