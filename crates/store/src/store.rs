@@ -1263,12 +1263,14 @@ fn migrate_from_format_1(db: &sled::Db, path: &Path) -> Result<()> {
             },
             None => cohort::index_entries(&state),
         };
-        let summary = summary_of(&state, &value);
-        digests
-            .entry(summary.partition)
-            .or_default()
-            .add(summary.hash);
-        batch.insert(entries_key, keys::encode_summary(&summary, &entries));
+        stage_migrated_summary(
+            &mut batch,
+            &mut digests,
+            &state,
+            &value,
+            entries_key,
+            &entries,
+        );
         migrated += 1;
         if migrated.is_multiple_of(10_000) {
             db.apply_batch(std::mem::take(&mut batch))?;
@@ -1322,12 +1324,14 @@ fn migrate_from_format_2(db: &sled::Db, path: &Path) -> Result<()> {
             batch.insert(key.clone(), encoded.as_slice());
             encoded
         };
-        let summary = summary_of(&state, &encoded);
-        digests
-            .entry(summary.partition)
-            .or_default()
-            .add(summary.hash);
-        batch.insert(entries_key, keys::encode_summary(&summary, &entries));
+        stage_migrated_summary(
+            &mut batch,
+            &mut digests,
+            &state,
+            &encoded,
+            entries_key,
+            &entries,
+        );
         migrated += 1;
         if migrated.is_multiple_of(10_000) {
             db.apply_batch(std::mem::take(&mut batch))?;
@@ -1344,6 +1348,25 @@ fn migrate_from_format_2(db: &sled::Db, path: &Path) -> Result<()> {
         "projection store migrated to format 3"
     );
     Ok(())
+}
+
+/// Writes a migrated state's summary (of `encoded`, its bytes as now
+/// stored) in front of its index `entries`, and adds it to its partition's
+/// digest.
+fn stage_migrated_summary(
+    batch: &mut sled::Batch,
+    digests: &mut BTreeMap<u32, PartitionDigest>,
+    state: &PatientCareState,
+    encoded: &[u8],
+    entries_key: Vec<u8>,
+    entries: &[String],
+) {
+    let summary = summary_of(state, encoded);
+    digests
+        .entry(summary.partition)
+        .or_default()
+        .add(summary.hash);
+    batch.insert(entries_key, keys::encode_summary(&summary, entries));
 }
 
 /// The last step of a migration: replaces the partition digests with

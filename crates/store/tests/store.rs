@@ -574,15 +574,18 @@ fn the_digest_depends_on_the_states_not_on_how_they_were_committed() {
     assert_ne!(Store::temporary().unwrap().digest().unwrap(), digest);
 }
 
+/// A new store at `dir` whose format key says `format`.
+fn stamped_with_format(dir: &std::path::Path, format: u32) {
+    drop(Store::open(dir, &StoreConfig::default()).unwrap());
+    let db = support::reopen(dir);
+    db.insert("meta/format", &format.to_be_bytes()[..]).unwrap();
+    db.flush().unwrap();
+}
+
 #[test]
 fn a_format_baton_never_wrote_is_refused_not_migrated() {
     let dir = TempDir::new().unwrap();
-    drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-    {
-        let db = support::reopen(dir.path());
-        db.insert("meta/format", &0u32.to_be_bytes()[..]).unwrap();
-        db.flush().unwrap();
-    }
+    stamped_with_format(dir.path(), 0);
     let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     let message = error.to_string();
@@ -596,12 +599,7 @@ fn a_format_baton_never_wrote_is_refused_not_migrated() {
 #[test]
 fn a_store_written_by_a_newer_format_is_refused() {
     let dir = TempDir::new().unwrap();
-    drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
-    {
-        let db = support::reopen(dir.path());
-        db.insert("meta/format", &4u32.to_be_bytes()[..]).unwrap();
-        db.flush().unwrap();
-    }
+    stamped_with_format(dir.path(), 4);
 
     let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
     assert!(
