@@ -48,6 +48,22 @@ impl AppliedIds {
             .flat_map(|(key, ids)| ids.iter().map(move |&id| (key.as_str(), id)))
     }
 
+    /// Whether every id applied to `patient_key` is here: it was
+    /// [adopted](AppliedIds::adopt) or inserted. (A store's ids reach
+    /// memory whole, or not at all.)
+    pub fn holds(&self, patient_key: &str) -> bool {
+        self.by_patient.contains_key(patient_key)
+    }
+
+    /// Takes `ids` as every id applied to `patient_key` so far (read from a
+    /// store), adding to any already here.
+    pub fn adopt(&mut self, patient_key: &str, ids: impl IntoIterator<Item = EventId>) {
+        self.by_patient
+            .entry(patient_key.to_owned())
+            .or_default()
+            .extend(ids);
+    }
+
     /// Adds every pair of `other`.
     pub fn merge(&mut self, other: AppliedIds) {
         for (key, ids) in other.by_patient {
@@ -117,6 +133,11 @@ mod tests {
         assert_eq!(applied.of_patient("9434765919"), vec![id(1), id(3)]);
         assert_eq!(applied.of_patient("nobody"), Vec::<EventId>::new());
         assert_eq!(applied.len(), 3);
+        assert!(applied.holds("4010232137") && !applied.holds("nobody"));
+        applied.adopt("nobody", []);
+        assert!(applied.holds("nobody") && !applied.contains("nobody", id(1)));
+        applied.adopt("nobody", [id(1)]);
+        assert!(applied.contains("nobody", id(1)));
         applied.clear();
         assert!(applied.is_empty());
     }

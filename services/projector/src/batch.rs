@@ -12,7 +12,6 @@ use baton_care::{
 use baton_log::{NewRecord, Record};
 use baton_proto::NamedMessage;
 use baton_proto::events::v1::CareEvent;
-use baton_proto::events::v1::care_event::Payload;
 use baton_proto::state::v1::PatientCareState;
 use baton_telemetry::{TRACEPARENT_HEADER, TraceParent};
 use prost::Message;
@@ -26,80 +25,38 @@ pub mod dead_letter_headers {
     pub const EVENT_ID: &str = "event-id";
 }
 
-/// Where the fold finds a patient's state when it is not in the batch yet,
+/// Where the fold finds a patient's state when it is not in memory yet,
 /// and the events applied to it before.
 pub(crate) trait StateSource {
     fn load(&mut self, key: &str) -> Result<Option<PatientCareState>, baton_store::StoreError>;
-    /// Whether `event_id` was applied to the state of `key`.
-    fn applied(&mut self, key: &str, event_id: EventId) -> Result<bool, baton_store::StoreError>;
     /// Every event id applied to the state of `key`.
     fn applied_ids(&mut self, key: &str) -> Result<Vec<EventId>, baton_store::StoreError>;
 }
 
-/// The fold's [`AppliedEvents`] for one batch: what the store (or the
-/// previous batch, whose commit may still be in flight) says was applied,
-/// looked up before the fold asks, and what this batch applies.
-#[derive(Debug, Default)]
-struct BatchLedger {
-    known: AppliedIds,
+/// The fold's [`AppliedEvents`] for one batch: `known` holds every id
+/// applied to each patient whose state is in memory (read from the
+/// [`StateSource`] whole when the state is, and kept up to date by every
+/// batch since, so it also covers a commit still in flight); `added` is what
+/// this batch applies, for its commit. A duplicate is then found without
+/// asking the store per event, whose reads wait for a commit being written.
+#[derive(Debug)]
+struct BatchLedger<'a> {
+    known: &'a mut AppliedIds,
     added: AppliedIds,
-    /// Keys whose every applied id is in `known` (a retired record's).
-    whole: std::collections::HashSet<String>,
-    /// Keys with no stored state when the batch met them: nothing was
-    /// applied to them before but what `recent` holds.
-    fresh: std::collections::HashSet<String>,
 }
 
-impl BatchLedger {
-    /// Looks up what the fold will ask about `event` applied to `key`.
-    fn prepare(
-        &mut self,
-        key: &str,
-        event: &ValidEvent,
-        recent: &AppliedIds,
-        source: &mut impl StateSource,
-    ) -> Result<(), baton_store::StoreError> {
-        let id = event.id();
-        if !self.contains(key, id)
-            && (recent.contains(key, id)
-                || (!self.fresh.contains(key) && source.applied(key, id)?))
-        {
-            self.known.insert(key, id);
-        }
-        let retires = event.key().as_str() != key
-            && matches!(
-                event.payload(),
-                Payload::PatientsMerged(_) | Payload::PatientIdentifierChanged(_)
-            );
-        if retires && self.whole.insert(key.to_owned()) {
-            let stored = if self.fresh.contains(key) {
-                Vec::new()
-            } else {
-                source.applied_ids(key)?
-            };
-            for id in stored.into_iter().chain(recent.of_patient(key)) {
-                self.known.insert(key, id);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl AppliedEvents for BatchLedger {
+impl AppliedEvents for BatchLedger<'_> {
     fn contains(&self, patient_key: &str, event_id: EventId) -> bool {
-        self.known.contains(patient_key, event_id) || self.added.contains(patient_key, event_id)
+        self.known.contains(patient_key, event_id)
     }
 
     fn insert(&mut self, patient_key: &str, event_id: EventId) {
+        self.known.insert(patient_key, event_id);
         self.added.insert(patient_key, event_id);
     }
 
     fn of_patient(&self, patient_key: &str) -> Vec<EventId> {
-        let mut ids = self.known.of_patient(patient_key);
-        ids.extend(self.added.of_patient(patient_key));
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.known.of_patient(patient_key)
     }
 }
 
@@ -128,16 +85,24 @@ pub(crate) struct BatchOutcome {
 }
 
 /// Folds `records` in order. A record that cannot be decoded, validated or
-/// applied becomes a dead letter and the batch goes on. `recent` holds the
-/// ids the previous batch applied, whose commit may not have landed yet.
+/// applied becomes a dead letter and the batch goes on.
+///
+/// `states` and `applied` are what the caller keeps in memory between
+/// batches, and go together: a patient's state is in `states` exactly when
+/// every id applied to it is in `applied`, so both may be ahead of the
+/// source (a commit in flight). The fold reads a patient from `source` the
+/// first time it meets them, and updates both in place.
 pub(crate) fn fold_batch(
     records: &[Record],
     states: &mut HashMap<String, Arc<PatientCareState>>,
-    recent: &AppliedIds,
+    applied: &mut AppliedIds,
     source: &mut impl StateSource,
 ) -> Result<BatchOutcome, baton_store::StoreError> {
     let mut outcome = BatchOutcome::default();
-    let mut ledger = BatchLedger::default();
+    let mut ledger = BatchLedger {
+        known: applied,
+        added: AppliedIds::new(),
+    };
     // Cloned once at the end, not once per event: a state is far larger than an event.
     let mut changed = std::collections::HashSet::new();
     let content_type = CareEvent::content_type();
@@ -163,7 +128,7 @@ pub(crate) fn fold_batch(
             span
         });
         let entered = span.as_ref().map(tracing::Span::enter);
-        let folded = fold_record(record, states, &mut ledger, recent, source)?;
+        let folded = fold_record(record, states, &mut ledger, source)?;
         let trace = match &span {
             Some(_) => baton_telemetry::current_traceparent(),
             None => parent.as_ref().map(TraceParent::child),
@@ -239,8 +204,7 @@ impl Refusal {
 fn fold_record(
     record: &Record,
     states: &mut HashMap<String, Arc<PatientCareState>>,
-    ledger: &mut BatchLedger,
-    recent: &AppliedIds,
+    ledger: &mut BatchLedger<'_>,
     source: &mut impl StateSource,
 ) -> Result<Result<Folded, Refusal>, baton_store::StoreError> {
     if let Some(content_type) = record.header("content-type")
@@ -284,16 +248,17 @@ fn fold_record(
         Err(invalid) => return Ok(Err(Refusal::new("invalid_event", invalid.to_string()))),
     };
     if !states.contains_key(key.as_str()) {
-        let state = match source.load(key.as_str())? {
-            Some(state) => state,
-            None => {
-                ledger.fresh.insert(key.as_str().to_owned());
-                new_state(&key)
-            }
+        debug_assert!(
+            !ledger.known.holds(key.as_str()),
+            "ids are kept in memory only beside their state"
+        );
+        let (state, ids) = match source.load(key.as_str())? {
+            Some(state) => (state, source.applied_ids(key.as_str())?),
+            None => (new_state(&key), Vec::new()),
         };
+        ledger.known.adopt(key.as_str(), ids);
         states.insert(key.as_str().to_owned(), Arc::new(state));
     }
-    ledger.prepare(key.as_str(), &event, recent, source)?;
     // Copied only if a commit in flight still holds this state.
     let state = Arc::make_mut(states.get_mut(key.as_str()).expect("inserted above"));
     // The fold sets `state.applied` to the position.
@@ -344,10 +309,6 @@ mod tests {
             Ok(None)
         }
 
-        fn applied(&mut self, _: &str, _: EventId) -> Result<bool, baton_store::StoreError> {
-            Ok(false)
-        }
-
         fn applied_ids(&mut self, _: &str) -> Result<Vec<EventId>, baton_store::StoreError> {
             Ok(Vec::new())
         }
@@ -387,7 +348,8 @@ mod tests {
             record(5, nhs, &transferred(nhs, "V1", 300, "C")),
         ];
         let mut states = HashMap::new();
-        let outcome = fold_batch(&records, &mut states, &AppliedIds::new(), &mut Empty).unwrap();
+        let outcome =
+            fold_batch(&records, &mut states, &mut AppliedIds::new(), &mut Empty).unwrap();
         assert_eq!(
             (
                 outcome.applied,
@@ -465,7 +427,8 @@ mod tests {
             record(1, retired, &merge),
         ];
         let mut states = HashMap::new();
-        let outcome = fold_batch(&records, &mut states, &AppliedIds::new(), &mut Empty).unwrap();
+        let outcome =
+            fold_batch(&records, &mut states, &mut AppliedIds::new(), &mut Empty).unwrap();
         assert!(
             outcome.dead_letters.is_empty(),
             "{:?}",
@@ -474,5 +437,77 @@ mod tests {
         assert_eq!(outcome.appends.len(), 1);
         assert_eq!(outcome.appends[0].key, survivor.as_bytes());
         assert!(outcome.states[retired].merged_into.is_some());
+    }
+
+    /// A store holding one patient's state and the ids applied to it,
+    /// counting what the fold asks of it.
+    #[derive(Default)]
+    struct Stored {
+        state: Option<PatientCareState>,
+        ids: Vec<EventId>,
+        loads: usize,
+        id_reads: usize,
+    }
+
+    impl StateSource for Stored {
+        fn load(&mut self, _: &str) -> Result<Option<PatientCareState>, baton_store::StoreError> {
+            self.loads += 1;
+            Ok(self.state.clone())
+        }
+
+        fn applied_ids(&mut self, _: &str) -> Result<Vec<EventId>, baton_store::StoreError> {
+            self.id_reads += 1;
+            Ok(self.ids.clone())
+        }
+    }
+
+    #[test]
+    fn a_stored_patient_is_read_once_and_duplicates_are_found_in_memory_after() {
+        let nhs = "9434765919";
+        let admission = admitted(nhs, "V1", 100, "A");
+        let first = fold_batch(
+            &[record(0, nhs, &admission)],
+            &mut HashMap::new(),
+            &mut AppliedIds::new(),
+            &mut Empty,
+        )
+        .unwrap();
+        let id = ValidEvent::new(admission.clone()).unwrap().id();
+        let mut store = Stored {
+            state: Some((*first.states[nhs]).clone()),
+            ids: vec![id],
+            ..Stored::default()
+        };
+
+        // The stored admission, sent again: a duplicate, known from the
+        // ids read with the state.
+        let (mut states, mut applied) = (HashMap::new(), AppliedIds::new());
+        let transfer = transferred(nhs, "V1", 200, "B");
+        let second = fold_batch(
+            &[record(1, nhs, &admission), record(2, nhs, &transfer)],
+            &mut states,
+            &mut applied,
+            &mut store,
+        )
+        .unwrap();
+        assert_eq!((second.applied, second.duplicates), (1, 1));
+        let transfer_id = ValidEvent::new(transfer.clone()).unwrap().id();
+        assert_eq!(
+            second.applied_ids.iter().collect::<Vec<_>>(),
+            vec![(nhs, transfer_id)]
+        );
+
+        // The next batch meets both again before any commit landed: both
+        // duplicates, and the store is not asked again.
+        let third = fold_batch(
+            &[record(3, nhs, &transfer), record(4, nhs, &admission)],
+            &mut states,
+            &mut applied,
+            &mut store,
+        )
+        .unwrap();
+        assert_eq!((third.applied, third.duplicates), (0, 2));
+        assert!(third.applied_ids.is_empty());
+        assert_eq!((store.loads, store.id_reads), (1, 1));
     }
 }

@@ -206,6 +206,12 @@ pub struct ProjectorStats {
     pub commit_wait: Duration,
 }
 
+/// At most this many applied event ids are kept in memory beside the
+/// cached states (16 bytes and a little more each: about 400 MiB) before the
+/// cache is emptied, as it is when it holds more than
+/// [`ProjectorConfig::state_cache_entries`] states.
+const MAX_CACHED_APPLIED_IDS: usize = 16_000_000;
+
 /// The projector over a log and a store.
 #[derive(Debug)]
 pub struct Projector {
@@ -214,9 +220,9 @@ pub struct Projector {
     config: ProjectorConfig,
     topics: Topics,
     cache: HashMap<String, Arc<PatientCareState>>,
-    /// The ids the last batch applied: its commit may still be in flight
-    /// while the next batch folds, so the next batch checks them itself.
-    recent_applied: AppliedIds,
+    /// Every event id applied to each state in `cache`, so duplicates are
+    /// found in memory: including those of a commit still in flight.
+    cached_applied: AppliedIds,
     /// Commits and publishes batches, one at a time and in order.
     publisher: Publisher,
     stats: ProjectorStats,
@@ -256,7 +262,7 @@ impl Projector {
             config,
             topics,
             cache: HashMap::new(),
-            recent_applied: AppliedIds::new(),
+            cached_applied: AppliedIds::new(),
             publisher,
             stats: ProjectorStats::default(),
             rebuild: false,
@@ -407,14 +413,14 @@ impl Projector {
         let started = Instant::now();
         let store = self.store.clone();
         let mut cache = std::mem::take(&mut self.cache);
-        let recent = std::mem::take(&mut self.recent_applied);
-        let (outcome, cache, recent) = tokio::task::spawn_blocking(move || {
-            let outcome = fold_batch(&records, &mut cache, &recent, &mut StoreSource(&store));
-            (outcome.map(|o| (o, records.len())), cache, recent)
+        let mut applied = std::mem::take(&mut self.cached_applied);
+        let (outcome, cache, applied) = tokio::task::spawn_blocking(move || {
+            let outcome = fold_batch(&records, &mut cache, &mut applied, &mut StoreSource(&store));
+            (outcome.map(|o| (o, records.len())), cache, applied)
         })
         .await?;
         self.cache = cache;
-        self.recent_applied = recent;
+        self.cached_applied = applied;
         let folded = started.elapsed();
         let (outcome, records) = match outcome {
             Ok(outcome) => outcome,
@@ -482,15 +488,14 @@ impl Projector {
             .iter()
             .map(|(key, id)| (key.to_owned(), id))
             .collect();
-        // The next batch checks these itself: this commit may still be in
-        // flight while it folds.
-        self.recent_applied = applied_ids;
         commit.positions = positions;
         commit.publish = self.config.publish_states;
         // The previous commit must land before this one starts.
         self.finish_commit().await?;
         self.publisher.start(commit, traces);
-        if self.cache.len() > self.config.state_cache_entries {
+        if self.cache.len() > self.config.state_cache_entries
+            || self.cached_applied.len() > MAX_CACHED_APPLIED_IDS
+        {
             // Only once the commit has landed: a state evicted while its
             // commit is in flight would be read back stale from the store.
             self.finish_commit().await?;
@@ -513,12 +518,12 @@ impl Projector {
         Ok(())
     }
 
-    /// Forgets the cached states and the last batch's applied ids: after a
-    /// failure (they may never have been committed) or a generation swap
-    /// (they are the old generation's), the store is read again.
+    /// Forgets the cached states and their applied ids: after a failure
+    /// (they may never have been committed) or a generation swap (they are
+    /// the old generation's), the store is read again.
     fn forget_cached(&mut self) {
         self.cache.clear();
-        self.recent_applied.clear();
+        self.cached_applied.clear();
     }
 
     /// Waits for the commit in flight, if any.
@@ -548,10 +553,6 @@ struct StoreSource<'a>(&'a Store);
 impl StateSource for StoreSource<'_> {
     fn load(&mut self, key: &str) -> Result<Option<PatientCareState>, StoreError> {
         self.0.get(key)
-    }
-
-    fn applied(&mut self, key: &str, event_id: baton_care::EventId) -> Result<bool, StoreError> {
-        self.0.is_applied(key, event_id)
     }
 
     fn applied_ids(&mut self, key: &str) -> Result<Vec<baton_care::EventId>, StoreError> {

@@ -392,10 +392,6 @@ impl StateSource for NothingStored {
         Ok(None)
     }
 
-    fn applied(&mut self, _: &str, _: EventId) -> std::result::Result<bool, StoreError> {
-        Ok(false)
-    }
-
     fn applied_ids(&mut self, _: &str) -> std::result::Result<Vec<EventId>, StoreError> {
         Ok(Vec::new())
     }
@@ -450,20 +446,19 @@ impl<'a> PartitionFold<'a> {
             }
             self.next = batch.last().map_or(self.next, |record| record.offset + 1);
             let mut states = std::mem::take(&mut self.states);
-            let applied = std::mem::take(&mut self.applied);
+            let mut applied = std::mem::take(&mut self.applied);
             let (outcome, states, applied) = tokio::task::spawn_blocking(move || {
-                let outcome =
-                    fold_batch(&batch, &mut states, &applied, &mut NothingStored).map(|outcome| {
+                let outcome = fold_batch(&batch, &mut states, &mut applied, &mut NothingStored)
+                    .map(|outcome| {
                         let changed = outcome.states.into_keys().collect::<Vec<_>>();
-                        (changed, outcome.applied_ids, batch.len())
+                        (changed, batch.len())
                     });
                 (outcome, states, applied)
             })
             .await?;
             self.states = states;
             self.applied = applied;
-            let (changed, newly_applied, count) = outcome?;
-            self.applied.merge(newly_applied);
+            let (changed, count) = outcome?;
             self.changed.extend(changed);
             folded += count as u64;
             progress(folded);
