@@ -10,12 +10,18 @@
 //! for Kafka's monitoring tools only; nothing reads them back.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::{NewRecord, Position, Record, Result, TopicSpec};
+
+/// The records of an [`EventLog::enqueue_append`] being written: resolves
+/// as [`EventLog::append`] would, with one position per record.
+pub type Delivery = Pin<Box<dyn Future<Output = Result<Vec<Position>>> + Send>>;
 
 /// A partitioned, keyed, append-only log with Kafka semantics.
 #[async_trait]
@@ -35,6 +41,19 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// leave some partitions written: callers retry, and consumers dedupe on
     /// the event id, as with Kafka.
     async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>>;
+
+    /// [`EventLog::append`] in two steps: returns once the records' place
+    /// is fixed — in each partition, records enqueued later by any caller
+    /// land after them — with a [`Delivery`] that resolves when they are
+    /// durable. A caller can then keep several appends in flight and still
+    /// have them land in order. Should these records fail, records enqueued
+    /// after them may still be written.
+    ///
+    /// By default it appends, then hands back a resolved delivery.
+    async fn enqueue_append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Delivery> {
+        let positions = self.append(topic, records).await?;
+        Ok(Box::pin(std::future::ready(Ok(positions))))
+    }
 
     /// Next offset to be written for each partition (Kafka's high watermark), index = partition.
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>>;
@@ -120,6 +139,10 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
         (**self).append(topic, records).await
     }
 
+    async fn enqueue_append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Delivery> {
+        (**self).enqueue_append(topic, records).await
+    }
+
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
         (**self).end_offsets(topic).await
     }
@@ -162,6 +185,10 @@ impl<T: EventLog + ?Sized> EventLog for Box<T> {
 
     async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>> {
         (**self).append(topic, records).await
+    }
+
+    async fn enqueue_append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Delivery> {
+        (**self).enqueue_append(topic, records).await
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {

@@ -63,7 +63,7 @@ mod token;
 pub mod topics;
 
 pub use error::{KafkaFailure, LogError, Result};
-pub use event_log::{EventLog, GroupOffsets, LogReader};
+pub use event_log::{Delivery, EventLog, GroupOffsets, LogReader};
 pub use lag::{PartitionLag, lag};
 pub use partitioner::{murmur2, partition_for_key};
 pub use record::{Header, NewRecord, Position, Record, TopicSpec};

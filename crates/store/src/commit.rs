@@ -51,10 +51,16 @@ pub struct Commit {
     pub upstream: BTreeMap<String, BTreeMap<u32, u64>>,
     /// Whether the committer will publish this commit's states after it
     /// (the projector's changelog). The store then remembers the commit's
-    /// patient keys until the next commit replaces them, so a committer
+    /// patient keys (and `earlier_unpublished`) until the next commit
+    /// replaces them, so a committer
     /// that crashed between commit and publication can publish them again
     /// on restart ([`Store::unpublished`](crate::Store::unpublished)).
     pub publish: bool,
+    /// With `publish`: the patient keys of earlier commits whose
+    /// publication is still under way (a committer that publishes one batch
+    /// while it commits the next). They are remembered with this commit's
+    /// own, since a crash now may cut their publication short too.
+    pub earlier_unpublished: Vec<String>,
     /// Events to file on their patients' timelines (the query service's
     /// timeline indexer); a record already filed is written again,
     /// unchanged.

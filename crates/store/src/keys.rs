@@ -28,8 +28,8 @@ pub(crate) const INDEX_PREFIX: &str = "i/";
 /// `p/<topic>\x1f<partition as u32 big-endian>` → next offset to read, as
 /// u64 big-endian.
 pub(crate) const POSITION_PREFIX: &str = "p/";
-/// `meta/unpublished` → the patient keys of the latest commit, encoded
-/// like index entries, when the committer publishes states after each
+/// `meta/unpublished` → the patient keys of the latest commit and of the
+/// earlier ones it names as still publishing, encoded like index entries, when the committer publishes states after each
 /// commit (see [`Commit::publish`](crate::Commit::publish)).
 pub(crate) const UNPUBLISHED_KEY: &[u8] = b"meta/unpublished";
 /// `d/<partition as u32 big-endian>` → the [`PartitionDigest`] of every

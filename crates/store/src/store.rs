@@ -473,7 +473,14 @@ impl Store {
             advanced.push((topic, stage_positions(&db, &mut batch, topic, positions)?));
         }
         if commit.publish {
-            let keys: Vec<String> = latest.keys().map(|&key| key.to_owned()).collect();
+            let keys: Vec<String> = latest
+                .keys()
+                .copied()
+                .chain(commit.earlier_unpublished.iter().map(String::as_str))
+                .collect::<std::collections::BTreeSet<&str>>()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             batch.insert(keys::UNPUBLISHED_KEY, keys::encode_entries(&keys));
         }
         db.apply_batch(batch)?;

@@ -514,6 +514,33 @@ fn the_latest_commit_to_publish_is_remembered_until_the_next() {
     assert_eq!(store.unpublished().unwrap(), vec!["RXX:H3"]);
 }
 
+/// A committer publishing one batch while it commits the next names the
+/// first's keys in the second commit: a crash then republishes both.
+#[test]
+fn earlier_commits_still_publishing_are_remembered_with_the_latest() {
+    let store = Store::temporary().unwrap();
+    store
+        .commit(
+            &Commit::new(TOPIC)
+                .with_state(inpatient("H1", "WARD-7"))
+                .with_position(0, 1)
+                .to_publish(),
+        )
+        .unwrap();
+    let mut next = Commit::new(TOPIC)
+        .with_state(inpatient("H3", "WARD-7"))
+        .with_state(inpatient("H1", "WARD-8"))
+        .with_position(0, 3)
+        .to_publish();
+    next.earlier_unpublished = vec!["RXX:H2".into(), "RXX:H1".into()];
+    store.commit(&next).unwrap();
+    assert_eq!(
+        store.unpublished().unwrap(),
+        vec!["RXX:H1", "RXX:H2", "RXX:H3"],
+        "each key once, in order"
+    );
+}
+
 #[tokio::test]
 async fn flush_async_makes_commits_durable() {
     let dir = TempDir::new().unwrap();

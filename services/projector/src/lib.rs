@@ -14,8 +14,9 @@
 //! followed by one progress record per events partition it moved (see
 //! [`baton_store::changelog`]). Publishing only what is durable means the
 //! changelog never goes backwards: after a crash the store holds at least
-//! what was published, the commit whose publication may have been cut
-//! short is published again on start ([`Store::unpublished`]), and replayed
+//! what was published, the commits whose publication may have been cut
+//! short (the latest, and those it named as still publishing) are
+//! published again on start ([`Store::unpublished`]), and replayed
 //! events only republish the states they produce. A consumer may see a
 //! state twice, never an older one after a newer.
 //!
@@ -201,8 +202,9 @@ pub struct ProjectorStats {
     /// Time spent folding (decode, validate, apply), and waiting for the
     /// store, so a slow projection says which half is slow.
     pub fold_time: Duration,
-    /// Time the fold waited for the previous batch's commit (and
-    /// publication) to land.
+    /// Time the fold waited for the previous batch's commit to land (and,
+    /// when more than two batches wait for the changelog, for the oldest
+    /// publication).
     pub commit_wait: Duration,
 }
 
@@ -332,7 +334,7 @@ impl Projector {
         let wait = Duration::from_millis(self.config.poll_wait_ms);
         loop {
             if self.store.swap_requested() {
-                self.finish_commit().await?;
+                self.finish_publishing().await?;
                 drop(permit.take());
                 tracing::info!("projector paused for a store generation swap");
                 permit = Some(tokio::select! {
@@ -360,7 +362,7 @@ impl Projector {
                 self.project(records).await?;
             }
         }
-        self.finish_commit().await?;
+        self.finish_publishing().await?;
         self.store.flush_async().await?;
         drop(permit);
         tracing::info!(stats = ?self.stats(), "projector stopped");
@@ -402,7 +404,7 @@ impl Projector {
                 self.project(records).await?;
             }
         }
-        self.finish_commit().await?;
+        self.finish_publishing().await?;
         self.store.flush_async().await?;
         Ok(self.stats())
     }
@@ -491,14 +493,17 @@ impl Projector {
         commit.positions = positions;
         commit.publish = self.config.publish_states;
         // The previous commit must land before this one starts.
-        self.finish_commit().await?;
-        self.publisher.start(commit, traces);
+        let waiting = Instant::now();
+        let handed_over = self.publisher.start(commit, traces).await;
+        self.waited(waiting, handed_over)?;
         if self.cache.len() > self.config.state_cache_entries
             || self.cached_applied.len() > MAX_CACHED_APPLIED_IDS
         {
             // Only once the commit has landed: a state evicted while its
             // commit is in flight would be read back stale from the store.
-            self.finish_commit().await?;
+            let waiting = Instant::now();
+            let committed = self.publisher.committed().await;
+            self.waited(waiting, committed)?;
             self.forget_cached();
         }
         self.stats.records += records as u64;
@@ -526,15 +531,22 @@ impl Projector {
         self.cached_applied.clear();
     }
 
-    /// Waits for the commit in flight, if any.
-    async fn finish_commit(&mut self) -> Result<()> {
+    /// Waits for every batch in flight to be committed and published.
+    async fn finish_publishing(&mut self) -> Result<()> {
         let waiting = Instant::now();
         let finished = self.publisher.finish().await;
+        self.waited(waiting, finished)
+    }
+
+    /// Counts the time since `waiting` as the fold's wait for the store
+    /// and the changelog; on a failure, forgets the cache (what it holds
+    /// may never have been committed).
+    fn waited<T>(&mut self, waiting: Instant, result: Result<T>) -> Result<T> {
         self.stats.commit_wait += waiting.elapsed();
-        if finished.is_err() {
+        if result.is_err() {
             self.forget_cached();
         }
-        finished
+        result
     }
 
     /// Appends unless there is nothing to append. A failure stops the

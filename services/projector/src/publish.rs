@@ -1,12 +1,22 @@
 //! Committing a batch to the store, then publishing it to the changelog.
 //!
-//! At most one batch is in flight, so commits land, and states are
-//! published, in the order the batches were folded; the projector folds the
-//! next batch meanwhile. A batch's states are published only once its
-//! commit is durable (flushed), which is what keeps the changelog from ever
-//! going backwards after a crash (see the crate documentation).
+//! Batches are committed one at a time, in the order they were folded,
+//! and published in that same order. A batch's states are published only
+//! once its commit is durable (flushed), which is what keeps the changelog
+//! from ever going backwards after a crash (see the crate documentation).
+//!
+//! The two halves overlap: while one batch is flushed and appended to the
+//! changelog, the next is committed and the one after it folded, and a
+//! batch's records are handed to the log as soon as the batch before has
+//! been handed over ([`EventLog::enqueue_append`]: the log keeps them in
+//! that order), not once it is written, so several batches can be on their
+//! way to the broker at once. At most
+//! [`MAX_PUBLISHING`] batches wait for their publication, and each commit
+//! names the keys of those still publishing
+//! ([`Commit::earlier_unpublished`]), so a crash republishes all of them on
+//! start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,15 +26,46 @@ use baton_proto::state::v1::PatientCareState;
 use baton_store::changelog::{GENERATION_HEADER, progress_record, state_record_encoded};
 use baton_store::{Commit, Store};
 use baton_telemetry::TraceParent;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::{ProjectorError, Result};
 
-/// Commits batches and publishes them, one at a time.
+/// At most this many committed batches wait for their publication before
+/// the next commit starts: enough to keep the flush and the broker's round
+/// trip off the fold's path, few enough that the unpublished marker each
+/// commit writes stays small.
+pub(crate) const MAX_PUBLISHING: usize = 2;
+
+/// Commits batches and publishes them, in order.
 #[derive(Debug)]
 pub(crate) struct Publisher {
     shared: Arc<Shared>,
-    in_flight: Option<JoinHandle<Result<()>>>,
+    /// Resolves once the newest batch's commit has landed in the store;
+    /// dropped unresolved when it failed.
+    committing: Option<oneshot::Receiver<()>>,
+    /// Batches started and not yet awaited, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    /// The batch's patient keys, when it publishes.
+    keys: Vec<String>,
+    /// Resolves once the batch's records are enqueued in the log, after
+    /// those of the batch before (or, when not publishing, once it is
+    /// committed); dropped unresolved when it failed.
+    enqueued: Option<oneshot::Receiver<()>>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// What a batch's task signals, and waits for.
+struct Signals {
+    committed: oneshot::Sender<()>,
+    /// The previous batch's records being enqueued: this batch's are
+    /// enqueued after them, so they land after them.
+    previous: Option<oneshot::Receiver<()>>,
+    enqueued: oneshot::Sender<()>,
 }
 
 #[derive(Debug)]
@@ -58,7 +99,8 @@ impl Publisher {
                 enabled,
                 published: AtomicU64::new(0),
             }),
-            in_flight: None,
+            committing: None,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -67,21 +109,102 @@ impl Publisher {
         self.shared.published.load(Ordering::Relaxed)
     }
 
-    /// Commits `commit` and, if publishing, publishes it, in the
-    /// background. Call [`Publisher::finish`] first: one at a time.
-    pub(crate) fn start(&mut self, commit: Commit, traces: HashMap<String, TraceParent>) {
-        debug_assert!(self.in_flight.is_none(), "finish the batch in flight first");
+    /// Commits `commit` and, if publishing, publishes it after the batches
+    /// before it, in the background. Waits first for the previous commit
+    /// to land, and for the oldest publication when [`MAX_PUBLISHING`] are
+    /// under way; a failure of either is returned here.
+    pub(crate) async fn start(
+        &mut self,
+        mut commit: Commit,
+        traces: HashMap<String, TraceParent>,
+    ) -> Result<()> {
+        self.committed().await?;
+        while let Some(oldest) = self.in_flight.front() {
+            if oldest.task.is_finished() || self.in_flight.len() >= MAX_PUBLISHING {
+                self.await_oldest().await?;
+            } else {
+                break;
+            }
+        }
+        let publishes = self.shared.enabled && commit.publish;
+        let keys = if publishes {
+            commit.earlier_unpublished = self
+                .in_flight
+                .iter()
+                .flat_map(|batch| batch.keys.iter().cloned())
+                .collect();
+            commit
+                .states
+                .iter()
+                .map(|state| state.patient_key.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (committed, committing) = oneshot::channel();
+        let (enqueued, enqueued_rx) = oneshot::channel();
+        let previous = self
+            .in_flight
+            .back_mut()
+            .and_then(|batch| batch.enqueued.take());
+        let signals = Signals {
+            committed,
+            previous,
+            enqueued,
+        };
         let shared = Arc::clone(&self.shared);
-        self.in_flight = Some(tokio::spawn(async move {
-            shared.commit_and_publish(commit, traces).await
-        }));
+        let task =
+            tokio::spawn(async move { shared.commit_and_publish(commit, traces, signals).await });
+        self.committing = Some(committing);
+        self.in_flight.push_back(InFlight {
+            keys,
+            enqueued: Some(enqueued_rx),
+            task,
+        });
+        Ok(())
     }
 
-    /// Waits for the batch in flight, if any.
+    /// Waits until the newest batch's commit has landed in the store (its
+    /// publication may still be under way).
+    pub(crate) async fn committed(&mut self) -> Result<()> {
+        let Some(committing) = self.committing.take() else {
+            return Ok(());
+        };
+        if committing.await.is_err() {
+            // The commit failed: its task, or one before it, says why.
+            self.finish().await?;
+            return Err(ProjectorError::Invalid(
+                "a commit stopped without landing or failing".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch started to be committed and published.
     pub(crate) async fn finish(&mut self) -> Result<()> {
-        match self.in_flight.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
+        self.committing = None;
+        while !self.in_flight.is_empty() {
+            self.await_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight. On failure every later batch
+    /// is awaited too (each fails, or stops, behind it) and the first
+    /// failure is returned.
+    async fn await_oldest(&mut self) -> Result<()> {
+        let Some(oldest) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match oldest.task.await {
+            Ok(Ok(())) => Ok(()),
+            failed => {
+                self.committing = None;
+                for later in std::mem::take(&mut self.in_flight) {
+                    let _ = later.task.await;
+                }
+                failed?
+            }
         }
     }
 
@@ -126,13 +249,14 @@ impl Shared {
         self: Arc<Self>,
         commit: Commit,
         traces: HashMap<String, TraceParent>,
+        signals: Signals,
     ) -> Result<()> {
         let shared = Arc::clone(&self);
         let records = tokio::task::spawn_blocking(move || -> Result<Vec<NewRecord>> {
             let started = std::time::Instant::now();
             shared.store.commit(&commit)?;
             crate::metrics::record_commit(started.elapsed());
-            if !shared.enabled {
+            if !shared.enabled || !commit.publish {
                 return Ok(Vec::new());
             }
             // The bytes the store was just given, not a second encoding.
@@ -144,16 +268,30 @@ impl Shared {
             ))
         })
         .await??;
+        // Fails only when nobody waits for it any more.
+        let _ = signals.committed.send(());
+        if let Some(previous) = signals.previous
+            && previous.await.is_err()
+        {
+            // The batch before failed and says why; this one goes no further.
+            return Err(ProjectorError::Invalid(
+                "not published: an earlier batch failed".into(),
+            ));
+        }
         if records.is_empty() {
+            let _ = signals.enqueued.send(());
             return Ok(());
         }
         // Only what a crash cannot take back is published.
         self.store.flush_async().await?;
         let states = records.len() as u64;
-        self.log
-            .append(&self.state_topic, records)
+        let delivery = self
+            .log
+            .enqueue_append(&self.state_topic, records)
             .await
             .map_err(ProjectorError::Log)?;
+        let _ = signals.enqueued.send(());
+        delivery.await.map_err(ProjectorError::Log)?;
         self.published.fetch_add(states, Ordering::Relaxed);
         crate::metrics::record_published(states);
         Ok(())
@@ -217,4 +355,183 @@ pub(crate) fn changelog_records(
         records.push(progress_record(events_topic, partition, next_offset));
     }
     records
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use baton_log::embedded::EmbeddedLog;
+    use baton_log::{LogError, LogReader, Position, Record, TopicSpec};
+    use baton_store::changelog::ChangelogEntry;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// The embedded log, whose appends to the changelog wait for a permit
+    /// of `gate`, and fail once let through while `failing` is set.
+    #[derive(Debug)]
+    struct GatedLog {
+        inner: EmbeddedLog,
+        state_topic: String,
+        gate: Semaphore,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl EventLog for GatedLog {
+        async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> baton_log::Result<u32> {
+            self.inner.ensure_topic(topic, spec).await
+        }
+        async fn partition_count(&self, topic: &str) -> baton_log::Result<u32> {
+            self.inner.partition_count(topic).await
+        }
+        async fn append(
+            &self,
+            topic: &str,
+            records: Vec<NewRecord>,
+        ) -> baton_log::Result<Vec<Position>> {
+            if topic == self.state_topic {
+                self.gate.acquire().await.expect("gate open").forget();
+                if self.failing.load(Ordering::SeqCst) {
+                    return Err(LogError::Closed);
+                }
+            }
+            self.inner.append(topic, records).await
+        }
+        async fn end_offsets(&self, topic: &str) -> baton_log::Result<Vec<u64>> {
+            self.inner.end_offsets(topic).await
+        }
+        async fn reader(
+            &self,
+            topic: &str,
+            from: BTreeMap<u32, u64>,
+        ) -> baton_log::Result<Box<dyn LogReader>> {
+            self.inner.reader(topic, from).await
+        }
+        async fn identity(&self) -> baton_log::Result<String> {
+            self.inner.identity().await
+        }
+    }
+
+    async fn gated() -> (Arc<GatedLog>, Store, Publisher, Topics) {
+        let topics = Topics {
+            partitions: 2,
+            ..Topics::default()
+        };
+        let log = Arc::new(GatedLog {
+            inner: EmbeddedLog::temporary().unwrap(),
+            state_topic: topics.state.clone(),
+            gate: Semaphore::new(0),
+            failing: AtomicBool::new(false),
+        });
+        let partitions = topics.ensure(&*log).await.unwrap();
+        let store = Store::temporary().unwrap();
+        let publisher = Publisher::new(log.clone(), store.clone(), &topics, partitions, true);
+        (log, store, publisher, topics)
+    }
+
+    fn state(key: &str, version: u64) -> PatientCareState {
+        PatientCareState {
+            patient_key: key.into(),
+            version,
+            ..Default::default()
+        }
+    }
+
+    fn commit(topics: &Topics, states: &[(&str, u64)], next_offset: u64) -> Commit {
+        Commit::new(topics.events.clone())
+            .with_states(states.iter().map(|&(key, version)| state(key, version)))
+            .with_position(0, next_offset)
+            .to_publish()
+    }
+
+    async fn changelog_states(log: &GatedLog, topics: &Topics) -> Vec<(String, u64)> {
+        let partitions = log.partition_count(&topics.state).await.unwrap();
+        let from = (0..partitions).map(|partition| (partition, 0)).collect();
+        let mut reader = log.reader(&topics.state, from).await.unwrap();
+        let mut records: Vec<Record> = Vec::new();
+        loop {
+            let batch = reader
+                .next_batch(1000, Duration::from_millis(50))
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            records.extend(batch);
+        }
+        records.sort_by_key(|record| (record.partition, record.offset));
+        records
+            .iter()
+            .filter_map(|record| match ChangelogEntry::decode(record).unwrap() {
+                ChangelogEntry::State(state) => Some((state.patient_key, state.version)),
+                ChangelogEntry::Progress(_) => None,
+            })
+            .collect()
+    }
+
+    /// The next batch is committed while the one before waits for the
+    /// broker; the store remembers both as unpublished meanwhile, and the
+    /// changelog gets them in commit order.
+    #[tokio::test]
+    async fn a_batch_commits_while_the_one_before_is_published_and_both_publish_in_order() {
+        let (log, store, mut publisher, topics) = gated().await;
+        publisher
+            .start(commit(&topics, &[("A", 1)], 1), HashMap::new())
+            .await
+            .unwrap();
+        let second = commit(&topics, &[("B", 1), ("A", 2)], 3);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            publisher.start(second, HashMap::new()).await.unwrap();
+            publisher.committed().await.unwrap();
+        })
+        .await
+        .expect("the second commit does not wait for the first publication");
+        assert_eq!(store.get("A").unwrap().unwrap().version, 2);
+        assert_eq!(
+            store.unpublished().unwrap(),
+            vec!["A", "B"],
+            "a crash now republishes both batches"
+        );
+        assert!(changelog_states(&log, &topics).await.is_empty());
+
+        log.gate.add_permits(2);
+        publisher.finish().await.unwrap();
+        let published = changelog_states(&log, &topics).await;
+        let of_a: Vec<u64> = published
+            .iter()
+            .filter(|(key, _)| key == "A")
+            .map(|&(_, version)| version)
+            .collect();
+        assert_eq!(of_a, vec![1, 2], "never backwards");
+        assert!(published.contains(&("B".to_owned(), 1)));
+    }
+
+    /// A failed publication is returned, and nothing after it is published
+    /// out of order.
+    #[tokio::test]
+    async fn a_failed_publication_stops_the_batches_behind_it() {
+        let (log, _store, mut publisher, topics) = gated().await;
+        log.failing.store(true, Ordering::SeqCst);
+        publisher
+            .start(commit(&topics, &[("A", 1)], 1), HashMap::new())
+            .await
+            .unwrap();
+        publisher
+            .start(commit(&topics, &[("A", 2)], 2), HashMap::new())
+            .await
+            .unwrap();
+        log.gate.add_permits(1);
+        let error = publisher.finish().await.unwrap_err();
+        assert!(matches!(error, ProjectorError::Log(_)), "{error:?}");
+        log.failing.store(false, Ordering::SeqCst);
+        assert!(
+            changelog_states(&log, &topics).await.is_empty(),
+            "the second batch waited for the first, which failed"
+        );
+        publisher.finish().await.unwrap();
+    }
 }

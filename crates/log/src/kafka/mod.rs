@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 use crate::blocking::{run_blocking, run_detached};
 use crate::topics::validate_topic_name;
 use crate::{
-    EventLog, GroupOffsets, LogError, LogReader, NewRecord, Position, Result, TopicSpec,
+    Delivery, EventLog, GroupOffsets, LogError, LogReader, NewRecord, Position, Result, TopicSpec,
     partition_for_key,
 };
 pub use config::KafkaConfig;
@@ -530,6 +530,10 @@ impl EventLog for KafkaLog {
     }
 
     async fn append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Vec<Position>> {
+        self.enqueue_append(topic, records).await?.await
+    }
+
+    async fn enqueue_append(&self, topic: &str, records: Vec<NewRecord>) -> Result<Delivery> {
         let partitions = self.partitions_of(topic).await?;
         let targets = records
             .iter()
@@ -544,8 +548,10 @@ impl EventLog for KafkaLog {
             })
             .collect::<Result<Vec<u32>>>()?;
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Box::pin(std::future::ready(Ok(Vec::new()))));
         }
+        // Once enqueued, the idempotent producer keeps each partition's
+        // records in the order they were enqueued, retries included.
         let deliveries = self.enqueue(topic, &records, &targets).await?;
         // librdkafka times deliveries out by itself, but not always on time
         // while it re-establishes an idempotent producer's id after an
@@ -554,30 +560,33 @@ impl EventLog for KafkaLog {
         // dedupe on the event id.
         let deadline =
             Duration::from_millis(self.inner.config.delivery_timeout_ms) + DELIVERY_GRACE;
-        let Ok(delivered) =
-            tokio::time::timeout(deadline, futures::future::join_all(deliveries)).await
-        else {
-            return Err(kafka_error(
-                "append",
-                Some(topic),
-                targets.first().copied(),
-                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
-            ));
-        };
-        let mut positions = Vec::with_capacity(delivered.len());
-        for (delivery, &partition) in delivered.into_iter().zip(&targets) {
-            match delivery {
-                Ok(Ok(delivered)) => positions.push(Position::new(
-                    delivered.partition as u32,
-                    delivered.offset as u64,
-                )),
-                Ok(Err((source, _))) => {
-                    return Err(kafka_error("append", Some(topic), Some(partition), source));
+        let topic = topic.to_owned();
+        Ok(Box::pin(async move {
+            let Ok(delivered) =
+                tokio::time::timeout(deadline, futures::future::join_all(deliveries)).await
+            else {
+                return Err(kafka_error(
+                    "append",
+                    Some(&topic),
+                    targets.first().copied(),
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                ));
+            };
+            let mut positions = Vec::with_capacity(delivered.len());
+            for (delivery, &partition) in delivered.into_iter().zip(&targets) {
+                match delivery {
+                    Ok(Ok(delivered)) => positions.push(Position::new(
+                        delivered.partition as u32,
+                        delivered.offset as u64,
+                    )),
+                    Ok(Err((source, _))) => {
+                        return Err(kafka_error("append", Some(&topic), Some(partition), source));
+                    }
+                    Err(_canceled) => return Err(LogError::Closed),
                 }
-                Err(_canceled) => return Err(LogError::Closed),
             }
-        }
-        Ok(positions)
+            Ok(positions)
+        }))
     }
 
     /// Each partition's high watermark: ListOffsets, confirmed by reading

@@ -109,6 +109,7 @@ const CHECKS: &[ContractCheck] = checks![
     explicit_partition_is_respected,
     keys_values_and_headers_round_trip_byte_exact,
     order_per_partition_is_kept_across_appends,
+    enqueued_appends_land_in_the_order_they_were_enqueued,
     end_offsets_count_the_records_per_partition,
     empty_append_writes_nothing,
     reader_starts_mid_partition,
@@ -437,6 +438,61 @@ async fn order_per_partition_is_kept_across_appends(log: Arc<dyn EventLog>) {
             seen_per_key.get(key.as_bytes()),
             Some(&expected),
             "records of {key:?} out of order"
+        );
+    }
+}
+
+/// Several appends in flight at once ([`EventLog::enqueue_append`], each
+/// delivery awaited only after the last is enqueued) land in the order
+/// they were enqueued, and their deliveries name where.
+async fn enqueued_appends_land_in_the_order_they_were_enqueued(log: Arc<dyn EventLog>) {
+    let partitions = 2;
+    let topic = topic_with(&*log, "enqueued", partitions).await;
+    let keys = ["patient-a", "patient-b", "patient-c"];
+    let rounds = 8;
+    let mut deliveries = Vec::new();
+    for round in 0..rounds {
+        let records = keys
+            .iter()
+            .map(|key| NewRecord::new(*key, format!("{round}")))
+            .collect();
+        deliveries.push(
+            log.enqueue_append(&topic, records)
+                .await
+                .unwrap_or_else(|error| panic!("enqueue round {round}: {error}")),
+        );
+    }
+    let mut delivered = Vec::new();
+    for (round, delivery) in deliveries.into_iter().enumerate() {
+        let positions = delivery
+            .await
+            .unwrap_or_else(|error| panic!("delivery of round {round}: {error}"));
+        assert_eq!(positions.len(), keys.len(), "one position per record");
+        delivered.extend(positions);
+    }
+    let mut reader = reader(&*log, &topic, &from_start(partitions)).await;
+    let records = read_exactly(&mut *reader, keys.len() * rounds, 100).await;
+    let mut seen_per_key: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+    for record in &records {
+        assert!(
+            delivered.contains(&record.position()),
+            "{} was read but no delivery named it",
+            record.position()
+        );
+        let round: usize = String::from_utf8_lossy(&record.value)
+            .parse()
+            .unwrap_or_else(|_| panic!("unexpected value at {}", record.position()));
+        seen_per_key
+            .entry(record.key.clone())
+            .or_default()
+            .push(round);
+    }
+    for key in keys {
+        let expected: Vec<usize> = (0..rounds).collect();
+        assert_eq!(
+            seen_per_key.get(key.as_bytes()),
+            Some(&expected),
+            "records of {key:?} out of the order they were enqueued in"
         );
     }
 }
