@@ -9,8 +9,10 @@ pub(crate) const FORMAT_KEY: &[u8] = b"meta/format";
 /// Bumped whenever the layout or a value encoding changes incompatibly.
 /// Version 2 added the state summary in front of each `e/` value and the
 /// per-partition digests under `d/`; version 3 moved the applied event ids
-/// out of the states into `a/`. An older store is migrated on open.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// out of the states into `a/`, one key per event; version 4 writes them one
+/// key per patient per commit (a format 3 key is a chunk of one id, so a
+/// format 3 store is read as it is). An older store is migrated on open.
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// `s/<patient key>` → the encoded `PatientCareState`.
 pub(crate) const STATE_PREFIX: &str = "s/";
@@ -19,9 +21,11 @@ pub(crate) const STATE_PREFIX: &str = "s/";
 /// entries, and take the old state out of its partition's digest, without
 /// decoding the old state.
 pub(crate) const ENTRIES_PREFIX: &str = "e/";
-/// `a/<patient key>\x1f<event id, 16 bytes>` → empty: the event was
-/// applied to the patient's state, so it is a duplicate there (see
-/// [`baton_care::AppliedEvents`]). One patient's ids are one prefix scan.
+/// `a/<patient key>\x1f<event id, 16 bytes>` → more event ids, 16 bytes
+/// each (none in format 3): a chunk of the events applied to the patient's
+/// state by one commit, so they are duplicates there (see
+/// [`baton_care::AppliedEvents`]). The key names the chunk's first id, so
+/// keys never collide; one patient's ids are one prefix scan.
 pub(crate) const APPLIED_PREFIX: &str = "a/";
 /// `i/<index entry>` → empty. Entries end with the patient key.
 pub(crate) const INDEX_PREFIX: &str = "i/";
@@ -80,6 +84,38 @@ pub(crate) fn applied_key(patient_key: &str, event_id: baton_care::EventId) -> V
     let mut key = applied_prefix(patient_key);
     key.extend_from_slice(&event_id.to_bytes());
     key
+}
+
+/// The event ids of an applied-ids chunk: the one at the end of its `key`,
+/// then those of its `value`.
+pub(crate) fn event_ids_of(key: &[u8], value: &[u8]) -> Result<Vec<baton_care::EventId>, String> {
+    if !value.len().is_multiple_of(16) {
+        return Err(format!(
+            "the value is {} bytes: expected event ids of 16 bytes each",
+            value.len()
+        ));
+    }
+    let mut ids = Vec::with_capacity(1 + value.len() / 16);
+    ids.push(event_id_of(key)?);
+    for chunk in value.chunks_exact(16) {
+        let bytes: [u8; 16] = chunk.try_into().expect("chunks of 16");
+        ids.push(baton_care::EventId::from_bytes(bytes));
+    }
+    Ok(ids)
+}
+
+/// The key and value of the chunk holding `event_ids` (not empty) of
+/// `patient_key`.
+pub(crate) fn applied_chunk(
+    patient_key: &str,
+    event_ids: &[baton_care::EventId],
+) -> (Vec<u8>, Vec<u8>) {
+    let (first, rest) = event_ids.split_first().expect("a chunk holds an id");
+    let mut value = Vec::with_capacity(rest.len() * 16);
+    for id in rest {
+        value.extend_from_slice(&id.to_bytes());
+    }
+    (applied_key(patient_key, *first), value)
 }
 
 /// The event id at the end of an applied-event key.

@@ -28,7 +28,7 @@
 //! |---|---|
 //! | `meta/format` | layout version, u32 big-endian; a newer one is refused on open |
 //! | `s/<patient key>` | the `PatientCareState`, protobuf-encoded |
-//! | `a/<patient key>\x1f<event id, 16 bytes>` | empty: the event was applied to the state, so it is a duplicate there ([`Store::is_applied`]); format 3 moved these out of the states, where they made a state grow with its history |
+//! | `a/<patient key>\x1f<event id, 16 bytes>` | the patient's other event ids of the same commit, 16 bytes each: every one was applied to the state, so it is a duplicate there ([`Store::applied_ids`]); format 3 moved these out of the states, where they made a state grow with its history, one empty key per event; format 4 writes one key per patient per commit |
 //! | `e/<patient key>` | the state's summary (its hash, the partition of its last applied event and that event's offset) then its cohort index entries (length-prefixed strings), so a commit diffs old and new entries and moves the digests without decoding the old state |
 //! | `d/<partition>` | the digest of the partition's states: the wrapping sum of their hashes and their count |
 //! | `meta/generation` | the generation number, u64 big-endian; absent for generation 0 |

@@ -284,24 +284,23 @@ impl Store {
     /// Whether `event_id` was applied to the state of `patient_key` (a
     /// commit's [`Commit::applied`]).
     pub fn is_applied(&self, patient_key: &str, event_id: EventId) -> Result<bool> {
-        Ok(self
-            .db()
-            .contains_key(keys::applied_key(patient_key, event_id))?)
+        Ok(self.applied_ids(patient_key)?.contains(&event_id))
     }
 
-    /// Every event id applied to the state of `patient_key`, in id order.
+    /// Every event id applied to the state of `patient_key`, commit by
+    /// commit (each commit's in the order it gave them).
     pub fn applied_ids(&self, patient_key: &str) -> Result<Vec<EventId>> {
-        self.db()
-            .scan_prefix(keys::applied_prefix(patient_key))
-            .keys()
-            .map(|key| {
-                let key = key?;
-                keys::event_id_of(&key).map_err(|reason| StoreError::Corrupt {
+        let mut ids = Vec::new();
+        for item in self.db().scan_prefix(keys::applied_prefix(patient_key)) {
+            let (key, value) = item?;
+            ids.extend(
+                keys::event_ids_of(&key, &value).map_err(|reason| StoreError::Corrupt {
                     key: keys::describe_key(&key),
                     reason,
-                })
-            })
-            .collect()
+                })?,
+            );
+        }
+        Ok(ids)
     }
 
     /// The live generation's number: 0 for a store never rebuilt.
@@ -450,8 +449,14 @@ impl Store {
                 &generation.to_be_bytes()[..],
             );
         }
+        // One key per patient, not per event: sled's cost is per key.
+        let mut applied: BTreeMap<&str, Vec<EventId>> = BTreeMap::new();
         for (patient_key, event_id) in &commit.applied {
-            batch.insert(keys::applied_key(patient_key, *event_id), &[][..]);
+            applied.entry(patient_key).or_default().push(*event_id);
+        }
+        for (patient_key, event_ids) in &applied {
+            let (key, value) = keys::applied_chunk(patient_key, event_ids);
+            batch.insert(key, value);
         }
         for record in &commit.timeline {
             batch.insert(
@@ -1221,9 +1226,14 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
             match found {
                 1 => {
                     migrate_from_format_1(db, path)?;
-                    migrate_from_format_2(db, path)
+                    migrate_from_format_2(db, path)?;
+                    stamp_format_4(db)
                 }
-                2 => migrate_from_format_2(db, path),
+                2 => {
+                    migrate_from_format_2(db, path)?;
+                    stamp_format_4(db)
+                }
+                3 => stamp_format_4(db),
                 keys::FORMAT_VERSION => Ok(()),
                 _ => Err(StoreError::Corrupt {
                     key: keys::describe_key(keys::FORMAT_KEY),
@@ -1244,6 +1254,17 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
                 .to_owned(),
         }),
     }
+}
+
+/// Format 4 writes a commit's applied ids one key per patient; format 3's
+/// keys, one per event, are chunks of one id, read as they are: only the
+/// stamp changes (so that an older Baton, which would not read the chunks,
+/// refuses the store).
+fn stamp_format_4(db: &sled::Db) -> Result<()> {
+    db.insert(keys::FORMAT_KEY, &4u32.to_be_bytes()[..])?;
+    db.flush()?;
+    info!("projection store stamped format 4: nothing to rewrite");
+    Ok(())
 }
 
 /// Format 1 kept only the index entries under `e/` and no digests: puts

@@ -221,6 +221,87 @@ fn applied_ids_are_committed_beside_the_states() {
     assert_eq!(store.applied_ids("RXX:H1").unwrap(), vec![id]);
 }
 
+/// A commit writes its applied ids one key per patient (sled's cost is
+/// per key), and every id is read back whichever commit wrote it.
+#[test]
+fn a_commit_writes_one_applied_ids_key_per_patient() {
+    let dir = TempDir::new().unwrap();
+    let ids: Vec<EventId> = (0..5u8).map(|n| EventId::from_bytes([n + 1; 16])).collect();
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        store
+            .commit(
+                &Commit::new(TOPIC)
+                    .with_applied("RXX:H1", ids[0])
+                    .with_applied("RXX:H2", ids[1])
+                    .with_applied("RXX:H1", ids[2]),
+            )
+            .unwrap();
+        store
+            .commit(&Commit::new(TOPIC).with_applied("RXX:H1", ids[3]))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let db = support::reopen(dir.path());
+    assert_eq!(
+        db.scan_prefix("a/").count(),
+        3,
+        "one key per patient per commit"
+    );
+    drop(db);
+    let store = support::reopen_store(dir.path(), &StoreConfig::default());
+    let mut of_h1 = store.applied_ids("RXX:H1").unwrap();
+    of_h1.sort();
+    assert_eq!(of_h1, vec![ids[0], ids[2], ids[3]]);
+    assert_eq!(store.applied_ids("RXX:H2").unwrap(), vec![ids[1]]);
+    assert!(store.is_applied("RXX:H1", ids[3]).unwrap());
+    assert!(!store.is_applied("RXX:H1", ids[4]).unwrap());
+}
+
+/// Format 3 wrote one empty key per applied event: read as it is, once
+/// stamped format 4; a chunk whose value is not whole ids is corrupt.
+#[test]
+fn a_format_3_store_is_read_as_it_is_and_stamped_format_4() {
+    let dir = TempDir::new().unwrap();
+    let (old, new) = (EventId::from_bytes([7; 16]), EventId::from_bytes([9; 16]));
+    drop(Store::open(dir.path(), &StoreConfig::default()).unwrap());
+    {
+        let db = support::reopen(dir.path());
+        let mut key = b"a/RXX:H1\x1f".to_vec();
+        key.extend_from_slice(&old.to_bytes());
+        db.insert(key, &[][..]).unwrap();
+        db.insert("meta/format", &3u32.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert!(store.is_applied("RXX:H1", old).unwrap());
+        store
+            .commit(&Commit::new(TOPIC).with_applied("RXX:H1", new))
+            .unwrap();
+        let mut both = store.applied_ids("RXX:H1").unwrap();
+        both.sort();
+        assert_eq!(both, vec![old, new]);
+        store.flush().unwrap();
+    }
+    let db = support::reopen(dir.path());
+    assert_eq!(
+        db.get("meta/format").unwrap().unwrap().as_ref(),
+        &4u32.to_be_bytes()[..]
+    );
+    let mut key = b"a/RXX:H2\x1f".to_vec();
+    key.extend_from_slice(&old.to_bytes());
+    db.insert(key, &[1u8; 5][..]).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let store = support::reopen_store(dir.path(), &StoreConfig::default());
+    let error = store.applied_ids("RXX:H2").unwrap_err().to_string();
+    assert!(
+        error.contains("expected event ids of 16 bytes each"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_swap_moves_every_handle_to_the_new_generation_and_tells_position_watchers() {
     let dir = TempDir::new().unwrap();

@@ -620,21 +620,21 @@ fn a_format_baton_never_wrote_is_refused_not_migrated() {
         message.contains("format version 0 was never written by Baton"),
         "{message}"
     );
-    assert!(message.contains("expected 3"), "{message}");
+    assert!(message.contains("expected 4"), "{message}");
 }
 
 #[test]
 fn a_store_written_by_a_newer_format_is_refused() {
     let dir = TempDir::new().unwrap();
-    stamped_with_format(dir.path(), 4);
+    stamped_with_format(dir.path(), 5);
 
     let error = Store::open(dir.path(), &StoreConfig::default()).unwrap_err();
     assert!(
         matches!(
             error,
             StoreError::NewerFormat {
-                found: 4,
-                supported: 3,
+                found: 5,
+                supported: 4,
                 ..
             }
         ),
@@ -645,7 +645,7 @@ fn a_store_written_by_a_newer_format_is_refused() {
         message.contains(&dir.path().display().to_string()),
         "{message}"
     );
-    assert!(message.contains("format version 4"), "{message}");
+    assert!(message.contains("format version 5"), "{message}");
 }
 
 #[test]
