@@ -50,10 +50,10 @@ mod secure;
 
 use clap::{Parser, Subcommand};
 
-/// The fold and the store allocate many small strings and vectors per
-/// event; mimalloc keeps that from being bound by the system allocator.
+/// mimalloc, configured by `baton_alloc::configure` first thing in `main`
+/// (see baton-alloc for why and what it measured).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: baton_alloc::Allocator = baton_alloc::Allocator;
 
 /// Baton's benchmarks. Figures are printed, never asserted; each one names
 /// the budget it compares with (the performance budget of the architecture
@@ -81,6 +81,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    baton_alloc::configure();
     match Cli::parse().command {
         Command::Rebuild(args) => rebuild::rebuild(args).await,
         Command::KafkaLatency(args) => latency::kafka_latency(args).await,
@@ -100,7 +101,7 @@ mod tests {
     /// binary of the workspace (each `services/*/src/main.rs`) declares
     /// mimalloc its global allocator, as this one does.
     #[test]
-    fn every_service_binary_uses_mimalloc() {
+    fn every_service_binary_uses_mimalloc_configured() {
         let services = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("services/");
@@ -111,9 +112,24 @@ mod tests {
                 continue;
             };
             let declared = source.contains(
-                "#[global_allocator]\nstatic ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;",
+                "#[global_allocator]\nstatic ALLOCATOR: baton_alloc::Allocator = baton_alloc::Allocator;",
             );
-            assert!(declared, "{} does not use mimalloc", main.display());
+            assert!(
+                declared,
+                "{} does not use baton-alloc's mimalloc",
+                main.display()
+            );
+            let configured = source
+                .split_once("fn main()")
+                .and_then(|(_, body)| body.split_once('{'))
+                .is_some_and(|(_, body)| {
+                    body.trim_start().starts_with("baton_alloc::configure();")
+                });
+            assert!(
+                configured,
+                "{} does not call baton_alloc::configure() first in main",
+                main.display()
+            );
             binaries.push(main);
         }
         assert!(

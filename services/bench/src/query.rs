@@ -27,7 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::figures::{Failures, check_warm_up, latency_histogram, percentiles, record, size};
+use crate::figures::{
+    Failures, check_warm_up, latency_histogram, peak_rss, percentiles, record, size,
+};
 use crate::kafka::{bind_loopback, channel};
 
 /// Generated code, whose items are `pub` as generated.
@@ -231,6 +233,10 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
     list_cohorts(&args, query_address, &store, &states).await?;
     watch_lag(&args, query_address, &store, &states).await?;
     stop.cancel();
+    println!(
+        "peak memory {} (server and client, this process)",
+        peak_rss()
+    );
     println!("budget: GetCareState ≥ 30k requests/s with p99 ≤ 2 ms (2-core machine)");
     Ok(())
 }

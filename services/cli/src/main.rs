@@ -26,10 +26,10 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
-/// The fold and the store allocate many small strings and vectors per
-/// event; mimalloc keeps that from being bound by the system allocator.
+/// mimalloc, configured by `baton_alloc::configure` first thing in `main`
+/// (see baton-alloc for why and what it measured).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: baton_alloc::Allocator = baton_alloc::Allocator;
 
 /// Baton: an event-sourced backbone for care transitions.
 ///
@@ -86,6 +86,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    baton_alloc::configure();
     let cli = Cli::parse();
     endpoint::set_tls(cli.tls.clone());
     // Rust ignores SIGPIPE, so printing to a closed pipe (`baton cohort

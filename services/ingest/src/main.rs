@@ -14,11 +14,10 @@ use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-/// The fold, the store and the gRPC and Kafka paths allocate many small
-/// strings and vectors per event; mimalloc keeps the service from being
-/// bound by the system allocator, as in the benchmark that measures it.
+/// mimalloc, configured by `baton_alloc::configure` first thing in `main`
+/// (see baton-alloc for why and what it measured).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: baton_alloc::Allocator = baton_alloc::Allocator;
 
 /// Baton's ingest service: validates care events and appends them to the
 /// event log (gRPC baton.ingest.v1.CareEventIngest, and HL7 v2 ADT/REF
@@ -55,6 +54,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    baton_alloc::configure();
     let args = Args::parse();
     // Installed first: a stop asked for while starting is answered once
     // started, instead of killing the process.
