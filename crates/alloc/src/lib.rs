@@ -18,64 +18,133 @@
 //!
 //! # Why configure
 //!
-//! By default mimalloc gives memory it no longer needs back to the kernel
-//! with `MADV_DONTNEED` (a "decommit"), so the next allocation there faults
-//! in pages the kernel must zero first. Under Baton's load that churn was
-//! the largest single cost: a profile of the query benchmark put 28% of all
-//! samples, and one of the rebuild 21%, in the kernel's `clear_page_erms`.
-//! [`configure`] has mimalloc *reset* that memory instead (`MADV_FREE`):
-//! the kernel still takes the pages back when it needs memory, but a page
-//! it has not yet taken is reused as it is. Measured in
-//! docs/performance.md ("The allocator").
+//! Under Baton's load mimalloc's defaults on Linux spend much of the time in
+//! the kernel zeroing pages: profiles of the query benchmark and of the
+//! rebuild put 28% and 21% of all samples in `clear_page_erms`, and of the
+//! in-memory fold 60%, most of it faulting in transparent huge pages.
+//! [`configure`] changes two things:
 //!
-//! An operator who sets `MIMALLOC_PURGE_DECOMMITS` keeps their own choice.
+//! - **Transparent huge pages off for the process.** mimalloc commits each
+//!   arena whole as it reserves it (on systems that overcommit) and asks
+//!   the kernel for huge pages there, so memory is faulted in and zeroed
+//!   2 MiB at a time, and split again by every purge. Baton turns huge pages
+//!   off for itself (`prctl(PR_SET_THP_DISABLE)`), as databases commonly
+//!   advise; mimalloc's own option for it is read when its first arena is
+//!   already made, so it would come too late.
+//! - **Freed memory reset, not decommitted** ([`SETTINGS`]): memory mimalloc
+//!   no longer needs goes back with `MADV_DONTNEED` by default, so the next
+//!   allocation there faults in pages the kernel zeroes again. Baton has it
+//!   reset with `MADV_FREE`: the kernel still takes the pages when it needs
+//!   memory, and until then they are reused as they are.
+//!
+//! Measured in docs/performance.md ("The allocator"). An operator who sets
+//! `MIMALLOC_ALLOW_THP` or one of the variables of [`SETTINGS`] keeps their
+//! own choice for it.
+
+use std::ffi::c_long;
 
 /// The global allocator of every Baton binary: mimalloc.
 pub use mimalloc::MiMalloc as Allocator;
 
-/// The environment variable through which mimalloc reads the purge option
-/// at start-up; when it is set, [`configure`] leaves the option as it is.
-pub const PURGE_DECOMMITS_VAR: &str = "MIMALLOC_PURGE_DECOMMITS";
-
-/// `mi_option_purge_decommits` in mimalloc's `mi_option_t` (v2 and v3 alike);
-/// libmimalloc-sys names no constant for it. The test that sets the
-/// environment variable and reads the option back checks the number.
-const OPTION_PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
-
-/// How memory mimalloc no longer needs goes back to the kernel.
+/// One mimalloc option Baton sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purge {
-    /// Reset: the kernel may take the pages when it needs memory; until
-    /// then they are reused without being zeroed. What [`configure`] sets.
-    Lazily,
-    /// As `MIMALLOC_PURGE_DECOMMITS` told mimalloc at start-up.
-    AsConfigured,
+pub struct Setting {
+    /// The environment variable mimalloc reads the option from at start-up;
+    /// when it is set, [`configure`] leaves the option as it is.
+    pub variable: &'static str,
+    /// The option's number in mimalloc's `mi_option_t` (the same in v2 and
+    /// v3; libmimalloc-sys names no constant for these). The tests set each
+    /// variable and read the option back, which checks the number.
+    option: libmimalloc_sys::mi_option_t,
+    /// mimalloc's own default.
+    pub default: c_long,
+    /// What Baton sets.
+    pub value: c_long,
 }
 
-/// Tunes mimalloc for Baton's load: freed memory is reset, not
-/// decommitted (see the crate's documentation), unless the operator set
-/// `MIMALLOC_PURGE_DECOMMITS`. Call it first thing in `main`; what it
-/// changes applies to every later purge. Returns what it chose.
-pub fn configure() -> Purge {
-    if std::env::var_os(PURGE_DECOMMITS_VAR).is_some() {
-        return Purge::AsConfigured;
-    }
-    // SAFETY: `mi_option_set` takes an option number and a value, touches
-    // no memory of the caller's, and may be called at any time from any
-    // thread; the number is mimalloc's own for purge_decommits (see
-    // `OPTION_PURGE_DECOMMITS`).
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_option_set(OPTION_PURGE_DECOMMITS, 0);
-    }
-    Purge::Lazily
+/// The mimalloc options [`configure`] sets (see the crate's documentation
+/// for why).
+pub const SETTINGS: [Setting; 1] = [Setting {
+    variable: "MIMALLOC_PURGE_DECOMMITS",
+    option: 5,
+    default: 1,
+    value: 0,
+}];
+
+/// mimalloc's environment variable for transparent huge pages; when it is
+/// set, mimalloc applies it at start-up and [`configure`] leaves them be.
+pub const HUGE_PAGES_VARIABLE: &str = "MIMALLOC_ALLOW_THP";
+
+/// Who chose an option's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// [`configure`] set Baton's value.
+    ByBaton,
+    /// The operator's environment variable, read by mimalloc at start-up.
+    ByOperator,
 }
 
-/// mimalloc's purge option as it stands: 0 resets memory, anything else
-/// decommits it (mimalloc's default is 1).
-pub fn purge_decommits() -> std::ffi::c_long {
+/// What [`configure`] did.
+#[derive(Debug)]
+pub struct Configured {
+    /// Who chose each of [`SETTINGS`], in its order.
+    pub settings: [Chosen; SETTINGS.len()],
+    /// Transparent huge pages: `Ok(Chosen::ByBaton)` when Baton turned
+    /// them off, `Ok(Chosen::ByOperator)` when `MIMALLOC_ALLOW_THP` was
+    /// set, the error when the kernel refused (they stay as they were).
+    pub huge_pages: std::io::Result<Chosen>,
+}
+
+/// Tunes mimalloc for Baton's load (see the crate's documentation): turns
+/// transparent huge pages off for the process unless the operator set
+/// `MIMALLOC_ALLOW_THP`, and sets each of [`SETTINGS`] unless the operator
+/// set its variable. Call it first thing in `main`; what it changes applies
+/// from then on.
+pub fn configure() -> Configured {
+    let settings = SETTINGS.map(|setting| {
+        if std::env::var_os(setting.variable).is_some() {
+            return Chosen::ByOperator;
+        }
+        // SAFETY: `mi_option_set` takes an option number and a value,
+        // touches no memory of the caller's, and may be called at any time
+        // from any thread; the numbers are mimalloc's own (see `Setting`).
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(setting.option, setting.value);
+        }
+        Chosen::ByBaton
+    });
+    let huge_pages = if std::env::var_os(HUGE_PAGES_VARIABLE).is_some() {
+        Ok(Chosen::ByOperator)
+    } else {
+        turn_huge_pages_off().map(|()| Chosen::ByBaton)
+    };
+    Configured {
+        settings,
+        huge_pages,
+    }
+}
+
+/// Whether transparent huge pages are off for this process.
+pub fn huge_pages_off() -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    return rustix::thread::transparent_huge_pages_are_disabled().map_err(Into::into);
+    #[cfg(not(target_os = "linux"))]
+    return Ok(false);
+}
+
+fn turn_huge_pages_off() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return rustix::thread::disable_transparent_huge_pages(true).map_err(Into::into);
+    #[cfg(not(target_os = "linux"))]
+    return Ok(());
+}
+
+/// The value mimalloc holds for `setting` now.
+pub fn current(setting: &Setting) -> c_long {
     // SAFETY: `mi_option_get` only reads mimalloc's option table.
     #[allow(unsafe_code)]
-    let value = unsafe { libmimalloc_sys::mi_option_get(OPTION_PURGE_DECOMMITS) };
-    value
+    unsafe {
+        libmimalloc_sys::mi_option_get(setting.option)
+    }
 }

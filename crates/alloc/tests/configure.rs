@@ -1,27 +1,30 @@
-//! `configure` against the real mimalloc, each case in a child process of
-//! this test binary: mimalloc reads its environment once, at start-up.
+//! `configure` against the real mimalloc and kernel, each case in a child
+//! process of this test binary: mimalloc reads its environment once, at
+//! start-up, and turning huge pages off lasts for the process.
 
 use std::process::Command;
 
-use baton_alloc::{PURGE_DECOMMITS_VAR, Purge};
+use baton_alloc::{Chosen, HUGE_PAGES_VARIABLE, SETTINGS};
 
 #[global_allocator]
 static ALLOCATOR: baton_alloc::Allocator = baton_alloc::Allocator;
 
-/// Set in a child: what it should find.
-const EXPECT: &str = "BATON_ALLOC_TEST_EXPECT";
+/// Set in a child: which case it runs.
+const CASE: &str = "BATON_ALLOC_TEST_CASE";
 
-/// Runs `child` in a fresh process with `purge_env` as the operator's
-/// setting (or none) and asserts it passed.
-fn in_a_child(purge_env: Option<&str>, expect: &str) {
+/// Runs `child` in a fresh process with `environment` as the operator's
+/// settings (every other variable `configure` looks at removed) and asserts
+/// it passed.
+fn in_a_child(case: &str, environment: &[(&str, &str)]) {
     let mut command = Command::new(std::env::current_exe().expect("the test binary"));
     command
         .args(["child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(EXPECT, expect);
-    match purge_env {
-        Some(value) => command.env(PURGE_DECOMMITS_VAR, value),
-        None => command.env_remove(PURGE_DECOMMITS_VAR),
-    };
+        .env(CASE, case)
+        .env_remove(HUGE_PAGES_VARIABLE);
+    for setting in &SETTINGS {
+        command.env_remove(setting.variable);
+    }
+    command.envs(environment.iter().copied());
     let output = command.output().expect("the child runs");
     let printed = format!(
         "{}{}",
@@ -35,43 +38,64 @@ fn in_a_child(purge_env: Option<&str>, expect: &str) {
     );
 }
 
-/// The case itself: run only as a child (it passes trivially otherwise, and
-/// is not counted as a check).
+/// The cases themselves, run only in a child (it does nothing otherwise).
 #[test]
 fn child() {
-    let Ok(expect) = std::env::var(EXPECT) else {
+    let Ok(case) = std::env::var(CASE) else {
         return;
     };
-    let before = baton_alloc::purge_decommits();
-    let chose = baton_alloc::configure();
-    let after = baton_alloc::purge_decommits();
-    match expect.as_str() {
-        "lazily" => {
-            assert_eq!(before, 1, "mimalloc's default is to decommit");
-            assert_eq!(chose, Purge::Lazily);
-            assert_eq!(after, 0, "configure resets instead");
+    let before = SETTINGS.map(|setting| baton_alloc::current(&setting));
+    let huge_pages_were_off = baton_alloc::huge_pages_off().expect("prctl answers");
+    let configured = baton_alloc::configure();
+    let after = SETTINGS.map(|setting| baton_alloc::current(&setting));
+    let huge_pages_off = baton_alloc::huge_pages_off().expect("prctl answers");
+    match case.as_str() {
+        "defaults" => {
+            assert_eq!(before, SETTINGS.map(|s| s.default), "mimalloc's defaults");
+            assert_eq!(configured.settings, [Chosen::ByBaton]);
+            assert_eq!(after, SETTINGS.map(|s| s.value), "Baton's values");
+            assert_eq!(
+                configured.huge_pages.expect("prctl answers"),
+                Chosen::ByBaton
+            );
+            assert!(huge_pages_off || cfg!(not(target_os = "linux")));
         }
-        "operator-zero" => {
-            assert_eq!(before, 0, "mimalloc read the operator's 0");
-            assert_eq!((chose, after), (Purge::AsConfigured, 0));
+        // A value that is neither mimalloc's default nor Baton's, so the
+        // option number is shown to be the one its variable is read into.
+        "operator" => {
+            assert_eq!(before, [3], "mimalloc read the operator's value");
+            assert_eq!(configured.settings, [Chosen::ByOperator]);
+            assert_eq!(after, [3], "and it is kept");
+            assert_eq!(
+                configured.huge_pages.expect("prctl answers"),
+                Chosen::ByOperator
+            );
+            assert_eq!(
+                huge_pages_off, huge_pages_were_off,
+                "MIMALLOC_ALLOW_THP leaves them as they were"
+            );
         }
-        "operator-three" => {
-            assert_eq!(before, 3, "mimalloc read the operator's 3");
-            assert_eq!((chose, after), (Purge::AsConfigured, 3), "and it is kept");
-        }
-        other => panic!("unknown expectation {other}"),
+        other => panic!("unknown case {other}"),
     }
 }
 
 #[test]
-fn without_the_operators_setting_freed_memory_is_reset_not_decommitted() {
-    in_a_child(None, "lazily");
+fn without_the_operators_settings_baton_s_are_made() {
+    assert_ne!(
+        SETTINGS.map(|s| s.default),
+        SETTINGS.map(|s| s.value),
+        "each setting changes a default"
+    );
+    in_a_child("defaults", &[]);
 }
 
 #[test]
-fn the_operators_setting_is_kept() {
-    // Two values, so the option number is checked to be the one mimalloc
-    // reads MIMALLOC_PURGE_DECOMMITS into, whatever its default.
-    in_a_child(Some("0"), "operator-zero");
-    in_a_child(Some("3"), "operator-three");
+fn the_operators_settings_are_kept() {
+    in_a_child(
+        "operator",
+        &[
+            ("MIMALLOC_PURGE_DECOMMITS", "3"),
+            (HUGE_PAGES_VARIABLE, "1"),
+        ],
+    );
 }
