@@ -15,13 +15,17 @@ use crate::time::Instant;
 
 pub(super) fn derive(state: &mut PatientCareState) {
     place_encounters(state);
-    state.last_discharge = state
+    // Compared before it is copied: most events leave it as it was.
+    let last_discharge = state
         .past_encounters
         .iter()
         .chain(&state.active_encounter)
         .filter(|e| e.status() == EncounterStatus::Finished)
         .max_by_key(|e| Instant::of(e.discharged_at.as_ref()))
-        .and_then(|e| e.discharge.clone());
+        .and_then(|e| e.discharge.as_ref());
+    if last_discharge != state.last_discharge.as_ref() {
+        state.last_discharge = last_discharge.cloned();
+    }
 
     let live = state.active_encounter.as_ref().filter(|e| is_live(e));
     let optimisation = live.and_then(|e| e.medical_optimisation.as_ref());
@@ -32,37 +36,54 @@ pub(super) fn derive(state: &mut PatientCareState) {
         .and_then(|x| x.date);
 
     let (setting, since, organisation) = current_setting(state);
+    let organisation =
+        (state.setting_organisation != organisation).then(|| organisation.to_owned());
     state.setting = setting as i32;
     state.setting_since = since;
-    state.setting_organisation = organisation;
+    if let Some(organisation) = organisation {
+        state.setting_organisation = organisation;
+    }
+}
+
+/// When an encounter began, and its id to break ties: the order of
+/// encounters.
+fn start(encounter: &Encounter) -> (Instant, &str) {
+    let first = first_movement(encounter).map(|m| Instant::of(m.occurred_at.as_ref()));
+    (
+        Instant::of(encounter.admitted_at.as_ref()).max(first.unwrap_or(Instant::UNSET)),
+        encounter.encounter_id.as_str(),
+    )
 }
 
 /// The active encounter is the live one admitted last (or, with none live,
 /// the planned one expected soonest); the others are past, oldest first.
 fn place_encounters(state: &mut PatientCareState) {
+    // Positions in the active encounter (if any) followed by the past ones.
+    let all = || state.active_encounter.iter().chain(&state.past_encounters);
+    let latest = |keep: fn(&Encounter) -> bool| {
+        all()
+            .enumerate()
+            .filter(|(_, e)| keep(e))
+            .max_by(|(_, a), (_, b)| start(a).cmp(&start(b)))
+            .map(|(index, _)| index)
+    };
+    let active = latest(is_live).or_else(|| latest(|e| e.status() == EncounterStatus::Planned));
+    let kept = match active {
+        Some(index) => index == 0 && state.active_encounter.is_some(),
+        None => state.active_encounter.is_none(),
+    };
+    // Most events leave the encounters where they are: nothing to move.
+    if kept
+        && state
+            .past_encounters
+            .is_sorted_by(|a, b| start(a) <= start(b))
+    {
+        return;
+    }
     let mut all: Vec<Encounter> = state.active_encounter.take().into_iter().collect();
     all.append(&mut state.past_encounters);
-    let start = |e: &Encounter| {
-        let first = first_movement(e).map(|m| Instant::of(m.occurred_at.as_ref()));
-        (
-            Instant::of(e.admitted_at.as_ref()).max(first.unwrap_or(Instant::UNSET)),
-            e.encounter_id.clone(),
-        )
-    };
-    let active = all
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| is_live(e))
-        .max_by_key(|(_, e)| start(e))
-        .or_else(|| {
-            all.iter()
-                .enumerate()
-                .filter(|(_, e)| e.status() == EncounterStatus::Planned)
-                .max_by_key(|(_, e)| start(e))
-        })
-        .map(|(index, _)| index);
     state.active_encounter = active.map(|index| all.remove(index));
-    all.sort_by_key(|e| start(e));
+    all.sort_by(|a, b| start(a).cmp(&start(b)));
     state.past_encounters = all;
 }
 
@@ -78,12 +99,20 @@ fn first_movement(encounter: &Encounter) -> Option<&Movement> {
 
 /// Where the patient is now: the latest, by clinical time, of being
 /// admitted, joining a virtual ward, leaving one, or being discharged
-/// somewhere. Death overrides everything.
-fn current_setting(state: &PatientCareState) -> (CareSetting, Option<Timestamp>, String) {
+/// somewhere. Death overrides everything. Of candidates at the same time
+/// and priority, the last considered wins.
+fn current_setting<'s>(state: &'s PatientCareState) -> (CareSetting, Option<Timestamp>, &'s str) {
+    /// When, its priority at the same time, and where from then.
+    type Candidate<'s> = (Instant, u8, CareSetting, Option<Timestamp>, &'s str);
     if let Some(death) = &state.death {
-        return (CareSetting::Deceased, death.died_at, String::new());
+        return (CareSetting::Deceased, death.died_at, "");
     }
-    let mut candidates: Vec<(Instant, u8, CareSetting, Option<Timestamp>, String)> = Vec::new();
+    let mut best: Option<Candidate<'s>> = None;
+    let mut consider = |candidate: Candidate<'s>| {
+        if best.is_none_or(|(at, priority, ..)| (candidate.0, candidate.1) >= (at, priority)) {
+            best = Some(candidate);
+        }
+    };
 
     if let Some(encounter) = state.active_encounter.as_ref().filter(|e| is_live(e)) {
         let admitted = encounter
@@ -103,12 +132,12 @@ fn current_setting(state: &PatientCareState) -> (CareSetting, Option<Timestamp>,
         } else {
             (CareSetting::Hospital, admitted)
         };
-        candidates.push((
+        consider((
             Instant::of(admitted.as_ref()),
             3,
             setting,
             since,
-            encounter.organisation.clone(),
+            encounter.organisation.as_str(),
         ));
     }
     for episode in state
@@ -119,10 +148,9 @@ fn current_setting(state: &PatientCareState) -> (CareSetting, Option<Timestamp>,
         let organisation = episode
             .service
             .as_ref()
-            .map(|s| s.organisation.clone())
-            .unwrap_or_default();
+            .map_or("", |s| s.organisation.as_str());
         match episode.ended_at {
-            None => candidates.push((
+            None => consider((
                 Instant::of(episode.started_at.as_ref()),
                 2,
                 CareSetting::VirtualWard,
@@ -135,31 +163,28 @@ fn current_setting(state: &PatientCareState) -> (CareSetting, Option<Timestamp>,
                     episode.end_reason(),
                     EpisodeEndReason::Readmitted | EpisodeEndReason::Died
                 ) => {}
-            Some(ended) => candidates.push((
+            Some(ended) => consider((
                 Instant::of(Some(&ended)),
                 1,
                 CareSetting::Community,
                 Some(ended),
-                String::new(),
+                "",
             )),
         }
     }
     if let Some(discharge) = &state.last_discharge {
-        candidates.push((
+        consider((
             Instant::of(discharge.discharged_at.as_ref()),
             0,
             setting_after_discharge(discharge.method(), discharge.destination()),
             discharge.discharged_at,
-            discharge.destination_organisation.clone(),
+            discharge.destination_organisation.as_str(),
         ));
     }
-    candidates
-        .into_iter()
-        .max_by_key(|(at, priority, ..)| (*at, *priority))
-        .map_or(
-            (CareSetting::Community, None, String::new()),
-            |(_, _, setting, since, organisation)| (setting, since, organisation),
-        )
+    best.map_or(
+        (CareSetting::Community, None, ""),
+        |(_, _, setting, since, organisation)| (setting, since, organisation),
+    )
 }
 
 fn setting_after_discharge(
