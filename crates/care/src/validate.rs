@@ -2,6 +2,8 @@
 //! key, id and times are known to be well formed. Every problem is reported
 //! at once, each naming its field path and what was expected.
 
+use std::fmt;
+
 use baton_proto::events::v1::{
     AdministrativeSex, AdmissionMethod, CareEvent, CarePlanStatus, Date, DischargeDestination,
     DischargeMethod, EpisodeEndReason, EpisodeType, Location, NhsNumberStatus, Pathway,
@@ -255,17 +257,32 @@ fn needs_encounter(payload: &Payload) -> bool {
     )
 }
 
+/// A field's path as the checks pass it down: written out only when a
+/// violation names it, so a valid event costs no string per field.
+type Field<'a> = &'a dyn fmt::Display;
+
+/// `parent.child`.
+#[derive(Clone, Copy)]
+struct Path<'a>(Field<'a>, &'a str);
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
 #[derive(Default)]
 struct Check {
     violations: Vec<FieldViolation>,
 }
 
 impl Check {
-    fn violation(&mut self, field: impl Into<String>, problem: impl Into<String>) {
-        self.violations.push(FieldViolation::new(field, problem));
+    fn violation(&mut self, field: impl fmt::Display, problem: impl Into<String>) {
+        self.violations
+            .push(FieldViolation::new(field.to_string(), problem));
     }
 
-    fn required(&mut self, field: &str, value: &str, example: &str) {
+    fn required(&mut self, field: Field<'_>, value: &str, example: &str) {
         if value.trim().is_empty() {
             self.violation(field, format!("required, e.g. {example}"));
         }
@@ -286,7 +303,7 @@ impl Check {
             return None;
         };
         self.enumeration::<NhsNumberStatus>(
-            &format!("{field}.nhs_number_status"),
+            &Path(&field, "nhs_number_status"),
             identity.nhs_number_status,
         );
         for (i, local) in identity.local_ids.iter().enumerate() {
@@ -318,7 +335,7 @@ impl Check {
         }
     }
 
-    fn timestamp(&mut self, field: &str, timestamp: Option<&Timestamp>, required: bool) {
+    fn timestamp(&mut self, field: Field<'_>, timestamp: Option<&Timestamp>, required: bool) {
         let Some(timestamp) = timestamp else {
             if required {
                 self.violation(
@@ -344,7 +361,7 @@ impl Check {
         }
     }
 
-    fn date(&mut self, field: &str, date: Option<&Date>, required: bool) {
+    fn date(&mut self, field: Field<'_>, date: Option<&Date>, required: bool) {
         let Some(date) = date else {
             if required {
                 self.violation(
@@ -377,7 +394,7 @@ impl Check {
     }
 
     /// Refuses enum numbers this version does not know, naming the known ones.
-    fn enumeration<E: TryFrom<i32> + KnownValues>(&mut self, field: &str, value: i32) {
+    fn enumeration<E: TryFrom<i32> + KnownValues>(&mut self, field: Field<'_>, value: i32) {
         if E::try_from(value).is_err() {
             self.violation(
                 field,
@@ -389,7 +406,11 @@ impl Check {
         }
     }
 
-    fn required_enumeration<E: TryFrom<i32> + KnownValues>(&mut self, field: &str, value: i32) {
+    fn required_enumeration<E: TryFrom<i32> + KnownValues>(
+        &mut self,
+        field: Field<'_>,
+        value: i32,
+    ) {
         if value == 0 {
             self.violation(
                 field,
@@ -400,7 +421,7 @@ impl Check {
         }
     }
 
-    fn ods_code(&mut self, field: &str, code: &str) {
+    fn ods_code(&mut self, field: Field<'_>, code: &str) {
         if !code.is_empty()
             && (code.len() < 3
                 || code.len() > 10
@@ -415,7 +436,7 @@ impl Check {
         }
     }
 
-    fn location(&mut self, field: &str, location: Option<&Location>, required: bool) {
+    fn location(&mut self, field: Field<'_>, location: Option<&Location>, required: bool) {
         match location {
             None if required => self.violation(
                 field,
@@ -431,16 +452,14 @@ impl Check {
                     "needs at least point_of_care (the ward) or facility (the site)",
                 )
             }
-            Some(location) => {
-                self.ods_code(&format!("{field}.organisation"), &location.organisation)
-            }
+            Some(location) => self.ods_code(&Path(field, "organisation"), &location.organisation),
             None => {}
         }
     }
 
     fn envelope(&mut self, event: &CareEvent) {
-        self.timestamp("occurred_at", event.occurred_at.as_ref(), true);
-        self.timestamp("recorded_at", event.recorded_at.as_ref(), true);
+        self.timestamp(&"occurred_at", event.occurred_at.as_ref(), true);
+        self.timestamp(&"recorded_at", event.recorded_at.as_ref(), true);
         if let (Some(occurred), Some(recorded)) = (&event.occurred_at, &event.recorded_at)
             && occurred.seconds - recorded.seconds > MAX_OCCURRED_AFTER_RECORDED_SECONDS
         {
@@ -455,8 +474,8 @@ impl Check {
         match &event.source {
             None => self.violation("source", "required: at least source.system, e.g. \"PAS\""),
             Some(source) => {
-                self.required("source.system", &source.system, "\"PAS\"");
-                self.ods_code("source.organisation", &source.organisation);
+                self.required(&"source.system", &source.system, "\"PAS\"");
+                self.ods_code(&"source.organisation", &source.organisation);
             }
         }
         if let Some(payload) = &event.payload
@@ -491,7 +510,7 @@ impl Check {
             return;
         };
         let name = payload_name(payload);
-        let field = |part: &str| format!("{name}.{part}");
+        let field = |part| Path(&name, part);
         match payload {
             Payload::Registered(registered) => self.demographics(
                 &field("demographics"),
@@ -688,7 +707,7 @@ impl Check {
                 self.enumeration::<CarePlanStatus>(&field("status"), plan.status);
                 for (i, goal) in plan.goals.iter().enumerate() {
                     self.date(
-                        &field(&format!("goals[{i}].target_date")),
+                        &format!("{name}.goals[{i}].target_date"),
                         goal.target_date.as_ref(),
                         false,
                     );
@@ -730,7 +749,7 @@ impl Check {
         }
     }
 
-    fn cancelled_id(&mut self, field: &str, id: &str) {
+    fn cancelled_id(&mut self, field: Field<'_>, id: &str) {
         if !id.is_empty()
             && let Err(problem) = EventId::parse(id)
         {
@@ -740,7 +759,7 @@ impl Check {
 
     fn demographics(
         &mut self,
-        field: &str,
+        field: Field<'_>,
         demographics: Option<&baton_proto::events::v1::Demographics>,
         event: &CareEvent,
     ) {
@@ -752,7 +771,7 @@ impl Check {
             return;
         };
         self.date(
-            &format!("{field}.birth_date"),
+            &Path(field, "birth_date"),
             demographics.birth_date.as_ref(),
             false,
         );
@@ -760,13 +779,13 @@ impl Check {
             let birth_seconds = days_from_civil(birth.year, birth.month, birth.day) * 86_400;
             if (1..=12).contains(&birth.month) && birth_seconds > occurred.seconds + 86_400 {
                 self.violation(
-                    format!("{field}.birth_date"),
+                    Path(field, "birth_date"),
                     "is after occurred_at: a patient cannot be recorded before birth",
                 );
             }
         }
-        self.enumeration::<AdministrativeSex>(&format!("{field}.sex"), demographics.sex);
-        self.ods_code(&format!("{field}.gp_practice"), &demographics.gp_practice);
+        self.enumeration::<AdministrativeSex>(&Path(field, "sex"), demographics.sex);
+        self.ods_code(&Path(field, "gp_practice"), &demographics.gp_practice);
     }
 }
 
