@@ -99,8 +99,11 @@ pub(crate) async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         rate(folded, memory)
     );
     drop(records);
-    let in_memory_digest =
-        content_digest(states.into_values().map(Ok::<_, std::convert::Infallible>))?;
+    let in_memory_digest = content_digest(
+        states
+            .into_values()
+            .map(|state| Ok::<_, std::convert::Infallible>(*state)),
+    )?;
 
     let store = Store::open(work.path().join("store"), &StoreConfig::default())?;
     let mut projector = Projector::start(
@@ -341,17 +344,22 @@ async fn read_all(log: &EmbeddedLog, partitions: u32) -> anyhow::Result<Vec<Reco
 }
 
 /// What the projector does per record, minus the log and the store: the
-/// states it leaves, by patient key.
-fn fold_in_memory(records: &[Record]) -> anyhow::Result<HashMap<String, PatientCareState>> {
-    let mut states = HashMap::new();
+/// states it leaves, by patient key. Held as the projector holds them, one
+/// allocation each behind the map (it shares them in an `Arc`), and found
+/// by the record's key before a key is copied, so the figure is the fold's
+/// and not the growth of a map of large values.
+fn fold_in_memory(records: &[Record]) -> anyhow::Result<HashMap<String, Box<PatientCareState>>> {
+    let mut states: HashMap<String, Box<PatientCareState>> = HashMap::new();
     let mut applied = baton_care::AppliedIds::new();
     for record in records {
         let event = CareEvent::decode(record.value.as_slice()).context("decode")?;
         let event = ValidEvent::new(event).map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = std::str::from_utf8(&record.key)?;
-        let state = states.entry(key.to_owned()).or_insert_with(|| {
-            new_state(&baton_care::PatientKey::parse(key).expect("a valid key"))
-        });
+        if !states.contains_key(key) {
+            let state = new_state(&baton_care::PatientKey::parse(key).expect("a valid key"));
+            states.insert(key.to_owned(), Box::new(state));
+        }
+        let state = states.get_mut(key).expect("inserted above");
         // A rejection is a result too: the projector dead-letters it.
         let _ = apply(
             state,
