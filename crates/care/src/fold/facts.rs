@@ -148,7 +148,7 @@ pub(super) fn referral_transition(
 pub(super) fn sort_referrals(state: &mut PatientCareState) {
     state
         .referrals
-        .sort_by_key(|r| (Instant::of(r.requested_at.as_ref()), r.referral_id.clone()));
+        .sort_by(|a, b| referral_order(a).cmp(&referral_order(b)));
 }
 
 fn add_transition(
@@ -235,7 +235,7 @@ fn derive_episode(episode: &mut Episode) {
 pub(super) fn sort_episodes(state: &mut PatientCareState) {
     state
         .episodes
-        .sort_by_key(|e| (Instant::of(e.started_at.as_ref()), e.episode_id.clone()));
+        .sort_by(|a, b| episode_order(a).cmp(&episode_order(b)));
 }
 
 /// The same plan moves on by version; a different plan replaces the current
@@ -371,7 +371,11 @@ fn derive_care_team_entry(entry: &mut CareTeamEntry) {
     let Some(latest) = entry.history.last() else {
         return;
     };
-    let (active, stamp) = (latest.assigned, latest.stamp.clone());
+    let active = latest.assigned;
+    // Compared before they are copied: most changes leave them as they were.
+    if entry.stamp != latest.stamp {
+        entry.stamp = latest.stamp.clone();
+    }
     let since = start_of_latest_run(&entry.history, |c| c.assigned)
         .and_then(|first| first.stamp.as_ref())
         .and_then(|s| s.occurred_at);
@@ -380,13 +384,14 @@ fn derive_care_team_entry(entry: &mut CareTeamEntry) {
         .iter()
         .rev()
         .filter(|c| c.assigned)
-        .find_map(|c| c.member.clone());
-    if let Some(member) = assigned_as {
-        entry.member = Some(member);
+        .find_map(|c| c.member.as_ref());
+    if let Some(member) = assigned_as
+        && entry.member.as_ref() != Some(member)
+    {
+        entry.member = Some(member.clone());
     }
     entry.active = active;
     entry.since = since;
-    entry.stamp = stamp;
 }
 
 /// Members by id, so the list does not depend on the order their events
@@ -394,7 +399,27 @@ fn derive_care_team_entry(entry: &mut CareTeamEntry) {
 pub(super) fn sort_care_team(state: &mut PatientCareState) {
     state
         .care_team
-        .sort_by_key(|e| e.member.as_ref().map(|m| m.member_id.clone()));
+        .sort_by(|a, b| member_order(a).cmp(&member_order(b)));
+}
+
+/// The orders of the lists above, by reference (a sort compares each
+/// element many times; a key that owned its id would copy it every time).
+fn referral_order(referral: &Referral) -> (Instant, &str) {
+    (
+        Instant::of(referral.requested_at.as_ref()),
+        referral.referral_id.as_str(),
+    )
+}
+
+fn episode_order(episode: &Episode) -> (Instant, &str) {
+    (
+        Instant::of(episode.started_at.as_ref()),
+        episode.episode_id.as_str(),
+    )
+}
+
+fn member_order(entry: &CareTeamEntry) -> Option<&str> {
+    entry.member.as_ref().map(|m| m.member_id.as_str())
 }
 
 /// The later of two optional stamped facts.
