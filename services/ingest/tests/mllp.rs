@@ -234,12 +234,12 @@ async fn the_log_down_is_an_error_to_retry_and_the_retry_lands() {
     let feed = Feed::start(IngestConfig::default()).await;
     let mut pas = feed.connect().await;
     let admit = adt("A01", "1", "202607150900", NHS_A, &at("AMU"));
-    feed.log.down.store(true, Ordering::SeqCst);
+    feed.log.before.down.store(true, Ordering::SeqCst);
     let (ack, text) = pas.send(&admit).await;
     assert_eq!(ack.code, AckCode::Error, "{text}");
     assert!(text.contains("207^Application internal error"), "{text}");
     assert!(ack.problems[0].contains("send the message again"), "{text}");
-    feed.log.down.store(false, Ordering::SeqCst);
+    feed.log.before.down.store(false, Ordering::SeqCst);
     pas.accept(&admit).await;
     assert!(feed.project().await.get(NHS_A).unwrap().is_some());
     feed.stop().await;

@@ -364,57 +364,37 @@ mod tests {
 
     use async_trait::async_trait;
     use baton_log::embedded::EmbeddedLog;
-    use baton_log::{LogError, LogReader, Position, Record, TopicSpec};
+    use baton_log::testkit::{BeforeAppend, InterceptedLog};
+    use baton_log::{LogError, Record};
     use baton_store::changelog::ChangelogEntry;
     use tokio::sync::Semaphore;
 
     use super::*;
 
-    /// The embedded log, whose appends to the changelog wait for a permit
-    /// of `gate`, and fail once let through while `failing` is set.
+    /// Appends to the changelog wait for a permit of `gate`, and fail once
+    /// let through while `failing` is set.
     #[derive(Debug)]
-    struct GatedLog {
-        inner: EmbeddedLog,
+    struct Gate {
         state_topic: String,
         gate: Semaphore,
         failing: AtomicBool,
     }
 
     #[async_trait]
-    impl EventLog for GatedLog {
-        async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> baton_log::Result<u32> {
-            self.inner.ensure_topic(topic, spec).await
-        }
-        async fn partition_count(&self, topic: &str) -> baton_log::Result<u32> {
-            self.inner.partition_count(topic).await
-        }
-        async fn append(
-            &self,
-            topic: &str,
-            records: Vec<NewRecord>,
-        ) -> baton_log::Result<Vec<Position>> {
+    impl BeforeAppend for Gate {
+        async fn before_append(&self, topic: &str) -> baton_log::Result<()> {
             if topic == self.state_topic {
                 self.gate.acquire().await.expect("gate open").forget();
                 if self.failing.load(Ordering::SeqCst) {
                     return Err(LogError::Closed);
                 }
             }
-            self.inner.append(topic, records).await
-        }
-        async fn end_offsets(&self, topic: &str) -> baton_log::Result<Vec<u64>> {
-            self.inner.end_offsets(topic).await
-        }
-        async fn reader(
-            &self,
-            topic: &str,
-            from: BTreeMap<u32, u64>,
-        ) -> baton_log::Result<Box<dyn LogReader>> {
-            self.inner.reader(topic, from).await
-        }
-        async fn identity(&self) -> baton_log::Result<String> {
-            self.inner.identity().await
+            Ok(())
         }
     }
+
+    /// The embedded log, its changelog appends held at a [`Gate`].
+    type GatedLog = InterceptedLog<EmbeddedLog, Gate>;
 
     async fn gated() -> (Arc<GatedLog>, Store, Publisher, Topics) {
         let topics = Topics {
@@ -423,9 +403,11 @@ mod tests {
         };
         let log = Arc::new(GatedLog {
             inner: EmbeddedLog::temporary().unwrap(),
-            state_topic: topics.state.clone(),
-            gate: Semaphore::new(0),
-            failing: AtomicBool::new(false),
+            before: Gate {
+                state_topic: topics.state.clone(),
+                gate: Semaphore::new(0),
+                failing: AtomicBool::new(false),
+            },
         });
         let partitions = topics.ensure(&*log).await.unwrap();
         let store = Store::temporary().unwrap();
@@ -498,7 +480,7 @@ mod tests {
         );
         assert!(changelog_states(&log, &topics).await.is_empty());
 
-        log.gate.add_permits(2);
+        log.before.gate.add_permits(2);
         publisher.finish().await.unwrap();
         let published = changelog_states(&log, &topics).await;
         let of_a: Vec<u64> = published
@@ -515,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_publication_stops_the_batches_behind_it() {
         let (log, _store, mut publisher, topics) = gated().await;
-        log.failing.store(true, Ordering::SeqCst);
+        log.before.failing.store(true, Ordering::SeqCst);
         publisher
             .start(commit(&topics, &[("A", 1)], 1), HashMap::new())
             .await
@@ -524,10 +506,10 @@ mod tests {
             .start(commit(&topics, &[("A", 2)], 2), HashMap::new())
             .await
             .unwrap();
-        log.gate.add_permits(1);
+        log.before.gate.add_permits(1);
         let error = publisher.finish().await.unwrap_err();
         assert!(matches!(error, ProjectorError::Log(_)), "{error:?}");
-        log.failing.store(false, Ordering::SeqCst);
+        log.before.failing.store(false, Ordering::SeqCst);
         assert!(
             changelog_states(&log, &topics).await.is_empty(),
             "the second batch waited for the first, which failed"

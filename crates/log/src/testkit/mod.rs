@@ -1,4 +1,5 @@
-//! The contract every [`EventLog`] backend must pass (STYLE rule 3).
+//! The contract every [`EventLog`] backend must pass (STYLE rule 3), the
+//! test broker, and [`InterceptedLog`], a log tests can make slow or fail.
 //!
 //! Each check gets a fresh log from the caller's factory and creates topics
 //! with unique names, so a real Kafka cluster can be reused across runs
@@ -26,9 +27,11 @@
 //! ```
 
 mod broker;
+mod intercept;
 mod lag;
 
 pub use broker::TestBroker;
+pub use intercept::{BeforeAppend, InterceptedLog};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -5,7 +5,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -17,7 +16,8 @@ use baton_hl7::mllp::{END_BLOCK, frame};
 use baton_ingest::mllp::{Clock, MllpStats};
 use baton_ingest::{Ingest, IngestConfig, Mllp};
 use baton_log::embedded::EmbeddedLog;
-use baton_log::{EventLog, LogError, LogReader, NewRecord, Position, TopicSpec, topics};
+use baton_log::testkit::{BeforeAppend, InterceptedLog};
+use baton_log::{EventLog, LogError, topics};
 use baton_projector::{Projector, ProjectorConfig};
 use baton_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,45 +42,24 @@ impl Clock for FixedClock {
     }
 }
 
-/// The embedded log, with appends that fail while `down` is set.
-#[derive(Debug)]
-pub struct FlakyLog {
-    pub inner: EmbeddedLog,
+/// Appends fail while `down` is set, as they would with the broker down.
+#[derive(Debug, Default)]
+pub struct Outage {
     pub down: AtomicBool,
 }
 
 #[async_trait]
-impl EventLog for FlakyLog {
-    async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> baton_log::Result<u32> {
-        self.inner.ensure_topic(topic, spec).await
-    }
-    async fn partition_count(&self, topic: &str) -> baton_log::Result<u32> {
-        self.inner.partition_count(topic).await
-    }
-    async fn append(
-        &self,
-        topic: &str,
-        records: Vec<NewRecord>,
-    ) -> baton_log::Result<Vec<Position>> {
+impl BeforeAppend for Outage {
+    async fn before_append(&self, _topic: &str) -> baton_log::Result<()> {
         if self.down.load(Ordering::SeqCst) {
             return Err(LogError::Closed);
         }
-        self.inner.append(topic, records).await
-    }
-    async fn end_offsets(&self, topic: &str) -> baton_log::Result<Vec<u64>> {
-        self.inner.end_offsets(topic).await
-    }
-    async fn reader(
-        &self,
-        topic: &str,
-        from: BTreeMap<u32, u64>,
-    ) -> baton_log::Result<Box<dyn LogReader>> {
-        self.inner.reader(topic, from).await
-    }
-    async fn identity(&self) -> baton_log::Result<String> {
-        self.inner.identity().await
+        Ok(())
     }
 }
+
+/// The embedded log, with appends that fail during an [`Outage`].
+pub type FlakyLog = InterceptedLog<EmbeddedLog, Outage>;
 
 pub struct Feed {
     pub log: Arc<FlakyLog>,
@@ -99,7 +78,7 @@ impl Feed {
     pub async fn start_with_tls(config: IngestConfig, tls: Option<baton_tls::Tls>) -> Self {
         let log = Arc::new(FlakyLog {
             inner: EmbeddedLog::temporary().unwrap(),
-            down: AtomicBool::new(false),
+            before: Outage::default(),
         });
         let ingest = Ingest::start(log.clone(), config.clone(), &topics())
             .await
