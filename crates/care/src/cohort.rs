@@ -32,12 +32,16 @@
 //! Time enters only as an argument (`now`), for ages, overdue referrals and
 //! days optimised: the domain reads no clock.
 
+mod membership;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use baton_proto::events::v1::{Date, EpisodeType, Pathway};
 use baton_proto::query::v1::{CohortFilter, DateRange};
 use baton_proto::state::v1::{CareSetting, EpisodeStatus, PatientCareState, ReferralStatus};
+
+pub use membership::decode_for_membership;
 
 use crate::FieldViolation;
 use crate::time::{EARLIEST_SECONDS, Instant, civil_from_days, days_from_civil, days_in_month};

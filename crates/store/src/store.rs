@@ -842,16 +842,25 @@ impl Store {
         admit: &dyn Fn(&PatientCareState) -> bool,
     ) -> Result<CohortPage> {
         let mut states = Vec::new();
-        let next_after =
-            self.scan_cohort(cohort, after, limit, scan, now, admit, &mut |state, _| {
+        let next_after = self.scan_cohort(
+            cohort,
+            after,
+            limit,
+            scan,
+            now,
+            admit,
+            Decoding::Whole,
+            &mut |state, _| {
                 states.push(state);
-            })?;
+            },
+        )?;
         Ok(CohortPage { states, next_after })
     }
 
     /// [`Store::list_cohort_admitted`], each member as its stored bytes:
-    /// what `ListCohort` answers with, the states decoded only to be
-    /// checked.
+    /// what `ListCohort` answers with. The states are decoded only to be
+    /// checked, and only in the fields the checks read
+    /// ([`cohort::decode_for_membership`]): `admit` is given those.
     pub fn list_cohort_encoded(
         &self,
         cohort: &Cohort,
@@ -869,6 +878,7 @@ impl Store {
             scan,
             now,
             admit,
+            Decoding::ForMembership,
             &mut |state, encoded| {
                 members.push((state.patient_key, encoded.to_vec()));
             },
@@ -890,6 +900,7 @@ impl Store {
         scan: usize,
         now: Instant,
         admit: &dyn Fn(&PatientCareState) -> bool,
+        decoding: Decoding,
         take: &mut dyn FnMut(PatientCareState, &[u8]),
     ) -> Result<Option<String>> {
         let limit = limit.max(1);
@@ -928,7 +939,7 @@ impl Store {
                 let stored = db.get(&state_key)?;
                 let state = stored
                     .as_ref()
-                    .map(|value| decode_state(&state_key, value))
+                    .map(|value| decoding.decode(&state_key, value))
                     .transpose()?;
                 let (Some(state), Some(stored)) = (state, stored) else {
                     return Err(StoreError::Corrupt {
@@ -1423,6 +1434,29 @@ fn finish_migration(
 fn migrated_already(entries_value: &[u8], state: &PatientCareState, encoded: &[u8]) -> bool {
     keys::decode_summary(entries_value)
         .is_ok_and(|(summary, _)| summary == summary_of(state, encoded))
+}
+
+/// How a listing decodes the states it checks.
+#[derive(Debug, Clone, Copy)]
+enum Decoding {
+    /// Every field: the states are handed on.
+    Whole,
+    /// Only what the membership checks read: the stored bytes are handed on.
+    ForMembership,
+}
+
+impl Decoding {
+    fn decode(self, key: &[u8], value: &[u8]) -> Result<PatientCareState> {
+        match self {
+            Self::Whole => decode_state(key, value),
+            Self::ForMembership => {
+                cohort::decode_for_membership(value).map_err(|e| StoreError::Corrupt {
+                    key: keys::describe_key(key),
+                    reason: format!("not a PatientCareState: {e}"),
+                })
+            }
+        }
+    }
 }
 
 fn decode_state(key: &[u8], value: &[u8]) -> Result<PatientCareState> {

@@ -177,7 +177,7 @@ pub(crate) async fn query(args: QueryArgs) -> anyhow::Result<()> {
                     tonic::codegen::http::uri::PathAndQuery::from_static(
                         "/baton.query.v1.CareStateQuery/GetCareState",
                     ),
-                    AnswerAsBytes,
+                    AnswerAsBytes::default(),
                 )
                 .await
                 .map(drop)
@@ -258,31 +258,75 @@ pub(crate) fn report(label: &str, measured: &Measured, how: &str) {
 
 /// A client codec that sends a `GetCareStateRequest` and keeps the answer
 /// as the bytes that came, decoding nothing.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AnswerAsBytes;
+pub(crate) type AnswerAsBytes = LeanAnswer<GetCareStateRequest, bytes::Bytes>;
 
-impl tonic::codec::Codec for AnswerAsBytes {
-    type Encode = GetCareStateRequest;
-    type Decode = bytes::Bytes;
-    type Encoder = AnswerAsBytes;
-    type Decoder = AnswerAsBytes;
+/// A client codec that sends a `Request` and takes from the answer only
+/// what `Answer` reads (see [`Answer`]): the server's figure, without a
+/// client decoding what it does not need on the same two cores.
+pub(crate) struct LeanAnswer<Request, Answer>(std::marker::PhantomData<fn(Request) -> Answer>);
 
-    fn encoder(&mut self) -> Self::Encoder {
-        AnswerAsBytes
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        AnswerAsBytes
+impl<Request, Answer> Default for LeanAnswer<Request, Answer> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
     }
 }
 
-impl tonic::codec::Encoder for AnswerAsBytes {
-    type Item = GetCareStateRequest;
+/// What a [`LeanAnswer`] client keeps of an answer.
+pub(crate) trait Answer: Sized + Send + 'static {
+    fn take(src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Self, tonic::Status>;
+}
+
+/// The answer's bytes as they came.
+impl Answer for bytes::Bytes {
+    fn take(src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Self, tonic::Status> {
+        use bytes::Buf;
+        Ok(src.copy_to_bytes(src.remaining()))
+    }
+}
+
+/// Of a `ListCohortResponse`, how many states came and the token of the
+/// next page: prost skips over each state's fields without decoding them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct NextPageToken {
+    /// Each state skipped, only counted.
+    #[prost(message, repeated, tag = "1")]
+    pub(crate) states: Vec<()>,
+    #[prost(string, tag = "2")]
+    pub(crate) next_page_token: String,
+}
+
+impl Answer for NextPageToken {
+    fn take(src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Self, tonic::Status> {
+        Self::decode(src).map_err(|error| tonic::Status::internal(error.to_string()))
+    }
+}
+
+impl<Request, Kept> tonic::codec::Codec for LeanAnswer<Request, Kept>
+where
+    Request: prost::Message + Send + 'static,
+    Kept: Answer,
+{
+    type Encode = Request;
+    type Decode = Kept;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Self::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Self::default()
+    }
+}
+
+impl<Request: prost::Message, Kept> tonic::codec::Encoder for LeanAnswer<Request, Kept> {
+    type Item = Request;
     type Error = tonic::Status;
 
     fn encode(
         &mut self,
-        item: GetCareStateRequest,
+        item: Request,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         item.encode(dst)
@@ -290,16 +334,15 @@ impl tonic::codec::Encoder for AnswerAsBytes {
     }
 }
 
-impl tonic::codec::Decoder for AnswerAsBytes {
-    type Item = bytes::Bytes;
+impl<Request, Kept: Answer> tonic::codec::Decoder for LeanAnswer<Request, Kept> {
+    type Item = Kept;
     type Error = tonic::Status;
 
     fn decode(
         &mut self,
         src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
+    ) -> Result<Option<Kept>, tonic::Status> {
+        Kept::take(src).map(Some)
     }
 }
 
@@ -483,37 +526,35 @@ async fn list_cohorts(
         ..Default::default()
     };
     debug_assert!(Cohort::from_filter(&filter, "filter").is_ok());
-    let mut client = CareStateQueryClient::new(channel(address).await?)
+    let listed_in = format!(
+        "{} members of {} ({members} in all), pages of 1000",
+        args.cohort_members,
+        describe(setting, &organisation)
+    );
+    // The server's figure: the client keeps each page as bytes (reading
+    // only the next page's token), as GetCareState's load does.
+    let grpc = tonic::client::Grpc::new(channel(address).await?)
         .max_decoding_message_size(256 * 1024 * 1024);
-    let mut pages = latency_histogram();
-    let mut listings = latency_histogram();
-    let until = Instant::now() + Duration::from_secs(args.seconds);
-    while Instant::now() < until {
-        let listing = Instant::now();
-        let (mut listed, mut page_token) = (0, String::new());
-        while listed < args.cohort_members {
-            let page = Instant::now();
-            let answer = client
-                .list_cohort(ListCohortRequest {
-                    filter: Some(filter.clone()),
-                    page_size: (args.cohort_members - listed).min(1000) as u32,
-                    page_token,
-                })
+    let (pages, listings) = time_listings(args, &filter, |request| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await?;
+            let answer = grpc
+                .unary(
+                    tonic::Request::new(request),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(
+                        "/baton.query.v1.CareStateQuery/ListCohort",
+                    ),
+                    LeanAnswer::<ListCohortRequest, NextPageToken>::default(),
+                )
                 .await?
                 .into_inner();
-            record(&mut pages, page.elapsed());
-            listed += answer.states.len();
-            page_token = answer.next_page_token;
-            if page_token.is_empty() {
-                break;
-            }
+            Ok((answer.states.len(), answer.next_page_token))
         }
-        record(&mut listings, listing.elapsed());
-    }
+    })
+    .await?;
     println!(
-        "ListCohort    {} members of {} ({members} in all), pages of 1000: per page {}",
-        args.cohort_members,
-        describe(setting, &organisation),
+        "ListCohort    {listed_in}: per page {} (the client keeps each page as bytes)",
         percentiles(&pages)
     );
     println!(
@@ -522,42 +563,76 @@ async fn list_cohorts(
         percentiles(&listings),
         listings.len()
     );
-    // Where a page's time goes, without gRPC: the store's scan (index
-    // entries, state reads, decoding, the membership checks), encoding
-    // the response, and a client decoding it.
+    // As a client that decodes every state sees it, on the same two cores.
+    let client = CareStateQueryClient::new(channel(address).await?)
+        .max_decoding_message_size(256 * 1024 * 1024);
+    let (pages, listings) = time_listings(args, &filter, |request| {
+        let mut client = client.clone();
+        async move {
+            let answer = client.list_cohort(request).await?.into_inner();
+            Ok((answer.states.len(), answer.next_page_token))
+        }
+    })
+    .await?;
+    println!(
+        "  decoded     per page {} (the client decodes every state)",
+        percentiles(&pages)
+    );
+    println!(
+        "              per listing of {}: {} ({} listings)",
+        args.cohort_members,
+        percentiles(&listings),
+        listings.len()
+    );
+    // Where a page's time goes, without gRPC: the store's scan as
+    // ListCohort makes it (index entries, state reads, decoding what the
+    // membership checks read, the checks) and with whole states decoded,
+    // encoding the response, and a client decoding it.
     let cohort = Cohort::from_filter(&filter, "filter").map_err(|v| anyhow::anyhow!(v.problem))?;
     let store = store.clone();
     let seconds = args.seconds;
-    let (scan, encode, decode) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let (mut scan, mut encode, mut decode) = (
-            latency_histogram(),
-            latency_histogram(),
-            latency_histogram(),
-        );
-        let now = baton_care::Instant::of(Some(&prost_types::Timestamp::from(SystemTime::now())));
-        let until = std::time::Instant::now() + Duration::from_secs(seconds);
-        while std::time::Instant::now() < until {
-            let started = std::time::Instant::now();
-            let page = store.list_cohort(&cohort, None, 1000, now)?;
-            record(&mut scan, started.elapsed());
-            let started = std::time::Instant::now();
-            let bytes = baton_proto::query::v1::ListCohortResponse {
-                states: page.states,
-                next_page_token: String::new(),
+    let (scan, whole, encode, decode) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let (mut scan, mut whole, mut encode, mut decode) = (
+                latency_histogram(),
+                latency_histogram(),
+                latency_histogram(),
+                latency_histogram(),
+            );
+            let now =
+                baton_care::Instant::of(Some(&prost_types::Timestamp::from(SystemTime::now())));
+            let until = std::time::Instant::now() + Duration::from_secs(seconds);
+            while std::time::Instant::now() < until {
+                let started = std::time::Instant::now();
+                let encoded =
+                    store.list_cohort_encoded(&cohort, None, 1000, 1000, now, &|_| true)?;
+                record(&mut scan, started.elapsed());
+                drop(encoded);
+                let started = std::time::Instant::now();
+                let page = store.list_cohort(&cohort, None, 1000, now)?;
+                record(&mut whole, started.elapsed());
+                let started = std::time::Instant::now();
+                let bytes = baton_proto::query::v1::ListCohortResponse {
+                    states: page.states,
+                    next_page_token: String::new(),
+                }
+                .encode_to_vec();
+                record(&mut encode, started.elapsed());
+                let started = std::time::Instant::now();
+                let decoded = baton_proto::query::v1::ListCohortResponse::decode(bytes.as_slice())?;
+                record(&mut decode, started.elapsed());
+                drop(decoded);
             }
-            .encode_to_vec();
-            record(&mut encode, started.elapsed());
-            let started = std::time::Instant::now();
-            let decoded = baton_proto::query::v1::ListCohortResponse::decode(bytes.as_slice())?;
-            record(&mut decode, started.elapsed());
-            drop(decoded);
-        }
-        Ok((scan, encode, decode))
-    })
-    .await??;
+            Ok((scan, whole, encode, decode))
+        })
+        .await??;
     println!(
-        "  a page of 1000, in the store alone: scan {}",
+        "  a page of 1000, in the store alone: scan {} (as ListCohort: decoding what the checks read)",
         percentiles(&scan)
+    );
+    println!(
+        "                  scan decoding whole states {}",
+        percentiles(&whole)
     );
     println!(
         "                  encoding it with prost {} (the server sends the stored bytes instead)",
@@ -568,6 +643,45 @@ async fn list_cohorts(
         percentiles(&decode)
     );
     Ok(())
+}
+
+/// Lists the first `--cohort-members` members of `filter` a page of 1000
+/// at a time, again and again for `--seconds`, each page through `page`
+/// (which answers how many states came and the next page's token): the
+/// latency per page and per whole listing.
+async fn time_listings<Page, Answered>(
+    args: &QueryArgs,
+    filter: &CohortFilter,
+    mut page: Page,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)>
+where
+    Page: FnMut(ListCohortRequest) -> Answered,
+    Answered: std::future::Future<Output = anyhow::Result<(usize, String)>>,
+{
+    let mut pages = latency_histogram();
+    let mut listings = latency_histogram();
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    while Instant::now() < until {
+        let listing = Instant::now();
+        let (mut listed, mut page_token) = (0, String::new());
+        while listed < args.cohort_members {
+            let started = Instant::now();
+            let (states, next_page_token) = page(ListCohortRequest {
+                filter: Some(filter.clone()),
+                page_size: (args.cohort_members - listed).min(1000) as u32,
+                page_token,
+            })
+            .await?;
+            record(&mut pages, started.elapsed());
+            listed += states;
+            page_token = next_page_token;
+            if page_token.is_empty() {
+                break;
+            }
+        }
+        record(&mut listings, listing.elapsed());
+    }
+    Ok((pages, listings))
 }
 
 fn describe(setting: CareSetting, organisation: &str) -> String {

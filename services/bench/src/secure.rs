@@ -191,7 +191,7 @@ pub(crate) async fn secure_query(args: SecureArgs) -> anyhow::Result<()> {
                     tonic::codegen::http::uri::PathAndQuery::from_static(
                         "/baton.query.v1.CareStateQuery/GetCareState",
                     ),
-                    AnswerAsBytes,
+                    AnswerAsBytes::default(),
                 )
                 .await
                 .map(drop)
