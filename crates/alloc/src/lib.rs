@@ -95,6 +95,35 @@ pub struct Configured {
     pub huge_pages: std::io::Result<Chosen>,
 }
 
+impl Configured {
+    /// Whether the kernel refused to turn transparent huge pages off (a
+    /// sandbox may): the process runs, only slower to grow its memory.
+    pub fn refused(&self) -> Option<&std::io::Error> {
+        self.huge_pages.as_ref().err()
+    }
+}
+
+/// One line for a service's log: each setting and who chose it.
+impl std::fmt::Display for Configured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mimalloc")?;
+        for (setting, chosen) in SETTINGS.iter().zip(&self.settings) {
+            match chosen {
+                Chosen::ByBaton => write!(f, ", {}={} (Baton's)", setting.variable, setting.value)?,
+                Chosen::ByOperator => write!(f, ", {} from the environment", setting.variable)?,
+            }
+        }
+        match &self.huge_pages {
+            Ok(Chosen::ByBaton) => write!(f, ", transparent huge pages off (Baton's)"),
+            Ok(Chosen::ByOperator) => write!(f, ", {HUGE_PAGES_VARIABLE} from the environment"),
+            Err(error) => write!(
+                f,
+                ", transparent huge pages as the kernel had them (it refused to turn them off: {error})"
+            ),
+        }
+    }
+}
+
 /// Tunes mimalloc for Baton's load (see the crate's documentation): turns
 /// transparent huge pages off for the process unless the operator set
 /// `MIMALLOC_ALLOW_THP`, and sets each of [`SETTINGS`] unless the operator

@@ -55,10 +55,15 @@ fn child() {
             assert_eq!(configured.settings, [Chosen::ByBaton]);
             assert_eq!(after, SETTINGS.map(|s| s.value), "Baton's values");
             assert_eq!(
-                configured.huge_pages.expect("prctl answers"),
+                *configured.huge_pages.as_ref().expect("prctl answers"),
                 Chosen::ByBaton
             );
             assert!(huge_pages_off || cfg!(not(target_os = "linux")));
+            assert_eq!(
+                configured.to_string(),
+                "mimalloc, MIMALLOC_PURGE_DECOMMITS=0 (Baton's), transparent huge pages off (Baton's)"
+            );
+            assert!(configured.refused().is_none());
         }
         // A value that is neither mimalloc's default nor Baton's, so the
         // option number is shown to be the one its variable is read into.
@@ -67,12 +72,16 @@ fn child() {
             assert_eq!(configured.settings, [Chosen::ByOperator]);
             assert_eq!(after, [3], "and it is kept");
             assert_eq!(
-                configured.huge_pages.expect("prctl answers"),
+                *configured.huge_pages.as_ref().expect("prctl answers"),
                 Chosen::ByOperator
             );
             assert_eq!(
                 huge_pages_off, huge_pages_were_off,
                 "MIMALLOC_ALLOW_THP leaves them as they were"
+            );
+            assert_eq!(
+                configured.to_string(),
+                "mimalloc, MIMALLOC_PURGE_DECOMMITS from the environment, MIMALLOC_ALLOW_THP from the environment"
             );
         }
         other => panic!("unknown case {other}"),
@@ -97,5 +106,21 @@ fn the_operators_settings_are_kept() {
             ("MIMALLOC_PURGE_DECOMMITS", "3"),
             (HUGE_PAGES_VARIABLE, "1"),
         ],
+    );
+}
+
+#[test]
+fn a_refusal_is_told_with_the_kernel_s_reason() {
+    let configured = baton_alloc::Configured {
+        settings: [Chosen::ByBaton],
+        huge_pages: Err(std::io::Error::from_raw_os_error(1)),
+    };
+    assert!(configured.refused().is_some());
+    let told = configured.to_string();
+    assert!(
+        told.ends_with(
+            "transparent huge pages as the kernel had them (it refused to turn them off: Operation not permitted (os error 1))"
+        ),
+        "{told}"
     );
 }

@@ -123,7 +123,9 @@ mod tests {
                 .split_once("fn main()")
                 .and_then(|(_, body)| body.split_once('{'))
                 .is_some_and(|(_, body)| {
-                    body.trim_start().starts_with("baton_alloc::configure();")
+                    let first = body.trim_start();
+                    first.starts_with("baton_alloc::configure();")
+                        || first.starts_with("let allocator = baton_alloc::configure();")
                 });
             assert!(
                 configured,

@@ -56,12 +56,16 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    baton_alloc::configure();
+    let allocator = baton_alloc::configure();
     let args = Args::parse();
     // Installed first: a stop asked for while starting is answered once
     // started, instead of killing the process.
     let shutdown = baton_runtime::shutdown_signal();
     let _telemetry = baton_telemetry::init("baton-projector")?;
+    match allocator.refused() {
+        Some(_) => tracing::info!(%allocator, "allocator configured, not as Baton would"),
+        None => tracing::debug!(%allocator, "allocator configured"),
+    }
     let config: ProjectorConfig =
         baton_runtime::load_config(args.service.config.as_deref(), "projector", &args)?;
     config
