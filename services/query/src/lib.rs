@@ -296,7 +296,9 @@ impl QueryService {
         match read {
             Ok(Some((patient, encoded))) => {
                 if access.is_limited() {
-                    let admitted = PatientCareState::decode(encoded.as_slice())
+                    // Only what the limit reads (the property test of
+                    // decode_for_membership covers `Limit::admits`).
+                    let admitted = baton_care::cohort::decode_for_membership(&encoded)
                         .is_ok_and(|state| access.admits(&state));
                     if !admitted {
                         return Err(access.deny(rpc, &patient, &lookup));
@@ -324,8 +326,9 @@ impl QueryService {
     }
 
     /// `ListCohort`, answered with the stored encodings of the members'
-    /// states: they are decoded to be checked against the cohort and the
-    /// caller's limit, never encoded again.
+    /// states: they are decoded, in the fields the checks read, to be
+    /// checked against the cohort and the caller's limit, never encoded
+    /// again.
     pub(crate) async fn list_cohort_response(
         &self,
         access: &Access,

@@ -7,9 +7,10 @@
 //!
 //! Decoding a state (a few kilobytes of nested messages) and encoding it
 //! again was most of the CPU a `GetCareState` cost; the hot read does
-//! neither now. A `ListCohort` page still decodes each candidate, to check
-//! it against the cohort and the caller's limit, but no longer encodes it:
-//! for a page of 1000 that was as long as the store's scan.
+//! neither now. A `ListCohort` page still decodes each candidate, in the
+//! fields the checks read only, to check it against the cohort and the
+//! caller's limit, but no longer encodes it: for a page of 1000 that was as
+//! long as the store's scan.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
