@@ -7,31 +7,25 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use baton_log::EventLog;
 use baton_log::kafka::{KafkaConfig, KafkaLog};
 use baton_log::testkit::TestBroker;
 use baton_log::topics::Topics;
-use baton_log::{ConsistencyToken, EventLog};
-use baton_projector::{Projector, ProjectorConfig};
-use baton_proto::events::v1::CareEvent;
-use baton_proto::ingest::v1::PublishRequest;
-use baton_proto::ingest::v1::care_event_ingest_client::CareEventIngestClient;
-use baton_proto::query::v1::care_state_query_client::CareStateQueryClient;
-use baton_proto::query::v1::patient_ref::Ref;
-use baton_proto::query::v1::{GetCareStateRequest, PatientRef};
-use baton_store::changelog::ChangelogEntry;
-use baton_store::{Store, StoreConfig};
+use baton_store::Store;
+use support::stream::{
+    applied_everything, assert_changelog_never_went_backwards, clean_rebuild, publish_all,
+    stopped_and_caught_up, wait_for_token,
+};
 use support::{Service, free_address};
 
 const PARTITIONS: u32 = 4;
 const EVENTS: usize = 100_000;
-const BATCH: usize = 500;
-/// Pause between batches, so the stream lasts long enough to kill the
-/// projector many times in the middle of it.
+/// Pause between batches of 500, so the stream lasts long enough to kill
+/// the projector many times in the middle of it.
 const PACE: Duration = Duration::from_millis(40);
 const MIN_KILLS: usize = 5;
 
@@ -53,134 +47,6 @@ fn service(
         args.extend(["--listen".to_owned(), address.to_string()]);
     }
     Service::start(name, args, address)
-}
-
-/// Publishes every event through the ingest API, a batch at a time,
-/// retrying a batch the log could not take (re-sending is safe: events are
-/// deduplicated by id). Returns the merged consistency token.
-async fn publish_all(ingest: String, events: Vec<CareEvent>) -> ConsistencyToken {
-    let mut client = CareEventIngestClient::connect(ingest)
-        .await
-        .expect("connect to ingest");
-    let mut token = ConsistencyToken::empty();
-    for batch in events.chunks(BATCH) {
-        loop {
-            let request = PublishRequest {
-                events: batch.to_vec(),
-                validate_only: false,
-            };
-            match client.publish(request).await {
-                Ok(response) => {
-                    let published = response.into_inner().consistency_token;
-                    token.merge(&published.parse().expect("a token"));
-                    break;
-                }
-                Err(status) if status.code() == tonic::Code::Unavailable => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(status) => panic!("publish refused: {status:?}"),
-            }
-        }
-        tokio::time::sleep(PACE).await;
-    }
-    token
-}
-
-/// Waits until the query replica has applied `token` (the projector folded
-/// every event published, and its progress reached the replica).
-async fn wait_for_token(query: String, patient: &str, token: &ConsistencyToken) {
-    let mut client = CareStateQueryClient::connect(query)
-        .await
-        .expect("connect to query");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let request = GetCareStateRequest {
-            patient: Some(PatientRef {
-                r#ref: Some(Ref::PatientKey(patient.to_owned())),
-            }),
-            consistency_token: token.to_string(),
-        };
-        match client.get_care_state(request).await {
-            Ok(_) => return,
-            Err(status) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the replica never reached the token: {status:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Stops `service`, then opens its store; if `caught_up` says the store is
-/// behind the log, starts the service again for a while and retries.
-async fn stopped_and_caught_up(
-    service: &mut Service,
-    store_path: &Path,
-    caught_up: impl AsyncFn(&Store) -> bool,
-) -> Store {
-    for _ in 0..30 {
-        service.stop();
-        let store = Store::open(store_path, &StoreConfig::default()).expect("open the store");
-        if caught_up(&store).await {
-            return store;
-        }
-        drop(store);
-        service.restart();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    panic!("{} never caught up with the log", store_path.display());
-}
-
-fn applied_everything(store: &Store, topic: &str, ends: &[u64]) -> bool {
-    let applied = store.applied(topic).expect("applied positions");
-    ends.iter()
-        .enumerate()
-        .all(|(partition, &end)| applied.get(&(partition as u32)).copied().unwrap_or(0) >= end)
-}
-
-/// Every state record of the changelog, per patient, in log order: the
-/// versions must never decrease.
-async fn assert_changelog_never_went_backwards(log: &KafkaLog, topic: &str) -> usize {
-    let ends = log.end_offsets(topic).await.expect("end offsets");
-    let from = (0..ends.len() as u32)
-        .map(|partition| (partition, 0))
-        .collect();
-    let mut reader = log.reader(topic, from).await.expect("reader");
-    let mut latest: HashMap<String, u64> = HashMap::new();
-    let mut repeats = 0;
-    loop {
-        let positions = reader.positions();
-        if ends
-            .iter()
-            .enumerate()
-            .all(|(partition, &end)| positions[&(partition as u32)] >= end)
-        {
-            break;
-        }
-        for record in reader
-            .next_batch(10_000, Duration::from_secs(1))
-            .await
-            .expect("read the changelog")
-        {
-            let Ok(ChangelogEntry::State(state)) = ChangelogEntry::decode(&record) else {
-                continue;
-            };
-            let previous = latest.insert(state.patient_key.clone(), state.version);
-            if let Some(previous) = previous {
-                assert!(
-                    state.version >= previous,
-                    "the changelog went backwards for {} at {}: version {} after {previous}",
-                    state.patient_key,
-                    record.position(),
-                    state.version
-                );
-                repeats += usize::from(state.version == previous);
-            }
-        }
-    }
-    repeats
 }
 
 #[test]
@@ -205,6 +71,7 @@ fn killing_the_projector_again_and_again_neither_loses_nor_repeats_an_event() {
     let publishing = runtime.spawn(publish_all(
         format!("http://{ingest_address}"),
         events.clone(),
+        PACE,
     ));
 
     // SIGKILL the projector at irregular moments while the stream flows.
@@ -248,19 +115,7 @@ fn killing_the_projector_again_and_again_neither_loses_nor_repeats_an_event() {
         ingest.stop();
 
         // A clean rebuild from the same log, in this process.
-        let rebuilt = Store::temporary().expect("store");
-        let mut rebuild = Projector::start(
-            Arc::new(log.clone()) as Arc<dyn EventLog>,
-            rebuilt.clone(),
-            ProjectorConfig {
-                publish_states: false,
-                ..ProjectorConfig::default()
-            },
-            topics.clone(),
-        )
-        .await
-        .expect("rebuild projector");
-        let stats = rebuild.catch_up().await.expect("rebuild");
+        let (rebuilt, stats) = clean_rebuild(&log, &topics).await;
         assert_eq!(stats.dead_letters, 0, "the synthetic feed is all valid");
         assert_eq!(
             stats.applied as usize,

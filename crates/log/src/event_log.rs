@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{NewRecord, Position, Record, Result, TopicSpec};
+use crate::group::{GroupSettings, Membership};
+use crate::{LogError, NewRecord, Position, Record, Result, TopicSpec};
 
 /// The records of an [`EventLog::enqueue_append`] being written: resolves
 /// as [`EventLog::append`] would, with one position per record.
@@ -102,6 +103,21 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
         let _ = (group, topic);
         Ok(None)
     }
+
+    /// Joins the consumer group `settings.group` sharing `topic`'s
+    /// partitions with the other processes that join it (see
+    /// [`crate::group`]). A backend without consumer groups (the embedded
+    /// log, which one process owns whole) refuses.
+    async fn join_group(&self, topic: &str, settings: &GroupSettings) -> Result<Membership> {
+        let _ = topic;
+        Err(LogError::InvalidConfig {
+            key: "instance_id".into(),
+            reason: format!(
+                "{:?} asks to join consumer group {:?}, but this log has no consumer groups: one process owns every partition; leave instance_id empty",
+                settings.instance_id, settings.group
+            ),
+        })
+    }
 }
 
 /// What [`EventLog::commit_group_offsets`] did.
@@ -171,6 +187,10 @@ impl<T: EventLog + ?Sized> EventLog for Arc<T> {
     async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {
         (**self).group_offsets(group, topic).await
     }
+
+    async fn join_group(&self, topic: &str, settings: &GroupSettings) -> Result<Membership> {
+        (**self).join_group(topic, settings).await
+    }
 }
 
 #[async_trait]
@@ -218,6 +238,10 @@ impl<T: EventLog + ?Sized> EventLog for Box<T> {
 
     async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {
         (**self).group_offsets(group, topic).await
+    }
+
+    async fn join_group(&self, topic: &str, settings: &GroupSettings) -> Result<Membership> {
+        (**self).join_group(topic, settings).await
     }
 }
 

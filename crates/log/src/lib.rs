@@ -54,6 +54,7 @@ mod blocking;
 pub mod embedded;
 mod error;
 mod event_log;
+pub mod group;
 pub mod kafka;
 pub mod lag;
 mod partitioner;

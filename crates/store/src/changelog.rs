@@ -31,6 +31,11 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// the old one: readers compare (generation, version), not the version
 /// alone. See [`generation_of`].
 pub const GENERATION_HEADER: &str = "baton-generation";
+/// Header of a state record holding the id of every event applied to the
+/// state (16 bytes each, in id order): the duplicate ledger a projector
+/// restoring the partition from the changelog needs, so an event applied
+/// before the restore stays a no-op after it. Query replicas ignore it.
+pub const APPLIED_IDS_HEADER: &str = "baton-applied-ids";
 /// Keys of progress records start with this; patient keys never do.
 pub const PROGRESS_KEY_PREFIX: &str = "progress/";
 
@@ -79,10 +84,22 @@ pub fn generation_of(record: &Record) -> u64 {
 /// The record saying every event of `partition` of `events_topic` below
 /// `next_offset` is in the states published before it.
 pub fn progress_record(events_topic: &str, partition: u32, next_offset: u64) -> NewRecord {
+    progress_record_of(events_topic, partition, next_offset, "")
+}
+
+/// [`progress_record`] naming `owner`, the instance id of the projector of
+/// a group that published it (empty for a projector on its own).
+pub fn progress_record_of(
+    events_topic: &str,
+    partition: u32,
+    next_offset: u64,
+    owner: &str,
+) -> NewRecord {
     let progress = ProjectionProgress {
         events_topic: events_topic.to_owned(),
         partition,
         next_offset,
+        owner: owner.to_owned(),
     };
     NewRecord::new(
         progress_key(events_topic, partition),
@@ -95,6 +112,35 @@ pub fn progress_record(events_topic: &str, partition: u32, next_offset: u64) -> 
 /// `progress/<events topic>/<partition>`.
 pub fn progress_key(events_topic: &str, partition: u32) -> String {
     format!("{PROGRESS_KEY_PREFIX}{events_topic}/{partition}")
+}
+
+/// The value of an [`APPLIED_IDS_HEADER`].
+pub fn encode_applied_ids(ids: &[baton_care::EventId]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(ids.len() * 16);
+    for id in ids {
+        value.extend_from_slice(&id.to_bytes());
+    }
+    value
+}
+
+/// The event ids in `record`'s [`APPLIED_IDS_HEADER`]; `None` when it has
+/// none (a record published before the header existed).
+pub fn applied_ids_of(record: &Record) -> Option<Result<Vec<baton_care::EventId>, String>> {
+    record.header(APPLIED_IDS_HEADER).map(decode_applied_ids)
+}
+
+/// The event ids of an [`APPLIED_IDS_HEADER`]'s value.
+pub fn decode_applied_ids(value: &[u8]) -> Result<Vec<baton_care::EventId>, String> {
+    if !value.len().is_multiple_of(16) {
+        return Err(format!(
+            "header {APPLIED_IDS_HEADER} is {} bytes: expected event ids of 16 bytes each",
+            value.len()
+        ));
+    }
+    Ok(value
+        .chunks_exact(16)
+        .map(|chunk| baton_care::EventId::from_bytes(chunk.try_into().expect("chunks of 16")))
+        .collect())
 }
 
 /// A changelog record, decoded.
@@ -189,7 +235,42 @@ mod tests {
                 events_topic: "baton.care-events.v1".into(),
                 partition: 3,
                 next_offset: 120,
+                owner: String::new(),
             })
+        );
+        let record = read(progress_record_of(
+            "baton.care-events.v1",
+            3,
+            121,
+            "projector-2",
+        ));
+        let ChangelogEntry::Progress(progress) = ChangelogEntry::decode(&record).unwrap() else {
+            panic!("a progress record");
+        };
+        assert_eq!(
+            (progress.next_offset, progress.owner.as_str()),
+            (121, "projector-2")
+        );
+    }
+
+    #[test]
+    fn applied_ids_travel_in_a_header_of_the_state_record() {
+        let ids: Vec<baton_care::EventId> = (1..=3u128)
+            .map(|n| baton_care::EventId::from_bytes(n.to_be_bytes()))
+            .collect();
+        let state = PatientCareState {
+            patient_key: "9434765919".into(),
+            ..Default::default()
+        };
+        let record = read(
+            state_record(&state, 0, None).with_header(APPLIED_IDS_HEADER, encode_applied_ids(&ids)),
+        );
+        assert_eq!(applied_ids_of(&record), Some(Ok(ids)));
+        assert_eq!(applied_ids_of(&read(state_record(&state, 0, None))), None);
+        let error = decode_applied_ids(&[0; 17]).unwrap_err();
+        assert!(
+            error.contains("17 bytes") && error.contains(APPLIED_IDS_HEADER),
+            "{error}"
         );
     }
 

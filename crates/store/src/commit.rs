@@ -170,6 +170,30 @@ impl Commit {
 
     /// Neither states, applied ids, timeline records nor positions: committing it
     /// changes nothing.
+    /// Keeps only what belongs to the partitions `keep` says yes to (a
+    /// state's partition is `partition_of` its patient key), and says how
+    /// many states it dropped: a projector of a group does not commit for
+    /// a partition it no longer owns.
+    pub fn retain_partitions(
+        &mut self,
+        keep: impl Fn(u32) -> bool,
+        partition_of: impl Fn(&str) -> u32,
+    ) -> usize {
+        let before = self.states.len();
+        self.states
+            .retain(|state| keep(partition_of(&state.patient_key)));
+        self.applied.retain(|(key, _)| keep(partition_of(key)));
+        self.state_generations
+            .retain(|key, _| keep(partition_of(key)));
+        self.timeline.retain(|record| keep(record.partition));
+        self.positions.retain(|&partition, _| keep(partition));
+        let dropped = before - self.states.len();
+        if dropped > 0 {
+            self.encoded = EncodedOnce::default();
+        }
+        dropped
+    }
+
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
             && self.applied.is_empty()

@@ -1,10 +1,13 @@
 //! `kafka-catch-up`: a fresh projector folding a prepared events topic from
 //! offset 0, through Kafka.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use baton_ingest::{Ingest, IngestConfig};
+use baton_log::EventLog;
+use baton_log::topics::Topics;
 use baton_projector::{Projector, ProjectorConfig};
 use baton_proto::events::v1::CareEvent;
 use baton_store::{Store, StoreConfig};
@@ -80,54 +83,7 @@ pub(crate) async fn kafka_catch_up(args: CatchUpArgs) -> anyhow::Result<()> {
     );
 
     let log = broker.connect().await?;
-    let writer = Ingest::start(
-        log.clone(),
-        IngestConfig {
-            max_batch_events: WRITE_CHUNK,
-            ..IngestConfig::default()
-        },
-        &topics,
-    )
-    .await
-    .context("preparing the topics")?;
-    let config = baton_synth::population_for_events(args.events, args.seed);
-    let patients = config.patients;
-    let (chunks, mut generated) = mpsc::channel::<Vec<CareEvent>>(CHUNKS_AHEAD);
-    let generator = tokio::task::spawn_blocking(move || {
-        let mut population = baton_synth::Population::new(config);
-        loop {
-            let chunk: Vec<CareEvent> = population.by_ref().take(WRITE_CHUNK).collect();
-            if chunk.is_empty() || chunks.blocking_send(chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let progress = ProgressBar::new(args.events as u64);
-    let started = Instant::now();
-    let mut waiting_for_generator = Duration::ZERO;
-    let mut written = 0;
-    loop {
-        let waiting = Instant::now();
-        let Some(chunk) = generated.recv().await else {
-            break;
-        };
-        waiting_for_generator += waiting.elapsed();
-        written += chunk.len();
-        writer
-            .publish(chunk, false, None)
-            .await
-            .with_context(|| format!("appending events {written} onwards to {}", topics.events))?;
-        progress.set_position(written as u64);
-    }
-    generator.await?;
-    log.flush().await?;
-    let producing = started.elapsed();
-    progress.finish_and_clear();
-    let records: u64 = log.end_offsets(&topics.events).await?.iter().sum();
-    println!(
-        "produced    {written:>9} events about {patients} patients as {records} records in {producing:.2?}: {} (of which {waiting_for_generator:.2?} waiting for the generator)",
-        rate(written, producing)
-    );
+    write_events(&log, &topics, args.events, args.seed).await?;
 
     let work = tempfile::tempdir()?;
     let store = Store::open(work.path().join("store"), &StoreConfig::default())
@@ -186,6 +142,67 @@ pub(crate) async fn kafka_catch_up(args: CatchUpArgs) -> anyhow::Result<()> {
     );
     println!(
         "budget: none for Kafka catch-up; the rebuild from the embedded log must reach ≥ 500k events/s"
+    );
+    Ok(())
+}
+
+/// Writes about `events` synthetic events of population `seed` to
+/// `topics.events`, in appends of 10,000 encoded as the ingest API writes
+/// them, printing the produce rate.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn write_events(
+    log: &Arc<dyn EventLog>,
+    topics: &Topics,
+    events: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let writer = Ingest::start(
+        log.clone(),
+        IngestConfig {
+            max_batch_events: WRITE_CHUNK,
+            ..IngestConfig::default()
+        },
+        topics,
+    )
+    .await
+    .context("preparing the topics")?;
+    let config = baton_synth::population_for_events(events, seed);
+    let patients = config.patients;
+    let (chunks, mut generated) = mpsc::channel::<Vec<CareEvent>>(CHUNKS_AHEAD);
+    let generator = tokio::task::spawn_blocking(move || {
+        let mut population = baton_synth::Population::new(config);
+        loop {
+            let chunk: Vec<CareEvent> = population.by_ref().take(WRITE_CHUNK).collect();
+            if chunk.is_empty() || chunks.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let progress = ProgressBar::new(events as u64);
+    let started = Instant::now();
+    let mut waiting_for_generator = Duration::ZERO;
+    let mut written = 0;
+    loop {
+        let waiting = Instant::now();
+        let Some(chunk) = generated.recv().await else {
+            break;
+        };
+        waiting_for_generator += waiting.elapsed();
+        written += chunk.len();
+        writer
+            .publish(chunk, false, None)
+            .await
+            .with_context(|| format!("appending events {written} onwards to {}", topics.events))?;
+        progress.set_position(written as u64);
+    }
+    generator.await?;
+    log.flush().await?;
+    let producing = started.elapsed();
+    progress.finish_and_clear();
+    let records: u64 = log.end_offsets(&topics.events).await?.iter().sum();
+    println!(
+        "produced    {written:>9} events about {patients} patients as {records} records in {producing:.2?}: {} (of which {waiting_for_generator:.2?} waiting for the generator)",
+        rate(written, producing)
     );
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! - `kafka-ingest`: sustained ingest throughput through Kafka.
 //! - `kafka-catch-up`: a fresh projector folding a prepared events topic
 //!   from offset 0.
+//! - `kafka-group`: projector groups of 1, 2 and 3 processes catching up,
+//!   and a killed projector's partitions taken over.
 //! - `query`: the query API under load on loopback (GetCareState beside a
 //!   bare tonic service, ListCohort, WatchCohort lag).
 //! - `secure-query`: GetCareState over TLS with a JWT and the audit log on,
@@ -28,7 +30,8 @@
 //! - `rebuild.rs`: `rebuild`.
 //! - `kafka.rs`: the broker, fresh topics and in-process services shared by
 //!   the Kafka benchmarks.
-//! - `latency.rs`, `ingest.rs`, `catch_up.rs`: the Kafka benchmarks.
+//! - `latency.rs`, `ingest.rs`, `catch_up.rs`, `group.rs`: the Kafka
+//!   benchmarks.
 //! - `query.rs`: `query`, with the bare echo service of `proto/echo.proto`.
 //! - `secure.rs`: `secure-query`.
 //! - `mllp.rs`: `mllp`.
@@ -38,6 +41,7 @@
 
 mod catch_up;
 mod figures;
+mod group;
 mod history;
 mod ingest;
 mod kafka;
@@ -72,6 +76,7 @@ enum Command {
     KafkaLatency(latency::LatencyArgs),
     KafkaIngest(ingest::IngestArgs),
     KafkaCatchUp(catch_up::CatchUpArgs),
+    KafkaGroup(group::GroupArgs),
     Query(query::QueryArgs),
     SecureQuery(secure::SecureArgs),
     Mllp(mllp::MllpArgs),
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Command::KafkaLatency(args) => latency::kafka_latency(args).await,
         Command::KafkaIngest(args) => ingest::kafka_ingest(args).await,
         Command::KafkaCatchUp(args) => catch_up::kafka_catch_up(args).await,
+        Command::KafkaGroup(args) => group::kafka_group(args).await,
         Command::Query(args) => query::query(args).await,
         Command::SecureQuery(args) => secure::secure_query(args).await,
         Command::Mllp(args) => mllp::mllp(args).await,

@@ -475,7 +475,22 @@ fn render_lag(measured: &[(String, GetPositionsResponse)]) -> String {
         return String::new();
     };
     let mut text = format!("{}\n", first.events_topic);
+    // In a projector group: who owns each partition, as the first answer
+    // naming one says (a projector names itself for its own).
+    let owner_of = |index: usize| -> Option<&str> {
+        let named = |p: &baton_proto::admin::v1::PartitionPosition| !p.owner.is_empty();
+        measured
+            .iter()
+            .filter_map(|(_, positions)| positions.partitions.get(index))
+            .filter(|p| named(p))
+            .max_by_key(|p| p.owned_here)
+            .map(|p| p.owner.as_str())
+    };
+    let grouped = (0..first.partitions.len()).any(|index| owner_of(index).is_some());
     let _ = write!(text, "  {:>9}  {:>10}", "partition", "log end");
+    if grouped {
+        let _ = write!(text, "  {:>20}", "owner");
+    }
     for (address, positions) in measured {
         let _ = write!(
             text,
@@ -490,6 +505,9 @@ fn render_lag(measured: &[(String, GetPositionsResponse)]) -> String {
             "  {:>9}  {:>10}",
             partition.partition, partition.end_offset
         );
+        if grouped {
+            let _ = write!(text, "  {:>20}", owner_of(index).unwrap_or("-"));
+        }
         for (_, positions) in measured {
             let cell = positions.partitions.get(index).map_or_else(
                 || "-".to_owned(),

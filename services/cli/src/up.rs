@@ -378,7 +378,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         services.spawn(async move {
-            baton_projector::run_with_admin(projector, admin, stop.cancelled_owned())
+            baton_projector::run_with_admin(projector, None, admin, stop.cancelled_owned())
                 .await
                 .map(drop)
                 .context("projector")

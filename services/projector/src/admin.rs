@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use baton_log::group::Ownership;
 use baton_log::topics::Topics;
 use baton_log::{EventLog, LogError};
 use baton_proto::admin::v1::operations_server::{Operations, OperationsServer};
@@ -49,6 +50,8 @@ pub struct AdminService {
     projector: Option<ProjectorOperations>,
     /// The audit log and its topic, for `ListAuditRecords`.
     audit: Option<(Arc<dyn EventLog>, String)>,
+    /// In a projector group: the partitions this projector owns.
+    ownership: Option<Arc<Ownership>>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +79,7 @@ impl AdminService {
                 dead_letters,
             }),
             audit: None,
+            ownership: None,
         }
     }
 
@@ -88,6 +92,7 @@ impl AdminService {
             topics,
             projector: None,
             audit: None,
+            ownership: None,
         }
     }
 
@@ -96,6 +101,14 @@ impl AdminService {
     /// log).
     pub fn with_audit_log(mut self, log: Arc<dyn EventLog>, topic: impl Into<String>) -> Self {
         self.audit = Some((log, topic.into()));
+        self
+    }
+
+    /// Answering `GetPositions` as a projector of a group owning what
+    /// `ownership` holds: its own partitions from its store, the others as
+    /// the changelog's latest progress records say.
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
+        self.ownership = Some(ownership);
         self
     }
 
@@ -146,11 +159,53 @@ impl Operations for AdminService {
         _request: Request<GetPositionsRequest>,
     ) -> Result<Response<GetPositionsResponse>, Status> {
         let topic = self.topics.events.clone();
-        let applied = self.blocking(move |store| store.applied(&topic)).await?;
+        let mut applied = self.blocking(move |store| store.applied(&topic)).await?;
         let now = SystemTime::now();
-        let partitions = measure_lag(&*self.log, &self.topics.events, &applied, now)
+        let mut owners = BTreeMap::new();
+        let partitions = if self.role == Role::Replica || self.ownership.is_some() {
+            self.log
+                .partition_count(&self.topics.events)
+                .await
+                .map_err(|error| status_of(&ProjectorError::Log(error)))?
+        } else {
+            0
+        };
+        if self.role == Role::Replica {
+            // Who publishes each partition, as its latest progress says.
+            for partition in 0..partitions {
+                let progress = crate::restore::latest_progress(&self.log, &self.topics, partition)
+                    .await
+                    .map_err(|error| status_of(&error))?;
+                owners.insert(
+                    partition,
+                    (progress.map(|p| p.owner).unwrap_or_default(), false),
+                );
+            }
+        } else if let Some(ownership) = &self.ownership {
+            for partition in 0..partitions {
+                if ownership.owns(partition) {
+                    owners.insert(partition, (ownership.member().to_owned(), true));
+                    continue;
+                }
+                // Another projector's: as far as its latest progress says.
+                let progress = crate::restore::latest_progress(&self.log, &self.topics, partition)
+                    .await
+                    .map_err(|error| status_of(&error))?;
+                let (owner, next_offset) =
+                    progress.map_or((String::new(), 0), |p| (p.owner, p.next_offset));
+                applied.insert(partition, next_offset);
+                owners.insert(partition, (owner, false));
+            }
+        }
+        let mut partitions = measure_lag(&*self.log, &self.topics.events, &applied, now)
             .await
             .map_err(|error| status_of(&ProjectorError::Log(error)))?;
+        for position in &mut partitions {
+            if let Some((owner, owned_here)) = owners.remove(&position.partition) {
+                position.owner = owner;
+                position.owned_here = owned_here;
+            }
+        }
         Ok(Response::new(GetPositionsResponse {
             role: self.role.into(),
             events_topic: self.topics.events.clone(),
@@ -484,6 +539,8 @@ async fn measure_lag(
             applied,
             lag_events,
             lag_seconds,
+            owner: String::new(),
+            owned_here: true,
         });
     }
     Ok(positions)

@@ -43,6 +43,7 @@ pub mod dead_letters;
 pub mod metrics;
 mod publish;
 pub mod replay;
+mod restore;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,7 +52,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use baton_care::AppliedIds;
+use baton_care::{AppliedEvents, AppliedIds};
+use baton_log::group::{GroupChange, GroupSettings, Membership, Ownership};
 use baton_log::topics::Topics;
 use baton_log::{EventLog, LogError, LogReader, NewRecord};
 use baton_proto::state::v1::PatientCareState;
@@ -98,6 +100,21 @@ pub struct ProjectorConfig {
     /// How often the lag and store metrics are measured and the consumer
     /// group committed.
     pub monitor_interval_ms: u64,
+    /// Joins the projector group under this static identity (e.g. the pod
+    /// name): projectors with the same `consumer_group` share the events
+    /// topic's partitions, each restoring a partition it is given from the
+    /// changelog. Empty: this projector reads every partition on its own.
+    /// Kafka only.
+    pub instance_id: String,
+    /// In a group: how long the group waits for a silent projector before
+    /// giving its partitions to the others (Kafka brokers accept 6,000 to
+    /// 300,000 by default).
+    pub session_timeout_ms: u64,
+    /// In a group: join as a static member (`group.instance.id` =
+    /// `instance_id`), so a projector restarted within the session timeout
+    /// gets its partitions back without a rebalance. Off for a broker whose
+    /// static membership is unreliable (see docs/decisions.md).
+    pub static_membership: bool,
     /// TLS of every listener of this service (gRPC, admin, MLLP, metrics):
     /// `cert` and `key` PEM files, `client_ca` to require client
     /// certificates, `handshake_timeout_ms`. Files are re-read when they
@@ -128,6 +145,9 @@ impl Default for ProjectorConfig {
             metrics_listen: Listen::loopback(metrics::DEFAULT_METRICS_PORT),
             consumer_group: "baton-projector".to_owned(),
             monitor_interval_ms: 5_000,
+            instance_id: String::new(),
+            session_timeout_ms: 10_000,
+            static_membership: true,
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),
             jwt: baton_tls::JwtConfig::default(),
@@ -158,6 +178,27 @@ impl ProjectorConfig {
                 "monitor_interval_ms: {} is too often: expected at least 100 (milliseconds)",
                 self.monitor_interval_ms
             ));
+        }
+        if !self.instance_id.is_empty() {
+            if self.consumer_group.trim().is_empty() {
+                return Err(
+                    "consumer_group: a projector of a group (instance_id set) needs the group's name, e.g. \"baton-projector\"".into(),
+                );
+            }
+            if self.instance_id.trim() != self.instance_id
+                || self.instance_id.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "instance_id: {:?} has spaces or control characters at its ends or within: expected a name such as a pod name, e.g. \"baton-projector-0\"",
+                    self.instance_id
+                ));
+            }
+            if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+                return Err(format!(
+                    "session_timeout_ms: {} is out of range: expected 1000 to 3600000 (milliseconds; brokers allow 6000 to 300000 by default)",
+                    self.session_timeout_ms
+                ));
+            }
         }
         self.tls.validate().map_err(|error| error.to_string())?;
         if !self.clients.is_empty() && !self.tls.is_mutual() && !self.jwt.is_on() {
@@ -235,6 +276,8 @@ pub struct Projector {
     rebuild: bool,
     /// Records read so far, for whoever shows progress.
     records_read: Arc<AtomicU64>,
+    /// In a group, the partitions this projector owns; `None` on its own.
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl Projector {
@@ -257,7 +300,12 @@ impl Projector {
             events_partitions,
             config.publish_states,
         );
-        publisher.republish_unpublished().await?;
+        // In a group, what this store committed and may not have published
+        // is published when (and if) its partition comes back: see
+        // `restore`. Another projector may own it now.
+        if config.instance_id.is_empty() {
+            publisher.republish_unpublished().await?;
+        }
         Ok(Self {
             log,
             store,
@@ -269,6 +317,7 @@ impl Projector {
             stats: ProjectorStats::default(),
             rebuild: false,
             records_read: Arc::new(AtomicU64::new(0)),
+            ownership: None,
         })
     }
 
@@ -309,13 +358,122 @@ impl Projector {
         }
     }
 
-    /// Where reading resumes: the committed next offset of every partition.
+    /// Where reading resumes: the committed next offset of every partition
+    /// this projector owns (every partition, on its own).
     async fn resume_positions(&self) -> Result<BTreeMap<u32, u64>> {
         let partitions = self.log.partition_count(&self.topics.events).await?;
         let applied = self.store.applied(&self.topics.events)?;
+        let owned = self.ownership.as_ref().map(|ownership| ownership.owned());
         Ok((0..partitions)
+            .filter(|p| owned.as_ref().is_none_or(|owned| owned.contains(p)))
             .map(|p| (p, applied.get(&p).copied().unwrap_or(0)))
             .collect())
+    }
+
+    /// A reader of the partitions this projector owns, from the store's
+    /// positions; `None` when it owns none.
+    async fn owned_reader(&self) -> Result<Option<Box<dyn LogReader>>> {
+        let from = self.resume_positions().await?;
+        if from.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.log.reader(&self.topics.events, from).await?))
+    }
+
+    /// The settings this projector joins its group with, when in one.
+    pub fn group_settings(&self) -> Option<GroupSettings> {
+        (!self.config.instance_id.is_empty()).then(|| GroupSettings {
+            group: self.config.consumer_group.trim().to_owned(),
+            instance_id: self.config.instance_id.clone(),
+            session_timeout_ms: self.config.session_timeout_ms,
+            static_membership: self.config.static_membership,
+        })
+    }
+
+    /// Projects the partitions the group gives this projector until
+    /// `shutdown`: each partition it is given is first restored from the
+    /// changelog ([`restore`]), each it must give back is finished and
+    /// committed first, and nothing is committed or published for a
+    /// partition it no longer owns.
+    pub async fn run_in_group(
+        &mut self,
+        membership: Membership,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ProjectorStats> {
+        self.finish_publishing().await?;
+        let ownership = membership.ownership();
+        self.publisher.share(Arc::clone(&ownership));
+        self.ownership = Some(ownership);
+        self.run_owning(Some(membership), shutdown).await
+    }
+
+    /// Handles a change of the partitions this projector owns; returns the
+    /// reader of those it owns after it.
+    async fn change_partitions(
+        &mut self,
+        change: GroupChange,
+        membership: &Membership,
+    ) -> Result<Option<Box<dyn LogReader>>> {
+        // Whatever the change, the batches in flight land first (a lost
+        // partition's are dropped at their commit), and the cache goes: it
+        // may hold states of partitions that change hands.
+        self.finish_publishing().await?;
+        self.forget_cached();
+        let ownership = membership.ownership();
+        match change {
+            GroupChange::Assigned(partitions) => {
+                let owner = ownership.member().to_owned();
+                for &partition in &partitions {
+                    restore::take_over(&self.log, &self.store, &self.topics, partition, &owner)
+                        .await?;
+                }
+                metrics::record_group_change("assigned", ownership.owned().len());
+                ownership.assignment_handled();
+                self.owned_reader().await
+            }
+            GroupChange::Revoked {
+                partitions,
+                release,
+            } => {
+                let applied = self.store.applied(&self.topics.events)?;
+                let positions: BTreeMap<u32, u64> = partitions
+                    .iter()
+                    .filter_map(|p| applied.get(p).map(|&offset| (*p, offset)))
+                    .collect();
+                // For monitoring only: a failure changes nothing.
+                if let Err(error) = membership.committer().commit_offsets(&positions).await {
+                    tracing::debug!(%error, "cannot commit the revoked partitions' positions");
+                }
+                let reader = {
+                    let from: BTreeMap<u32, u64> = self
+                        .resume_positions()
+                        .await?
+                        .into_iter()
+                        .filter(|(p, _)| !partitions.contains(p))
+                        .collect();
+                    if from.is_empty() {
+                        None
+                    } else {
+                        Some(self.log.reader(&self.topics.events, from).await?)
+                    }
+                };
+                tracing::info!(?partitions, "revoked partitions finished and committed");
+                release.done();
+                metrics::record_group_change(
+                    "revoked",
+                    ownership.owned().len().saturating_sub(partitions.len()),
+                );
+                Ok(reader)
+            }
+            GroupChange::Lost(partitions) => {
+                tracing::warn!(
+                    ?partitions,
+                    "partitions lost to the group: reading on without them"
+                );
+                metrics::record_group_change("lost", ownership.owned().len());
+                self.owned_reader().await
+            }
+        }
     }
 
     /// Projects until `shutdown` completes; the batch in hand is finished
@@ -325,11 +483,29 @@ impl Projector {
     /// finishes its commit, waits while the swap is made, then resumes
     /// from the positions of the generation swapped in.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<ProjectorStats> {
+        self.run_owning(None, shutdown).await
+    }
+
+    /// [`Projector::run`] over the partitions this projector owns: every
+    /// one on its own (`membership` is `None`), else those its group gives.
+    async fn run_owning(
+        &mut self,
+        mut membership: Option<Membership>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ProjectorStats> {
         let mut permit = Some(self.store.writer_permit().await);
         let mut generation = self.store.generation();
-        let from = self.resume_positions().await?;
-        tracing::info!(topic = %self.topics.events, ?from, generation, "projector resuming");
-        let mut reader = self.log.reader(&self.topics.events, from).await?;
+        let mut reader = match &membership {
+            None => {
+                let from = self.resume_positions().await?;
+                tracing::info!(topic = %self.topics.events, ?from, generation, "projector resuming");
+                Some(self.log.reader(&self.topics.events, from).await?)
+            }
+            Some(_) => {
+                tracing::info!(topic = %self.topics.events, generation, "projector waiting for the group to give it partitions");
+                None
+            }
+        };
         tokio::pin!(shutdown);
         let wait = Duration::from_millis(self.config.poll_wait_ms);
         loop {
@@ -351,12 +527,37 @@ impl Projector {
                         ?from,
                         "projector resuming on the new store generation"
                     );
-                    reader = self.log.reader(&self.topics.events, from).await?;
+                    reader = self.owned_reader().await?;
                 }
             }
-            let records = tokio::select! {
-                () = &mut shutdown => break,
-                records = reader.next_batch(self.config.batch_max_records, wait) => records?,
+            let step = {
+                let max = self.config.batch_max_records;
+                let next = async {
+                    match reader.as_mut() {
+                        Some(reader) => reader.next_batch(max, wait).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let change = async {
+                    match membership.as_mut() {
+                        Some(membership) => membership.next_change().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = &mut shutdown => Step::Stop,
+                    change = change => Step::Change(change?),
+                    records = next => Step::Records(records?),
+                }
+            };
+            let records = match step {
+                Step::Stop => break,
+                Step::Change(change) => {
+                    let membership = membership.as_ref().expect("a change comes from a group");
+                    reader = self.change_partitions(change, membership).await?;
+                    continue;
+                }
+                Step::Records(records) => records,
             };
             if !records.is_empty() {
                 self.project(records).await?;
@@ -416,15 +617,36 @@ impl Projector {
         let store = self.store.clone();
         let mut cache = std::mem::take(&mut self.cache);
         let mut applied = std::mem::take(&mut self.cached_applied);
+        let publish = self.config.publish_states;
         let (outcome, cache, applied) = tokio::task::spawn_blocking(move || {
             let outcome = fold_batch(&records, &mut cache, &mut applied, &mut StoreSource(&store));
-            (outcome.map(|o| (o, records.len())), cache, applied)
+            // Each published state carries every id applied to it, for a
+            // projector that restores it from the changelog.
+            let outcome = outcome.map(|outcome| {
+                let ledgers: HashMap<String, Vec<u8>> = if publish {
+                    outcome
+                        .states
+                        .keys()
+                        .map(|key| {
+                            let ids = applied.of_patient(key);
+                            (
+                                key.clone(),
+                                baton_store::changelog::encode_applied_ids(&ids),
+                            )
+                        })
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
+                (outcome, ledgers, records.len())
+            });
+            (outcome, cache, applied)
         })
         .await?;
         self.cache = cache;
         self.cached_applied = applied;
         let folded = started.elapsed();
-        let (outcome, records) = match outcome {
+        let (outcome, ledgers, records) = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
                 // The cache may hold changes that were never committed.
@@ -494,7 +716,7 @@ impl Projector {
         commit.publish = self.config.publish_states;
         // The previous commit must land before this one starts.
         let waiting = Instant::now();
-        let handed_over = self.publisher.start(commit, traces).await;
+        let handed_over = self.publisher.start(commit, traces, ledgers).await;
         self.waited(waiting, handed_over)?;
         if self.cache.len() > self.config.state_cache_entries
             || self.cached_applied.len() > MAX_CACHED_APPLIED_IDS
@@ -560,6 +782,13 @@ impl Projector {
     }
 }
 
+/// What the run loop does next.
+enum Step {
+    Stop,
+    Change(GroupChange),
+    Records(Vec<baton_log::Record>),
+}
+
 struct StoreSource<'a>(&'a Store);
 
 impl StateSource for StoreSource<'_> {
@@ -580,10 +809,11 @@ pub async fn run(
     projector.run(shutdown).await
 }
 
-/// Runs `projector` and, when given, serves its admin API, until
-/// `shutdown`; both stop together.
+/// Runs `projector` (in its group when `membership` is given) and, when
+/// given, serves its admin API, until `shutdown`; both stop together.
 pub async fn run_with_admin(
     mut projector: Projector,
+    membership: Option<Membership>,
     admin: Option<(AdminService, baton_tls::TlsListener)>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ProjectorStats> {
@@ -595,12 +825,14 @@ pub async fn run_with_admin(
             stop.clone().cancelled_owned(),
         ))
     });
-    let projected = projector
-        .run(async {
-            shutdown.await;
-            stop.cancel();
-        })
-        .await;
+    let stopping = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    let projected = match membership {
+        Some(membership) => projector.run_in_group(membership, stopping).await,
+        None => projector.run(stopping).await,
+    };
     stop.cancel();
     if let Some(admin) = admin {
         admin.await?.map_err(ProjectorError::Admin)?;

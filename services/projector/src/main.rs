@@ -33,7 +33,14 @@ static ALLOCATOR: baton_alloc::Allocator = baton_alloc::Allocator;
 /// Settings come from, in rising precedence: defaults, the [projector],
 /// [kafka] and [topics] tables of --config, BATON_PROJECTOR__<KEY>,
 /// BATON_KAFKA__<KEY> and BATON_TOPICS__<KEY> environment variables, and
-/// flags. Run one projector per events topic: it reads every partition.
+/// flags.
+///
+/// On its own (no --instance-id) it reads every partition: run one per
+/// events topic. With --instance-id (e.g. the pod name), projectors of the
+/// same consumer_group share the partitions (Kafka consumer group,
+/// cooperative-sticky, static membership): each restores a partition it is
+/// given from the changelog, finishes and commits a partition before giving
+/// it back, and never commits or publishes for one it no longer owns.
 #[derive(Debug, Parser, Serialize)]
 #[command(version)]
 struct Args {
@@ -52,6 +59,26 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<Listen>,
+    /// Join the projector group under this static identity, e.g. the pod
+    /// name (Kafka only) [default: none: read every partition alone]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance_id: Option<String>,
+    /// In a group: how long a silent projector keeps its partitions
+    /// [default: 10000]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_timeout_ms: Option<u64>,
+    /// In a group: join as a static member (group.instance.id), so a
+    /// restart within the session timeout moves no partition [default: true]
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    static_membership: Option<bool>,
+    /// Consumer group of the projector group, and of the positions committed
+    /// for Kafka's lag tools [default: baton-projector]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer_group: Option<String>,
 }
 
 #[tokio::main]
@@ -147,13 +174,24 @@ async fn main() -> anyhow::Result<()> {
             data.dead_letters_start_path(),
         ),
     );
-    let monitor = baton_projector::metrics::spawn_monitor(
+    let membership = match projector.group_settings() {
+        Some(settings) => Some(
+            log.join_group(&backbone.topics.events, &settings)
+                .await
+                .context("cannot join the projector group")?,
+        ),
+        None => None,
+    };
+    let monitor = baton_projector::metrics::spawn_group_monitor(
         log.clone(),
         store.clone(),
         &backbone.topics,
         &config,
         Some(caught_up),
         Arc::new(SystemClock),
+        membership
+            .as_ref()
+            .map(baton_projector::metrics::GroupShare::of),
         stop.clone().cancelled_owned(),
     );
     let admin = AdminService::projector(
@@ -164,15 +202,21 @@ async fn main() -> anyhow::Result<()> {
         dead_letters,
     )
     .with_audit_log(audit_log, config.audit.topic.clone());
+    let admin = match &membership {
+        Some(membership) => admin.with_ownership(membership.ownership()),
+        None => admin,
+    };
     tracing::info!(
         log = %backbone.describe(&data),
         store = %store_path.display(),
         admin = %config.admin_listen,
         metrics = %config.metrics_listen,
+        instance_id = %config.instance_id,
         "projector starting"
     );
     let outcome = baton_projector::run_with_admin(
         projector,
+        membership,
         admin_listener.map(|listener| {
             (
                 admin,

@@ -15,6 +15,17 @@
 //! | `states_published_total` | states published to the changelog |
 //! | `group_commits_total{outcome}` | commits of the monitoring consumer group: `committed` or `failed` |
 //!
+//! In a projector group (`instance_id` set):
+//!
+//! | family | what |
+//! |---|---|
+//! | `owned_partitions` | events partitions this projector owns now |
+//! | `group_changes_total{change}` | changes of its partitions: `assigned`, `revoked` or `lost` |
+//! | `restoring_partitions` | partitions being restored from the changelog now |
+//! | `restore_records_total` | changelog records read while restoring |
+//! | `restores_total{outcome}` | partitions taken over: `restored` (from the changelog), `republished` (the store was ahead: the changelog was given what it lacked) or `current` (the store was up to date) |
+//! | `not_owned_total` | states and records not committed or published because their partition was no longer this projector's |
+//!
 //! The [monitor](spawn_monitor), every `monitor_interval_ms`, measures the
 //! lag with [`baton_log::lag()`] and exports it per partition with the
 //! store's size ([`baton_telemetry::metrics::projection`]), and commits the
@@ -43,6 +54,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use baton_log::group::{CommitOffsets, Membership, Ownership};
 use baton_log::topics::Topics;
 use baton_log::{EventLog, GroupOffsets};
 use baton_runtime::Clock;
@@ -86,6 +98,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ChangeLabels {
+    change: &'static str,
+}
+
 struct ProjectorMetrics {
     records: Counter,
     applied: Counter,
@@ -96,6 +113,12 @@ struct ProjectorMetrics {
     commit_seconds: Histogram,
     published: Counter,
     group_commits: Family<OutcomeLabels, Counter>,
+    owned_partitions: Gauge,
+    group_changes: Family<ChangeLabels, Counter>,
+    restoring: Gauge,
+    restore_records: Counter,
+    restores: Family<OutcomeLabels, Counter>,
+    not_owned: Counter,
     replay_running: Gauge,
     replay_done: Gauge,
     replay_total: Gauge,
@@ -115,6 +138,12 @@ static METRICS: LazyLock<ProjectorMetrics> = LazyLock::new(|| {
         commit_seconds: Histogram::new(BATCH_BUCKETS),
         published: Counter::default(),
         group_commits: Family::default(),
+        owned_partitions: Gauge::default(),
+        group_changes: Family::default(),
+        restoring: Gauge::default(),
+        restore_records: Counter::default(),
+        restores: Family::default(),
+        not_owned: Counter::default(),
         replay_running: Gauge::default(),
         replay_done: Gauge::default(),
         replay_total: Gauge::default(),
@@ -170,6 +199,36 @@ static METRICS: LazyLock<ProjectorMetrics> = LazyLock::new(|| {
             "group_commits",
             "Commits of the applied positions to the monitoring consumer group, by outcome",
             metrics.group_commits.clone(),
+        );
+        registry.register(
+            "owned_partitions",
+            "Events partitions this projector owns (in a projector group)",
+            metrics.owned_partitions.clone(),
+        );
+        registry.register(
+            "group_changes",
+            "Changes of this projector's partitions in its group, by change",
+            metrics.group_changes.clone(),
+        );
+        registry.register(
+            "restoring_partitions",
+            "Partitions being restored from the state changelog now",
+            metrics.restoring.clone(),
+        );
+        registry.register(
+            "restore_records",
+            "State changelog records read while restoring partitions",
+            metrics.restore_records.clone(),
+        );
+        registry.register(
+            "restores",
+            "Partitions taken over, by outcome: restored, republished or current",
+            metrics.restores.clone(),
+        );
+        registry.register(
+            "not_owned",
+            "States and records not committed or published because their partition was no longer this projector's",
+            metrics.not_owned.clone(),
         );
         registry.register(
             "replay_running",
@@ -280,6 +339,43 @@ pub(crate) fn record_commit(took: Duration) {
     METRICS.commit_seconds.observe(took.as_secs_f64());
 }
 
+/// Counts what was not committed or published for want of ownership.
+pub(crate) fn record_not_owned(count: u64) {
+    METRICS.not_owned.inc_by(count);
+}
+
+/// A change of the partitions this projector owns, and how many it owns
+/// after it.
+pub(crate) fn record_group_change(change: &'static str, owned: usize) {
+    METRICS
+        .group_changes
+        .get_or_create(&ChangeLabels { change })
+        .inc();
+    METRICS.owned_partitions.set(owned as i64);
+}
+
+/// A partition's restore starts (`true`) or ends.
+pub(crate) fn record_restoring(started: bool) {
+    if started {
+        METRICS.restoring.inc();
+    } else {
+        METRICS.restoring.dec();
+    }
+}
+
+/// Changelog records read by a restore.
+pub(crate) fn record_restore_records(records: u64) {
+    METRICS.restore_records.inc_by(records);
+}
+
+/// A partition taken over, by outcome.
+pub(crate) fn record_restore(outcome: &'static str) {
+    METRICS
+        .restores
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+}
+
 /// Counts states published to the changelog.
 pub(crate) fn record_published(states: u64) {
     METRICS.published.inc_by(states);
@@ -298,6 +394,42 @@ pub fn spawn_monitor(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
+    spawn_group_monitor(log, store, topics, config, caught_up, clock, None, shutdown)
+}
+
+/// A projector's share of its group, as the monitor sees it.
+#[derive(Debug, Clone)]
+pub struct GroupShare {
+    pub ownership: Arc<Ownership>,
+    /// Commits as a member: a group with members takes commits from its
+    /// members only.
+    pub committer: Arc<dyn CommitOffsets>,
+}
+
+impl GroupShare {
+    pub fn of(membership: &Membership) -> Self {
+        Self {
+            ownership: membership.ownership(),
+            committer: membership.committer(),
+        }
+    }
+}
+
+/// [`spawn_monitor`] of a projector of a group (`group` given): the lag
+/// exported, and the positions committed, are those of the partitions it
+/// owns, and it is ready once it has been given its share and caught up
+/// with it.
+#[allow(clippy::too_many_arguments)] // each is a separate part of the projector
+pub fn spawn_group_monitor(
+    log: Arc<dyn EventLog>,
+    store: Store,
+    topics: &Topics,
+    config: &ProjectorConfig,
+    caught_up: Option<ReadinessGate>,
+    clock: Arc<dyn Clock>,
+    group: Option<GroupShare>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
     register();
     let monitor = Monitor {
         log,
@@ -305,6 +437,7 @@ pub fn spawn_monitor(
         topic: topics.events.clone(),
         interval: Duration::from_millis(config.monitor_interval_ms.max(1)),
         clock,
+        group,
     };
     let group = config.consumer_group.trim().to_owned();
     tokio::spawn(async move {
@@ -331,6 +464,8 @@ struct Monitor {
     topic: String,
     interval: Duration,
     clock: Arc<dyn Clock>,
+    /// In a group: what this projector owns, and how it commits.
+    group: Option<GroupShare>,
 }
 
 impl Monitor {
@@ -351,6 +486,13 @@ impl Monitor {
     /// Opens `gate` once the applied positions reach the log's end as it
     /// was when this started.
     async fn open_when_caught_up(self, gate: ReadinessGate, stop: CancellationToken) {
+        if let Some(group) = &self.group {
+            gate.waiting("waiting for the projector group to give this projector its partitions");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = group.ownership.first_assignment() => {}
+            }
+        }
         let end = loop {
             match self.log.end_offsets(&self.topic).await {
                 Ok(end) => break end,
@@ -368,6 +510,7 @@ impl Monitor {
             let behind: u64 = end
                 .iter()
                 .enumerate()
+                .filter(|&(partition, _)| self.owns(partition as u32))
                 .map(|(partition, &end)| {
                     end.saturating_sub(applied.get(&(partition as u32)).copied().unwrap_or(0))
                 })
@@ -387,6 +530,13 @@ impl Monitor {
                 Err(_) => gate.waiting("the store's positions can no longer be read"),
             },
         }
+    }
+
+    /// Whether this projector owns `partition` (always, on its own).
+    fn owns(&self, partition: u32) -> bool {
+        self.group
+            .as_ref()
+            .is_none_or(|group| group.ownership.owns(partition))
     }
 
     /// Exports the lag and the store's size every interval.
@@ -409,15 +559,20 @@ impl Monitor {
                         tracing::info!(topic = %self.topic, "lag measured again");
                         failing = false;
                     }
+                    for lag in lags.iter().filter(|lag| !self.owns(lag.partition)) {
+                        projection::forget_lag(&self.topic, lag.partition);
+                    }
                     projection::record_lag(
                         &self.topic,
-                        lags.iter().map(|lag| PartitionFigures {
-                            partition: lag.partition,
-                            end_offset: lag.end_offset,
-                            applied: lag.applied,
-                            events: lag.events,
-                            seconds: lag.seconds,
-                        }),
+                        lags.iter()
+                            .filter(|lag| self.owns(lag.partition))
+                            .map(|lag| PartitionFigures {
+                                partition: lag.partition,
+                                end_offset: lag.end_offset,
+                                applied: lag.applied,
+                                events: lag.events,
+                                seconds: lag.seconds,
+                            }),
                     );
                 }
                 Err(error) => {
@@ -466,9 +621,27 @@ impl Monitor {
             }) {
                 continue;
             }
+            let commit = async {
+                match &self.group {
+                    Some(share) => {
+                        // As a member, for the partitions it owns only.
+                        applied.retain(|&partition, _| share.ownership.owns(partition));
+                        share
+                            .committer
+                            .commit_offsets(&applied)
+                            .await
+                            .map(|()| GroupOffsets::Committed)
+                    }
+                    None => {
+                        self.log
+                            .commit_group_offsets(&group, &self.topic, &applied)
+                            .await
+                    }
+                }
+            };
             let committed = tokio::select! {
                 () = stop.cancelled() => return,
-                committed = self.log.commit_group_offsets(&group, &self.topic, &applied) => committed,
+                committed = commit => committed,
             };
             match committed {
                 Ok(GroupOffsets::Committed) => {

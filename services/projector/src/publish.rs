@@ -20,10 +20,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use baton_log::group::Ownership;
 use baton_log::topics::Topics;
 use baton_log::{EventLog, NewRecord, partition_for_key};
 use baton_proto::state::v1::PatientCareState;
-use baton_store::changelog::{GENERATION_HEADER, progress_record, state_record_encoded};
+use baton_store::changelog::{
+    APPLIED_IDS_HEADER, GENERATION_HEADER, encode_applied_ids, progress_record_of,
+    state_record_encoded,
+};
 use baton_store::{Commit, Store};
 use baton_telemetry::TraceParent;
 use tokio::sync::oneshot;
@@ -79,6 +83,10 @@ struct Shared {
     events_partitions: u32,
     enabled: bool,
     published: AtomicU64,
+    /// In a group: the partitions this projector may commit and publish
+    /// for, asked at each commit and again before each publication.
+    /// `None` on its own: every partition is its.
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl Publisher {
@@ -98,10 +106,18 @@ impl Publisher {
                 events_partitions,
                 enabled,
                 published: AtomicU64::new(0),
+                ownership: None,
             }),
             committing: None,
             in_flight: VecDeque::new(),
         }
+    }
+
+    /// Commits and publishes from now on only for the partitions
+    /// `ownership` holds. Call it with no batch in flight.
+    pub(crate) fn share(&mut self, ownership: Arc<Ownership>) {
+        let shared = Arc::get_mut(&mut self.shared).expect("no batch in flight");
+        shared.ownership = Some(ownership);
     }
 
     /// States published since start.
@@ -117,6 +133,7 @@ impl Publisher {
         &mut self,
         mut commit: Commit,
         traces: HashMap<String, TraceParent>,
+        ledgers: HashMap<String, Vec<u8>>,
     ) -> Result<()> {
         self.committed().await?;
         while let Some(oldest) = self.in_flight.front() {
@@ -153,8 +170,11 @@ impl Publisher {
             enqueued,
         };
         let shared = Arc::clone(&self.shared);
-        let task =
-            tokio::spawn(async move { shared.commit_and_publish(commit, traces, signals).await });
+        let task = tokio::spawn(async move {
+            shared
+                .commit_and_publish(commit, traces, ledgers, signals)
+                .await
+        });
         self.committing = Some(committing);
         self.in_flight.push_back(InFlight {
             keys,
@@ -225,8 +245,9 @@ impl Publisher {
                     states.push(Arc::new(state));
                 }
             }
+            let ledgers = stored_ledgers(&shared.store, &states)?;
             let positions = shared.store.applied(&shared.events_topic)?;
-            Ok(shared.changelog_records(&states, None, &positions, &HashMap::new()))
+            Ok(shared.changelog_records(&states, None, &positions, &HashMap::new(), &ledgers))
         })
         .await??;
         let states = records.len();
@@ -247,13 +268,28 @@ impl Publisher {
 impl Shared {
     async fn commit_and_publish(
         self: Arc<Self>,
-        commit: Commit,
+        mut commit: Commit,
         traces: HashMap<String, TraceParent>,
+        ledgers: HashMap<String, Vec<u8>>,
         signals: Signals,
     ) -> Result<()> {
         let shared = Arc::clone(&self);
         let records = tokio::task::spawn_blocking(move || -> Result<Vec<NewRecord>> {
             let started = std::time::Instant::now();
+            if let Some(ownership) = &shared.ownership {
+                let partitions = shared.events_partitions;
+                let dropped = commit.retain_partitions(
+                    |partition| ownership.owns(partition),
+                    |key| partition_for_key(key.as_bytes(), partitions),
+                );
+                if dropped > 0 {
+                    crate::metrics::record_not_owned(dropped as u64);
+                    tracing::warn!(
+                        states = dropped,
+                        "not committing states of partitions this projector no longer owns"
+                    );
+                }
+            }
             shared.store.commit(&commit)?;
             crate::metrics::record_commit(started.elapsed());
             if !shared.enabled || !commit.publish {
@@ -265,6 +301,7 @@ impl Shared {
                 Some(commit.encoded_states()),
                 &commit.positions,
                 &traces,
+                &ledgers,
             ))
         })
         .await??;
@@ -284,6 +321,20 @@ impl Shared {
         }
         // Only what a crash cannot take back is published.
         self.store.flush_async().await?;
+        let mut records = records;
+        if let Some(ownership) = &self.ownership {
+            // Asked again: the partition may have been lost since the commit.
+            let before = records.len();
+            records.retain(|record| record.partition.is_none_or(|p| ownership.owns(p)));
+            let dropped = before - records.len();
+            if dropped > 0 {
+                crate::metrics::record_not_owned(dropped as u64);
+                tracing::warn!(
+                    records = dropped,
+                    "not publishing for partitions this projector no longer owns"
+                );
+            }
+        }
         let states = records.len() as u64;
         let delivery = self
             .log
@@ -305,6 +356,7 @@ impl Shared {
         encoded: Option<&[Vec<u8>]>,
         positions: &BTreeMap<u32, u64>,
         traces: &HashMap<String, TraceParent>,
+        ledgers: &HashMap<String, Vec<u8>>,
     ) -> Vec<NewRecord> {
         changelog_records(
             &self.events_topic,
@@ -312,9 +364,40 @@ impl Shared {
             self.store.generation(),
             (states, encoded),
             positions,
-            traces,
+            Headers {
+                traces,
+                ledgers,
+                owner: self.ownership.as_deref().map_or("", Ownership::member),
+            },
         )
     }
+}
+
+/// What the changelog records of a batch carry beside the states.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Headers<'a> {
+    /// The trace context of the event behind each state.
+    pub(crate) traces: &'a HashMap<String, TraceParent>,
+    /// Each state's applied ids ([`encode_applied_ids`]).
+    pub(crate) ledgers: &'a HashMap<String, Vec<u8>>,
+    /// The publishing projector's instance id, in a group.
+    pub(crate) owner: &'a str,
+}
+
+/// Each state's applied ids as the store holds them, for an
+/// [`APPLIED_IDS_HEADER`].
+pub(crate) fn stored_ledgers(
+    store: &Store,
+    states: &[Arc<PatientCareState>],
+) -> Result<HashMap<String, Vec<u8>>> {
+    let mut ledgers = HashMap::with_capacity(states.len());
+    for state in states {
+        let mut ids = store.applied_ids(&state.patient_key)?;
+        ids.sort_unstable();
+        ids.dedup();
+        ledgers.insert(state.patient_key.clone(), encode_applied_ids(&ids));
+    }
+    Ok(ledgers)
 }
 
 /// The changelog records of `states` of store generation `generation`
@@ -327,8 +410,13 @@ pub(crate) fn changelog_records(
     generation: u64,
     (states, encoded): (&[Arc<PatientCareState>], Option<&[Vec<u8>]>),
     positions: &BTreeMap<u32, u64>,
-    traces: &HashMap<String, TraceParent>,
+    headers: Headers<'_>,
 ) -> Vec<NewRecord> {
+    let Headers {
+        traces,
+        ledgers,
+        owner,
+    } = headers;
     let mut records = Vec::with_capacity(states.len() + positions.len());
     let generation = (generation > 0).then(|| generation.to_string());
     for (index, state) in states.iter().enumerate() {
@@ -349,10 +437,18 @@ pub(crate) fn changelog_records(
         if let Some(generation) = &generation {
             record = record.with_header(GENERATION_HEADER, generation.as_bytes());
         }
+        if let Some(ledger) = ledgers.get(&state.patient_key) {
+            record = record.with_header(APPLIED_IDS_HEADER, ledger.as_slice());
+        }
         records.push(record);
     }
     for (&partition, &next_offset) in positions {
-        records.push(progress_record(events_topic, partition, next_offset));
+        records.push(progress_record_of(
+            events_topic,
+            partition,
+            next_offset,
+            owner,
+        ));
     }
     records
 }
@@ -462,12 +558,19 @@ mod tests {
     async fn a_batch_commits_while_the_one_before_is_published_and_both_publish_in_order() {
         let (log, store, mut publisher, topics) = gated().await;
         publisher
-            .start(commit(&topics, &[("A", 1)], 1), HashMap::new())
+            .start(
+                commit(&topics, &[("A", 1)], 1),
+                HashMap::new(),
+                HashMap::new(),
+            )
             .await
             .unwrap();
         let second = commit(&topics, &[("B", 1), ("A", 2)], 3);
         tokio::time::timeout(Duration::from_secs(10), async {
-            publisher.start(second, HashMap::new()).await.unwrap();
+            publisher
+                .start(second, HashMap::new(), HashMap::new())
+                .await
+                .unwrap();
             publisher.committed().await.unwrap();
         })
         .await
@@ -499,11 +602,19 @@ mod tests {
         let (log, _store, mut publisher, topics) = gated().await;
         log.before.failing.store(true, Ordering::SeqCst);
         publisher
-            .start(commit(&topics, &[("A", 1)], 1), HashMap::new())
+            .start(
+                commit(&topics, &[("A", 1)], 1),
+                HashMap::new(),
+                HashMap::new(),
+            )
             .await
             .unwrap();
         publisher
-            .start(commit(&topics, &[("A", 2)], 2), HashMap::new())
+            .start(
+                commit(&topics, &[("A", 2)], 2),
+                HashMap::new(),
+                HashMap::new(),
+            )
             .await
             .unwrap();
         log.before.gate.add_permits(1);

@@ -459,13 +459,23 @@ impl Replays {
                 let generation = inner.live.generation();
                 let mut published = 0u64;
                 for chunk in differing.chunks(REPUBLISH_CHUNK) {
+                    let store = inner.live.clone();
+                    let states = chunk.to_vec();
+                    let ledgers = tokio::task::spawn_blocking(move || {
+                        publish::stored_ledgers(&store, &states)
+                    })
+                    .await??;
                     let records = publish::changelog_records(
                         &inner.topics.events,
                         partitions,
                         generation,
                         (chunk, None),
                         &BTreeMap::new(),
-                        &Default::default(),
+                        publish::Headers {
+                            traces: &Default::default(),
+                            ledgers: &ledgers,
+                            owner: "",
+                        },
                     );
                     inner.log.append(&inner.topics.state, records).await?;
                     published += chunk.len() as u64;
@@ -477,7 +487,11 @@ impl Replays {
                     generation,
                     (&[], None),
                     &positions,
-                    &Default::default(),
+                    publish::Headers {
+                        traces: &Default::default(),
+                        ledgers: &Default::default(),
+                        owner: "",
+                    },
                 );
                 inner.log.append(&inner.topics.state, progress).await?;
             }

@@ -237,6 +237,39 @@ impl KafkaConfig {
         )
     }
 
+    /// A member of the consumer group sharing a topic's partitions: static
+    /// membership from `settings.instance_id`, cooperative-sticky
+    /// assignment (a rebalance moves only the partitions that change
+    /// hands), and nothing committed but what it is given.
+    pub(crate) fn group_member(&self, settings: &crate::group::GroupSettings) -> ClientConfig {
+        let session_timeout = settings.session_timeout_ms.to_string();
+        // A third of the session, as Kafka advises, and at most 3 s.
+        let heartbeat = (settings.session_timeout_ms / 3)
+            .clamp(100, 3_000)
+            .to_string();
+        let mut config = self.client_config(
+            &[
+                ("session.timeout.ms", session_timeout),
+                ("heartbeat.interval.ms", heartbeat),
+                // The member reads nothing (its partitions are paused): a
+                // fetch racing the pause costs at most this per partition.
+                ("max.partition.fetch.bytes", "65536".to_owned()),
+            ],
+            &[
+                ("group.id", settings.group.as_str()),
+                ("client.id", settings.instance_id.as_str()),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "latest"),
+            ],
+        );
+        if settings.static_membership {
+            config.set("group.instance.id", &settings.instance_id);
+        }
+        config
+    }
+
     /// The admin client that creates topics.
     pub(crate) fn admin(&self) -> ClientConfig {
         self.client_config(&[], &[])

@@ -19,9 +19,12 @@
 //! # Layout
 //! - `config.rs`: [`KafkaConfig`] and the librdkafka settings per client.
 //! - `reader.rs`: [`KafkaReader`](reader::KafkaReader).
+//! - `group.rs`: a member of the consumer group projectors share the
+//!   events topic's partitions through ([`crate::group`]).
 //! - this file: [`KafkaLog`], topics, appends and end offsets.
 
 mod config;
+mod group;
 mod reader;
 
 use std::collections::{BTreeMap, HashMap};
@@ -694,6 +697,16 @@ impl EventLog for KafkaLog {
             }
         }
         Ok(GroupOffsets::Committed)
+    }
+
+    async fn join_group(
+        &self,
+        topic: &str,
+        settings: &crate::group::GroupSettings,
+    ) -> Result<crate::group::Membership> {
+        // Refuses a topic that does not exist rather than waiting on it.
+        self.partitions_of(topic).await?;
+        group::join(&self.inner.config, topic, settings)
     }
 
     async fn group_offsets(&self, group: &str, topic: &str) -> Result<Option<BTreeMap<u32, u64>>> {

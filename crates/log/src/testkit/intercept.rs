@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::group::{GroupSettings, Membership};
 use crate::{EventLog, LogReader, NewRecord, Position, Result, TopicSpec};
 
 /// What a test does before an append reaches the inner log.
@@ -53,6 +54,10 @@ impl<L: EventLog, B: BeforeAppend> EventLog for InterceptedLog<L, B> {
 
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
+    }
+
+    async fn join_group(&self, topic: &str, settings: &GroupSettings) -> Result<Membership> {
+        self.inner.join_group(topic, settings).await
     }
 }
 

@@ -136,6 +136,20 @@ pub fn record_lag(topic: &str, partitions: impl IntoIterator<Item = PartitionFig
     }
 }
 
+/// Stops exporting the figures of `partition` of `topic`: a projector of
+/// a group that no longer owns it leaves its lag to the owner's figures.
+pub fn forget_lag(topic: &str, partition: u32) {
+    let families = &*FAMILIES;
+    let labels = PartitionLabels {
+        topic: topic.to_owned(),
+        partition,
+    };
+    families.end_offset.remove(&labels);
+    families.applied.remove(&labels);
+    families.lag_events.remove(&labels);
+    families.lag_seconds.remove(&labels);
+}
+
 /// Counts a lag measurement that failed.
 pub fn record_lag_error() {
     FAMILIES.lag_errors.inc();
