@@ -595,6 +595,49 @@ mod tests {
         assert!(published.contains(&("B".to_owned(), 1)));
     }
 
+    /// In a group, a partition this projector does not own is neither
+    /// committed nor published; the one it owns is, with the owner named
+    /// in its progress record.
+    #[tokio::test]
+    async fn nothing_is_committed_or_published_for_a_partition_not_owned() {
+        let (log, store, mut publisher, topics) = gated().await;
+        let key_in = |partition: u32| {
+            (0..)
+                .map(|n| format!("patient-{n}"))
+                .find(|key| partition_for_key(key.as_bytes(), 2) == partition)
+                .unwrap()
+        };
+        let (mine, theirs) = (key_in(0), key_in(1));
+        let ownership = Arc::new(Ownership::new("projector-0"));
+        ownership.grant(&[0].into());
+        publisher.share(Arc::clone(&ownership));
+        let commit = Commit::new(topics.events.clone())
+            .with_states([state(&mine, 1), state(&theirs, 1)])
+            .with_position(0, 4)
+            .with_position(1, 9)
+            .to_publish();
+        log.before.gate.add_permits(1);
+        publisher
+            .start(commit, HashMap::new(), HashMap::new())
+            .await
+            .unwrap();
+        publisher.finish().await.unwrap();
+        assert!(store.get(&mine).unwrap().is_some());
+        assert!(store.get(&theirs).unwrap().is_none(), "not committed");
+        assert_eq!(
+            store.applied(&topics.events).unwrap(),
+            BTreeMap::from([(0, 4)]),
+            "no position for the partition not owned"
+        );
+        assert_eq!(changelog_states(&log, &topics).await, vec![(mine, 1)]);
+        let latest =
+            crate::restore::latest_progress(&(log.clone() as Arc<dyn EventLog>), &topics, 0)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(latest.owner, "projector-0");
+    }
+
     /// A failed publication is returned, and nothing after it is published
     /// out of order.
     #[tokio::test]

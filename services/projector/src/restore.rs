@@ -388,3 +388,185 @@ pub(crate) async fn latest_progress(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use baton_care::EventId;
+    use baton_log::embedded::EmbeddedLog;
+    use baton_log::topics::Topics;
+    use baton_proto::state::v1::AppliedPosition;
+    use baton_store::changelog::{ChangelogEntry, state_record};
+
+    use super::*;
+
+    fn id(n: u128) -> EventId {
+        EventId::from_bytes(n.to_be_bytes())
+    }
+
+    fn state(key: &str, version: u64, offset: u64) -> PatientCareState {
+        PatientCareState {
+            patient_key: key.into(),
+            version,
+            applied: Some(AppliedPosition {
+                partition: 0,
+                offset,
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn setup() -> (Arc<dyn EventLog>, Store, Topics) {
+        let topics = Topics {
+            partitions: 1,
+            ..Topics::default()
+        };
+        let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::temporary().unwrap());
+        topics.ensure(&*log).await.unwrap();
+        (log, Store::temporary().unwrap(), topics)
+    }
+
+    /// Another projector moved the partition on: its published states and
+    /// their applied ids replace the store's, and reading resumes at its
+    /// latest progress.
+    #[tokio::test]
+    async fn a_changelog_ahead_of_the_store_is_restored_with_its_applied_ids() {
+        let (log, store, topics) = setup().await;
+        store
+            .commit(
+                &Commit::new(topics.events.clone())
+                    .with_state(state("A", 1, 0))
+                    .with_applied("A", id(1))
+                    .with_position(0, 1),
+            )
+            .unwrap();
+        let newer = state("A", 3, 6);
+        log.append(
+            &topics.state,
+            vec![
+                state_record(&state("A", 2, 3), 0, None),
+                state_record(&newer, 0, None).with_header(
+                    APPLIED_IDS_HEADER,
+                    encode_applied_ids(&[id(1), id(2), id(3)]),
+                ),
+                state_record(&state("B", 1, 5), 0, None)
+                    .with_header(APPLIED_IDS_HEADER, encode_applied_ids(&[id(4)])),
+                progress_record_of(&topics.events, 0, 7, "projector-1"),
+            ],
+        )
+        .await
+        .unwrap();
+
+        let taken = take_over(&log, &store, &topics, 0, "projector-0")
+            .await
+            .unwrap();
+        assert_eq!(
+            (taken.outcome, taken.resume_at, taken.states),
+            ("restored", 7, 2)
+        );
+        assert_eq!(store.get("A").unwrap().unwrap(), newer, "the latest state");
+        assert_eq!(store.applied(&topics.events).unwrap()[&0], 7);
+        for (key, event) in [("A", 1), ("A", 2), ("A", 3), ("B", 4)] {
+            assert!(
+                store.is_applied(key, id(event)).unwrap(),
+                "{key} keeps refusing event {event} as a duplicate"
+            );
+        }
+        assert!(!store.is_applied("B", id(1)).unwrap());
+    }
+
+    /// This store committed more than it published: the states the
+    /// changelog lacks are published with their applied ids, then the
+    /// store's progress; nothing else.
+    #[tokio::test]
+    async fn a_store_ahead_of_the_changelog_publishes_what_it_lacks() {
+        let (log, store, topics) = setup().await;
+        store
+            .commit(
+                &Commit::new(topics.events.clone())
+                    .with_state(state("A", 1, 2))
+                    .with_state(state("B", 2, 9))
+                    .with_applied("B", id(7))
+                    .with_position(0, 10),
+            )
+            .unwrap();
+        log.append(
+            &topics.state,
+            vec![progress_record_of(&topics.events, 0, 5, "projector-1")],
+        )
+        .await
+        .unwrap();
+
+        let taken = take_over(&log, &store, &topics, 0, "projector-0")
+            .await
+            .unwrap();
+        assert_eq!(
+            (taken.outcome, taken.resume_at, taken.states),
+            ("republished", 10, 1)
+        );
+        let mut reader = log
+            .reader(&topics.state, BTreeMap::from([(0, 1)]))
+            .await
+            .unwrap();
+        let records = reader
+            .next_batch(100, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 2, "{records:?}");
+        let ChangelogEntry::State(published) = ChangelogEntry::decode(&records[0]).unwrap() else {
+            panic!("a state first");
+        };
+        assert_eq!(
+            published.patient_key, "B",
+            "only the state past the changelog's progress"
+        );
+        assert_eq!(
+            baton_store::changelog::applied_ids_of(&records[0]),
+            Some(Ok(vec![id(7)]))
+        );
+        let ChangelogEntry::Progress(progress) = ChangelogEntry::decode(&records[1]).unwrap()
+        else {
+            panic!("then the progress");
+        };
+        assert_eq!(
+            (progress.next_offset, progress.owner.as_str()),
+            (10, "projector-0")
+        );
+        assert_eq!(
+            latest_progress(&log, &topics, 0)
+                .await
+                .unwrap()
+                .map(|p| p.owner),
+            Some("projector-0".to_owned())
+        );
+    }
+
+    /// Level: nothing is written anywhere.
+    #[tokio::test]
+    async fn a_store_level_with_the_changelog_is_left_as_it_is() {
+        let (log, store, topics) = setup().await;
+        store
+            .commit(
+                &Commit::new(topics.events.clone())
+                    .with_state(state("A", 1, 2))
+                    .with_position(0, 3),
+            )
+            .unwrap();
+        log.append(
+            &topics.state,
+            vec![
+                state_record(&state("A", 1, 2), 0, None),
+                progress_record_of(&topics.events, 0, 3, "projector-0"),
+            ],
+        )
+        .await
+        .unwrap();
+        let taken = take_over(&log, &store, &topics, 0, "projector-0")
+            .await
+            .unwrap();
+        assert_eq!(
+            (taken.outcome, taken.resume_at, taken.states),
+            ("current", 3, 0)
+        );
+        assert_eq!(log.end_offsets(&topics.state).await.unwrap(), vec![2]);
+    }
+}
