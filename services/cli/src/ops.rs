@@ -12,8 +12,8 @@ use baton_proto::admin::v1::replay_status::Phase;
 use baton_proto::admin::v1::{
     CancelReplayRequest, DeadLetter, DeadLetterSelection, GetDeadLetterRequest,
     GetPositionsRequest, GetPositionsResponse, GetReplayStatusRequest, ListDeadLettersRequest,
-    PurgeDeadLettersRequest, RedriveDeadLettersRequest, ReplayStatus, Role, StartReplayRequest,
-    VerifyReport, VerifyRequest, verify_update,
+    PartitionPosition, PurgeDeadLettersRequest, RedriveDeadLettersRequest, ReplayStatus, Role,
+    StartReplayRequest, VerifyReport, VerifyRequest, verify_update,
 };
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -397,7 +397,9 @@ fn short_hex(bytes: &[u8]) -> String {
 /// Per partition of the events topic: the log's end offset, the position
 /// the projector has applied (and each replica named), and the lag in
 /// events and in seconds (how long the oldest record not yet applied has
-/// waited).
+/// waited). In a projector group an owner column names the projector
+/// (instance id) owning each partition: the projector asked answers for
+/// the others from the changelog's latest progress records.
 #[derive(Debug, Args)]
 pub(crate) struct LagArgs {
     /// Also show the query replica whose admin API is at HOST:PORT; repeat
@@ -478,7 +480,7 @@ fn render_lag(measured: &[(String, GetPositionsResponse)]) -> String {
     // In a projector group: who owns each partition, as the first answer
     // naming one says (a projector names itself for its own).
     let owner_of = |index: usize| -> Option<&str> {
-        let named = |p: &baton_proto::admin::v1::PartitionPosition| !p.owner.is_empty();
+        let named = |p: &PartitionPosition| !p.owner.is_empty();
         measured
             .iter()
             .filter_map(|(_, positions)| positions.partitions.get(index))
@@ -897,5 +899,58 @@ mod tests {
         assert!(lines[0].starts_with("    00000000  ff 00 62 61"), "{dump}");
         assert!(lines[0].ends_with("..baton care eve"), "{dump}");
         assert!(lines[1].starts_with("    00000010  6e 74 73 21"), "{dump}");
+    }
+
+    fn position(partition: u32, applied: u64, owner: &str, owned_here: bool) -> PartitionPosition {
+        PartitionPosition {
+            partition,
+            end_offset: 10,
+            applied,
+            lag_events: 10 - applied,
+            lag_seconds: 0.0,
+            owner: owner.into(),
+            owned_here,
+        }
+    }
+
+    #[test]
+    fn a_projector_group_shows_the_owner_of_each_partition() {
+        let answer = |partitions| GetPositionsResponse {
+            role: Role::Projector.into(),
+            events_topic: "baton.care-events.v1".into(),
+            partitions,
+            ..Default::default()
+        };
+        let grouped = render_lag(&[(
+            "127.0.0.1:50053".into(),
+            answer(vec![
+                position(0, 10, "projector-0", true),
+                position(1, 8, "projector-1", false),
+                position(2, 0, "", false),
+            ]),
+        )]);
+        let rows: Vec<&str> = grouped.lines().collect();
+        assert!(rows[1].contains("owner"), "{grouped}");
+        assert!(
+            rows[2].contains("projector-0") && rows[2].contains("10 (caught up)"),
+            "{grouped}"
+        );
+        assert!(
+            rows[3].contains("projector-1") && rows[3].contains("8 (-2"),
+            "{grouped}"
+        );
+        assert!(
+            rows[4].trim_start().starts_with("2") && rows[4].contains(" - "),
+            "{grouped}"
+        );
+
+        let alone = render_lag(&[(
+            "127.0.0.1:50053".into(),
+            answer(vec![position(0, 10, "", true)]),
+        )]);
+        assert!(
+            !alone.contains("owner"),
+            "no owner column on its own: {alone}"
+        );
     }
 }
