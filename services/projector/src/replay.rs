@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use baton_log::EventLog;
+use baton_log::group::Ownership;
 use baton_log::topics::Topics;
+use baton_log::{EventLog, partition_for_key};
 use baton_proto::admin::v1::ReplayStatus;
 use baton_proto::admin::v1::replay_status::Phase;
 use baton_proto::state::v1::PatientCareState;
@@ -77,6 +78,9 @@ struct Inner {
     factories: Vec<Arc<dyn RebuildFactory>>,
     status: watch::Sender<ReplayStatus>,
     running: Mutex<Option<CancellationToken>>,
+    /// In a projector group, the partitions this projector owns: a
+    /// replay publishes only theirs.
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl fmt::Debug for Replays {
@@ -116,8 +120,22 @@ impl Replays {
                 factories,
                 status: watch::channel(idle).0,
                 running: Mutex::new(None),
+                ownership: None,
             }),
         }
+    }
+
+    /// The replays of a projector of a group, which owns the partitions
+    /// `ownership` holds. A replay still folds every partition (the store
+    /// is whole; a partition given later finds its states there), but
+    /// tells the changelog only what differs in the partitions owned when
+    /// it finishes, once the group has given this projector its share.
+    /// Call before the replays are shared or resumed.
+    pub fn with_ownership(mut self, ownership: Option<Arc<Ownership>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.ownership = ownership;
+        }
+        self
     }
 
     /// The replay under way, or the last one.
@@ -456,7 +474,13 @@ impl Replays {
             if inner.config.publish_states && !differing.is_empty() {
                 let partitions = inner.log.partition_count(&inner.topics.events).await?;
                 let positions = inner.live.applied(&inner.topics.events)?;
+                if let Some(ownership) = &inner.ownership {
+                    ownership.first_assignment().await;
+                }
+                let (differing, positions) =
+                    owned_share(differing, positions, partitions, inner.ownership.as_deref());
                 let generation = inner.live.generation();
+                let owner = inner.ownership.as_deref().map_or("", Ownership::member);
                 let mut published = 0u64;
                 for chunk in differing.chunks(REPUBLISH_CHUNK) {
                     let store = inner.live.clone();
@@ -474,7 +498,7 @@ impl Replays {
                         publish::Headers {
                             traces: &Default::default(),
                             ledgers: &ledgers,
-                            owner: "",
+                            owner,
                         },
                     );
                     inner.log.append(&inner.topics.state, records).await?;
@@ -490,7 +514,7 @@ impl Replays {
                     publish::Headers {
                         traces: &Default::default(),
                         ledgers: &Default::default(),
-                        owner: "",
+                        owner,
                     },
                 );
                 inner.log.append(&inner.topics.state, progress).await?;
@@ -507,6 +531,25 @@ impl Replays {
         inner.generations.clear_replay()?;
         Ok(())
     }
+}
+
+/// Of the `differing` states and the `positions` a replay would publish,
+/// those of the partitions `ownership` holds (all of them outside a
+/// group): another projector publishes for the rest, from its own store.
+fn owned_share(
+    mut differing: Vec<Arc<PatientCareState>>,
+    mut positions: BTreeMap<u32, u64>,
+    partitions: u32,
+    ownership: Option<&Ownership>,
+) -> (Vec<Arc<PatientCareState>>, BTreeMap<u32, u64>) {
+    if let Some(ownership) = ownership {
+        let owned = ownership.owned();
+        differing.retain(|state| {
+            owned.contains(&partition_for_key(state.patient_key.as_bytes(), partitions))
+        });
+        positions.retain(|partition, _| owned.contains(partition));
+    }
+    (differing, positions)
 }
 
 /// The states of `live` whose bytes differ from `previous`'s (or that
@@ -543,5 +586,46 @@ fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: (ms / 1000) as i64,
         nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn state(key: &str) -> Arc<PatientCareState> {
+        Arc::new(PatientCareState {
+            patient_key: key.to_owned(),
+            ..PatientCareState::default()
+        })
+    }
+
+    #[test]
+    fn a_replay_in_a_group_publishes_only_for_the_partitions_it_owns() {
+        let keys: Vec<String> = (0..40).map(|n| format!("patient-{n}")).collect();
+        let differing: Vec<_> = keys.iter().map(|key| state(key)).collect();
+        let positions: BTreeMap<u32, u64> = (0..4).map(|partition| (partition, 100)).collect();
+
+        let (all, everywhere) = owned_share(differing.clone(), positions.clone(), 4, None);
+        assert_eq!(all.len(), 40, "outside a group, everything");
+        assert_eq!(everywhere, positions);
+
+        let ownership = Ownership::new("projector-1");
+        ownership.grant(&BTreeSet::from([1, 3]));
+        let (mine, my_positions) = owned_share(differing, positions, 4, Some(&ownership));
+        assert_eq!(my_positions.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        let expected: Vec<&String> = keys
+            .iter()
+            .filter(|key| matches!(partition_for_key(key.as_bytes(), 4), 1 | 3))
+            .collect();
+        assert!(!expected.is_empty() && expected.len() < 40, "{expected:?}");
+        assert_eq!(
+            mine.iter()
+                .map(|state| &state.patient_key)
+                .collect::<Vec<_>>(),
+            expected
+        );
     }
 }
