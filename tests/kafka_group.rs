@@ -44,7 +44,7 @@ const EVENTS: usize = 200_000;
 /// Pause between batches of 500: the stream lasts long enough for the
 /// kills and the stop to fall in the middle of it.
 const PACE: Duration = Duration::from_millis(350);
-/// Each wait for the group to settle: joins and session timeouts (10 s by
+/// Each wait for the group to settle: joins and session timeouts (6 s by
 /// default) take their time on the test broker.
 const SETTLE: Duration = Duration::from_secs(120);
 

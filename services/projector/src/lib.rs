@@ -108,7 +108,9 @@ pub struct ProjectorConfig {
     pub instance_id: String,
     /// In a group: how long the group waits for a silent projector before
     /// giving its partitions to the others (Kafka brokers accept 6,000 to
-    /// 300,000 by default).
+    /// 300,000 by default). The default is the shortest they accept, for
+    /// the fastest failover: heartbeats come from librdkafka's own thread,
+    /// so only a stalled process, host or network goes silent.
     pub session_timeout_ms: u64,
     /// In a group: join as a static member (`group.instance.id` =
     /// `instance_id`), so a projector restarted within the session timeout
@@ -146,7 +148,7 @@ impl Default for ProjectorConfig {
             consumer_group: "baton-projector".to_owned(),
             monitor_interval_ms: 5_000,
             instance_id: String::new(),
-            session_timeout_ms: 10_000,
+            session_timeout_ms: 6_000,
             static_membership: true,
             tls: baton_tls::TlsConfig::default(),
             clients: Vec::new(),

@@ -65,7 +65,7 @@ struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_id: Option<String>,
     /// In a group: how long a silent projector keeps its partitions
-    /// [default: 10000]
+    /// [default: 6000, the least Kafka brokers accept by default]
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     session_timeout_ms: Option<u64>,
@@ -155,6 +155,14 @@ async fn main() -> anyhow::Result<()> {
         backbone.topics.clone(),
     )
     .await?;
+    let membership = match projector.group_settings() {
+        Some(settings) => Some(
+            log.join_group(&backbone.topics.events, &settings)
+                .await
+                .context("cannot join the projector group")?,
+        ),
+        None => None,
+    };
     let replays = Replays::new(
         log.clone(),
         store.clone(),
@@ -162,7 +170,8 @@ async fn main() -> anyhow::Result<()> {
         config.clone(),
         backbone.topics.clone(),
         Vec::new(),
-    );
+    )
+    .with_ownership(membership.as_ref().map(|membership| membership.ownership()));
     replays.resume_interrupted()?;
     let dead_letters = DeadLetters::new(
         log.clone(),
@@ -174,14 +183,6 @@ async fn main() -> anyhow::Result<()> {
             data.dead_letters_start_path(),
         ),
     );
-    let membership = match projector.group_settings() {
-        Some(settings) => Some(
-            log.join_group(&backbone.topics.events, &settings)
-                .await
-                .context("cannot join the projector group")?,
-        ),
-        None => None,
-    };
     let monitor = baton_projector::metrics::spawn_group_monitor(
         log.clone(),
         store.clone(),
