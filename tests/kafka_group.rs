@@ -44,8 +44,9 @@ const EVENTS: usize = 200_000;
 /// Pause between batches of 500: the stream lasts long enough for the
 /// kills and the stop to fall in the middle of it.
 const PACE: Duration = Duration::from_millis(350);
-/// Each wait for the group to settle: joins and session timeouts (6 s by
-/// default) take their time on the test broker.
+/// Each wait for the group to settle: joins and session timeouts (30 s for
+/// the static members, 6 s for the dynamic ones) take their time on the
+/// test broker.
 const SETTLE: Duration = Duration::from_secs(120);
 
 fn service(broker: &TestBroker, data: &Path, name: &'static str, extra: &[String]) -> Vec<String> {
@@ -78,9 +79,12 @@ enum Joining {
 
 fn member(broker: &TestBroker, data: &Path, instance: &'static str, joining: Joining) -> Member {
     let admin = free_address();
-    let (group, static_membership) = match joining {
-        Joining::Static => ("baton-projector", "true"),
-        Joining::Dynamic => ("baton-projector-dynamic", "false"),
+    // Static members get the session timeout the README gives for rolling
+    // upgrades that move nothing: a restart on a loaded CI machine can take
+    // longer than the 6 s default. Dynamic members keep the default.
+    let (group, static_membership, session_timeout_ms) = match joining {
+        Joining::Static => ("baton-projector", "true", "30000"),
+        Joining::Dynamic => ("baton-projector-dynamic", "false", "6000"),
     };
     let args = service(
         broker,
@@ -93,6 +97,8 @@ fn member(broker: &TestBroker, data: &Path, instance: &'static str, joining: Joi
             group.to_owned(),
             "--static-membership".to_owned(),
             static_membership.to_owned(),
+            "--session-timeout-ms".to_owned(),
+            session_timeout_ms.to_owned(),
             "--admin-listen".to_owned(),
             admin.to_string(),
         ],
