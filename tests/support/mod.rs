@@ -7,7 +7,7 @@
 pub mod stream;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -49,10 +49,9 @@ pub fn binaries() -> &'static Path {
     })
 }
 
+/// A loopback address no one listens on, for a service a test starts.
 pub fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
+    baton_log::testkit::free_loopback_address()
 }
 
 /// One Baton service process.

@@ -8,7 +8,7 @@
 //! (`CI=true`) ignores that.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ impl TestBroker {
     /// Starts a broker, or says why it could not.
     pub fn try_start() -> Result<Self, String> {
         let binary = tansu_binary()?;
-        let port = free_port()?;
+        let port = super::free_loopback_address().port();
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let url = format!("tcp://{address}");
         let mut child = Command::new(&binary)
@@ -143,11 +143,4 @@ fn tansu_binary() -> Result<PathBuf, String> {
             installed.display()
         )
     })
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|error| format!("cannot find a free loopback port: {error}"))
 }

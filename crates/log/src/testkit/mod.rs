@@ -29,9 +29,11 @@
 mod broker;
 mod intercept;
 mod lag;
+mod ports;
 
 pub use broker::TestBroker;
 pub use intercept::{BeforeAppend, InterceptedLog};
+pub use ports::free_loopback_address;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
