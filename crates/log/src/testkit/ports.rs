@@ -10,14 +10,16 @@ use std::net::{SocketAddr, TcpListener};
 /// its local port, which made a service fail with "address already in use"
 /// on a busy machine.
 pub fn free_loopback_address() -> SocketAddr {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
     let (low, high) = listening_range();
-    let span = high - low;
-    let start = (std::process::id() % u32::from(span)) as u16;
-    let _ = NEXT.compare_exchange(0, start + 1, Ordering::SeqCst, Ordering::SeqCst);
+    let span = u32::from(high - low);
+    // Test binaries run one after another; starting each at its own place
+    // keeps one from reusing a port the last one's services still linger on.
+    let start = std::process::id() % span;
     for _ in 0..span {
-        let port = low + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let offset = (start + HANDED_OUT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + u16::try_from(offset).expect("offset below the span");
         if let Ok(address) =
             TcpListener::bind(("127.0.0.1", port)).and_then(|listener| listener.local_addr())
         {
@@ -30,7 +32,8 @@ pub fn free_loopback_address() -> SocketAddr {
 }
 
 /// Ports below the ephemeral range (`net.ipv4.ip_local_port_range`), from
-/// 10000 up; above it when the range starts too low to leave room.
+/// 10000 up; above it when the range starts too low to leave room; with
+/// neither, 10000 to 12000 (ephemeral too, so no better than `:0`).
 fn listening_range() -> (u16, u16) {
     let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
