@@ -42,6 +42,12 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[], None).0
+    }
+
+    /// `baton up` with `extra` arguments; with `until`, also waits for a
+    /// line of its output containing it, and returns the lines before.
+    fn start_with(data_dir: &Path, extra: &[&str], until: Option<&str>) -> (Self, String) {
         let mut child = Command::new(baton())
             .args([
                 "up",
@@ -52,6 +58,7 @@ impl Up {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("BATON_LOG", "warn")
             .env("BATON_UP__MLLP_LISTEN", "127.0.0.1:0")
             .env("BATON_UP__ADMIN_LISTEN", "127.0.0.1:0")
@@ -77,14 +84,32 @@ impl Up {
                 _ => {}
             }
         }
+        let mut printed = String::new();
+        if let Some(until) = until {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "baton up never printed {until:?}: {printed}"
+                );
+                let line = lines.next().expect("baton up kept running").unwrap();
+                if line.contains(until) {
+                    printed.push_str(&line);
+                    break;
+                }
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+        }
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self {
+        let up = Self {
             child,
             ingest: ingest.unwrap(),
             query: query.unwrap(),
             admin: admin.unwrap(),
-        }
+        };
+        (up, printed)
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
@@ -267,4 +292,58 @@ fn the_readme_walk_through_works_and_survives_a_restart() {
         "the reads before and after the restart: {audited}"
     );
     assert_eq!(again.interrupt(), Some(0));
+}
+
+/// The demo is dated up to the moment it runs, so the walk-through's
+/// questions about today (expected home today or tomorrow, discharged
+/// yesterday) name patients, and the example patient of each setting it
+/// prints can be read.
+#[test]
+fn the_demo_answers_the_questions_about_today() {
+    let data = tempfile::tempdir().unwrap();
+    let (up, printed) = Up::start_with(data.path(), &["--demo"], Some("Ctrl-C to stop"));
+    assert!(printed.contains("up to now; all projected"), "{printed}");
+    let example = printed
+        .lines()
+        .find(|line| line.trim_start().starts_with("hospital "))
+        .and_then(|line| line.split("baton state get ").nth(1))
+        .unwrap_or_else(|| panic!("an example patient in hospital: {printed}"))
+        .trim()
+        .to_owned();
+    let (ok, state, err) = up.run(&["state", "get", &example]);
+    assert!(ok, "{err}");
+    assert!(state.contains("hospital"), "{state}");
+
+    for question in [
+        ["--expected-discharge", "today..tomorrow"],
+        ["--discharged", "yesterday"],
+    ] {
+        let (ok, cohort, err) = up.run(&["cohort", question[0], question[1]]);
+        assert!(ok, "{err}");
+        let last = cohort.trim_end().lines().last().unwrap_or_default();
+        let count: usize = last
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a count at the end: {cohort}"));
+        assert!(count > 0, "{question:?}: {cohort}");
+    }
+    let (ok, optimised, err) = up.run(&[
+        "cohort",
+        "--setting",
+        "hospital",
+        "--min-days-optimised",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let days: Vec<u32> = optimised
+        .split("optimised ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!days.is_empty(), "{optimised}");
+    assert!(
+        days.iter().all(|days| *days < 30),
+        "optimised for weeks, not months: {optimised}"
+    );
 }

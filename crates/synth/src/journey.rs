@@ -53,7 +53,7 @@ pub(crate) fn arrival_floor(config: &PopulationConfig, patient: u64) -> i64 {
     config.start_unix_seconds + patient * arrival_slot(config)
 }
 
-fn arrival_slot(config: &PopulationConfig) -> i64 {
+pub(crate) fn arrival_slot(config: &PopulationConfig) -> i64 {
     (DAY / i64::from(config.arrivals_per_day)).max(1)
 }
 

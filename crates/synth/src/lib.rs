@@ -88,6 +88,13 @@ pub struct PopulationConfig {
     /// How many journeys start per day, which spreads the population over
     /// time. Default 48.
     pub arrivals_per_day: u32,
+    /// Where the feed stops, in seconds since the Unix epoch: events
+    /// recorded after it are left out, so every journey under way then is
+    /// cut there, as a live system would hold it at that moment (an event
+    /// that happened before but is recorded late has not arrived yet).
+    /// Default `None`: every journey to its end. See
+    /// [`PopulationConfig::standing_at`].
+    pub until_unix_seconds: Option<i64>,
 }
 
 impl Default for PopulationConfig {
@@ -99,11 +106,40 @@ impl Default for PopulationConfig {
             organisation: "RXX".to_owned(),
             late_events_per_mille: 50,
             arrivals_per_day: 48,
+            until_unix_seconds: None,
         }
     }
 }
 
+/// How long before the moment of [`PopulationConfig::standing_at`] the
+/// last journey starts: a day, so the newest patients are in hospital and
+/// the ones before them at every later stage.
+const LAST_ARRIVAL_BEFORE_NOW: i64 = calendar::DAY;
+
 impl PopulationConfig {
+    /// This population as it stands at `now_unix_seconds`: dated so that
+    /// its journeys start over the days before (at 08:00 UTC on a day, as
+    /// the default does, `arrivals_per_day` a day, the last about a day
+    /// before `now_unix_seconds`) and cut at that moment
+    /// ([`PopulationConfig::until_unix_seconds`]). Questions about today,
+    /// such as who is expected home tomorrow or who was discharged
+    /// yesterday, then have answers. Journeys start on whole days, so the
+    /// same day gives the same times, and a later moment the same day only
+    /// adds what was recorded in between.
+    pub fn standing_at(self, now_unix_seconds: i64) -> Self {
+        let patients = i64::try_from(self.patients).unwrap_or(i64::MAX);
+        let arrivals = patients.saturating_mul(journey::arrival_slot(&self));
+        let first_arrival = now_unix_seconds
+            .saturating_sub(LAST_ARRIVAL_BEFORE_NOW)
+            .saturating_sub(arrivals);
+        let day_start = first_arrival - first_arrival.rem_euclid(calendar::DAY);
+        Self {
+            start_unix_seconds: day_start + 8 * calendar::HOUR,
+            until_unix_seconds: Some(now_unix_seconds),
+            ..self
+        }
+    }
+
     /// Checks that the config can make a valid feed: an ODS code, a share
     /// out of a thousand, NHS numbers enough, and times that validation
     /// accepts (births after 1900, everything before 2200).
@@ -165,7 +201,8 @@ impl PopulationConfig {
     }
 }
 
-/// The feed of a synthetic population, in recorded order.
+/// The feed of a synthetic population, in recorded order, up to
+/// `until_unix_seconds` when the config sets it.
 ///
 /// Journeys start in patient order, `arrivals_per_day` a day. Each journey
 /// is generated when the feed reaches its start, and its events are merged
@@ -236,6 +273,14 @@ impl Iterator for Population {
             })
         {
             self.start_journey();
+        }
+        let Reverse((recorded, _)) = self.due.peek()?;
+        if self
+            .config
+            .until_unix_seconds
+            .is_some_and(|until| *recorded > until)
+        {
+            return None;
         }
         let Reverse((_, patient)) = self.due.pop()?;
         let rest = self

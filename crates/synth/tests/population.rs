@@ -449,3 +449,78 @@ proptest! {
         }
     }
 }
+
+const DAY: i64 = 86_400;
+
+fn day_of(date: &baton_proto::events::v1::Date) -> i64 {
+    baton_care::days_from_civil(date.year, date.month, date.day)
+}
+
+#[test]
+fn a_population_standing_at_a_moment_has_answers_about_that_day() {
+    // Friday 2026-12-04, at times across the day: the questions of the
+    // README's walk-through about today have answers whenever it is run.
+    let today = baton_care::days_from_civil(2026, 12, 4);
+    for (hour, arrivals_per_day) in [(0, 48), (7, 16), (13, 48), (23, 16)] {
+        let now = today * DAY + hour * 3_600 + 1_234;
+        let config = PopulationConfig {
+            patients: 300,
+            arrivals_per_day,
+            ..PopulationConfig::default()
+        }
+        .standing_at(now);
+        let feed = events(config.clone());
+        assert!(feed.iter().all(|event| recorded(event) <= now));
+        assert!(
+            config.start_unix_seconds > now - 21 * DAY,
+            "300 journeys start within the days before"
+        );
+
+        // The same journeys, cut at `now`: the whole feed's prefix.
+        let whole = events(PopulationConfig {
+            until_unix_seconds: None,
+            ..config.clone()
+        });
+        assert!(whole.len() > feed.len(), "journeys under way are cut");
+        assert_eq!(&whole[..feed.len()], &feed[..]);
+        assert!(recorded(&whole[feed.len()]) > now);
+
+        let states = fold(&feed).unwrap_or_else(|problem| panic!("{problem}"));
+        let expected_home_soon = states
+            .values()
+            .filter(|state| state.active_encounter.is_some())
+            .filter_map(|state| state.expected_discharge_date.as_ref())
+            .filter(|date| (today..=today + 1).contains(&day_of(date)))
+            .count();
+        let discharged_yesterday = states
+            .values()
+            .filter_map(|state| state.last_discharge.as_ref()?.discharged_at)
+            .filter(|at| at.seconds.div_euclid(DAY) == today - 1)
+            .count();
+        let settings = settings(&states);
+        assert!(
+            expected_home_soon > 0 && discharged_yesterday > 0,
+            "at {hour}:20: {expected_home_soon} expected home today or tomorrow, \
+             {discharged_yesterday} discharged yesterday"
+        );
+        for setting in ["CARE_SETTING_HOSPITAL", "CARE_SETTING_VIRTUAL_WARD"] {
+            assert!(
+                settings.get(setting).is_some_and(|n| *n > 0),
+                "{settings:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_later_moment_of_the_same_day_only_adds_events() {
+    let morning = baton_care::days_from_civil(2026, 12, 4) * DAY + 9 * 3_600;
+    let config = PopulationConfig {
+        patients: 200,
+        ..PopulationConfig::default()
+    };
+    let earlier = events(config.clone().standing_at(morning));
+    let later = events(config.standing_at(morning + 6 * 3_600));
+    assert!(later.len() > earlier.len());
+    assert_eq!(&later[..earlier.len()], &earlier[..]);
+}

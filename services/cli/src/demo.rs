@@ -16,6 +16,11 @@ use crate::read::patient_ref;
 
 const BATCH: usize = 500;
 
+/// Journeys the demo starts a day: 300 patients over nearly three weeks,
+/// so that on the day it is run some are newly in hospital and the others
+/// at every later stage (home, on a virtual ward, in a care home).
+const ARRIVALS_PER_DAY: u32 = 16;
+
 /// Publishes the population and returns what to tell the user about it.
 pub(crate) async fn publish_demo(
     ingest: SocketAddr,
@@ -23,12 +28,23 @@ pub(crate) async fn publish_demo(
     patients: usize,
     seed: u64,
 ) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+    // Dated up to now, so the questions about today have answers.
     let config = PopulationConfig {
         patients,
         seed,
+        arrivals_per_day: ARRIVALS_PER_DAY,
         ..PopulationConfig::default()
-    };
-    let events: Vec<LineEvent> = Population::new(config)
+    }
+    .standing_at(now);
+    let (year, month, day) =
+        baton_care::civil_from_days(config.start_unix_seconds.div_euclid(86_400));
+    let first_day = format!("{year}-{month:02}-{day:02}");
+    let events: Vec<LineEvent> = Population::try_new(config)?
         .enumerate()
         .map(|(index, event)| LineEvent::new(index + 1, event))
         .collect();
@@ -66,7 +82,8 @@ pub(crate) async fn publish_demo(
         .map_err(|status| anyhow::anyhow!("waiting for the projection: {}", status.message()))?;
 
     let mut summary = format!(
-        "Published {} demo events about {patients} patients (seed {seed}); all projected.\n",
+        "Published {} demo events about {patients} patients (seed {seed}), their journeys \
+         from {first_day} up to now; all projected.\n",
         events.len()
     );
     for setting in [
@@ -84,8 +101,9 @@ pub(crate) async fn publish_demo(
                 first.map_or(String::new(), |key| format!(", e.g. baton state get {key}"));
             let _ = writeln!(
                 summary,
-                "  {:<20} {count:>4} patients{example}",
-                baton_care::cohort::setting_name(setting)
+                "  {:<20} {count:>4} {}{example}",
+                baton_care::cohort::setting_name(setting),
+                if count == 1 { "patient" } else { "patients" }
             );
         }
     }

@@ -78,7 +78,8 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     #[serde(skip)]
     insecure: bool,
-    /// Publish a synthetic population through the ingest API once started
+    /// Publish a synthetic population through the ingest API once started:
+    /// journeys of the weeks before, dated up to now
     #[arg(long)]
     #[serde(skip)]
     demo: bool,
