@@ -8,6 +8,7 @@ use baton_log::ConsistencyToken;
 use baton_proto::query::v1::care_state_query_client::CareStateQueryClient;
 use baton_proto::query::v1::{CohortFilter, GetCareStateRequest, ListCohortRequest};
 use baton_proto::state::v1::CareSetting;
+use baton_runtime::{Clock, SystemClock};
 use baton_synth::{Population, PopulationConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -28,11 +29,7 @@ pub(crate) async fn publish_demo(
     patients: usize,
     seed: u64,
 ) -> anyhow::Result<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-        });
+    let (now, _) = SystemClock.unix_now();
     // Dated up to now, so the questions about today have answers.
     let config = PopulationConfig {
         patients,
@@ -41,9 +38,10 @@ pub(crate) async fn publish_demo(
         ..PopulationConfig::default()
     }
     .standing_at(now);
-    let (year, month, day) =
-        baton_care::civil_from_days(config.start_unix_seconds.div_euclid(86_400));
-    let first_day = format!("{year}-{month:02}-{day:02}");
+    let first_journey = crate::render::when(Some(&prost_types::Timestamp {
+        seconds: config.start_unix_seconds,
+        nanos: 0,
+    }));
     let events: Vec<LineEvent> = Population::try_new(config)?
         .enumerate()
         .map(|(index, event)| LineEvent::new(index + 1, event))
@@ -83,7 +81,7 @@ pub(crate) async fn publish_demo(
 
     let mut summary = format!(
         "Published {} demo events about {patients} patients (seed {seed}), their journeys \
-         from {first_day} up to now; all projected.\n",
+         from {first_journey} up to now; all projected.\n",
         events.len()
     );
     for setting in [
