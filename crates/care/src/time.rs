@@ -107,7 +107,7 @@ pub(crate) fn insert_by_stamp<T>(
     stamp: impl Fn(&T) -> Option<&FactStamp>,
 ) {
     let at = history.partition_point(|f| compare_stamps(stamp(f), stamp(&fact)).is_le());
-    history.insert(at, fact);
+    crate::fold::lists::insert(history, at, fact);
 }
 
 /// Of a history of yes/no facts in stamp order, the first of those at the

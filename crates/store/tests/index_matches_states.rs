@@ -53,10 +53,10 @@ fn state(key: &str, place: &Place, version: u64) -> PatientCareState {
         }
         Place::Community => state.set_setting(CareSetting::Community),
         Place::MergedAway => {
-            state.merged_into = Some(MergeLink {
+            state.merged_into = Some(Box::new(MergeLink {
                 patient_key: KEYS[0].to_owned(),
                 ..MergeLink::default()
-            });
+            }));
         }
     }
     state

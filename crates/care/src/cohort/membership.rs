@@ -120,7 +120,7 @@ impl MembershipFields {
             medically_optimised: self.medically_optimised,
             medically_optimised_since: self.medically_optimised_since,
             expected_discharge_date: self.expected_discharge_date,
-            merged_into: self.merged_into,
+            merged_into: self.merged_into.map(Box::new),
             ..PatientCareState::default()
         }
     }

@@ -22,7 +22,7 @@ pub(super) fn derive(state: &mut PatientCareState) {
         .chain(&state.active_encounter)
         .filter(|e| e.status() == EncounterStatus::Finished)
         .max_by_key(|e| Instant::of(e.discharged_at.as_ref()))
-        .and_then(|e| e.discharge.as_ref());
+        .and_then(|e| e.discharge.as_deref());
     if last_discharge != state.last_discharge.as_ref() {
         state.last_discharge = last_discharge.cloned();
     }
@@ -84,6 +84,8 @@ fn place_encounters(state: &mut PatientCareState) {
     all.append(&mut state.past_encounters);
     state.active_encounter = active.map(|index| all.remove(index));
     all.sort_by(|a, b| start(a).cmp(&start(b)));
+    // No room kept for the encounter that became active.
+    all.shrink_to_fit();
     state.past_encounters = all;
 }
 

@@ -14,7 +14,7 @@ use baton_proto::state::v1::{
 };
 use prost_types::Timestamp;
 
-use super::{Incoming, Rejection};
+use super::{Incoming, Rejection, lists};
 use crate::time::{Instant, LogPosition, insert_by_stamp, start_of_latest_run, supersedes};
 
 /// The payload-specific parts of a movement.
@@ -61,10 +61,13 @@ pub(super) fn encounter_mut<'a>(
 /// a cancellation arriving before what it cancels, still lands somewhere.
 fn encounter_or_new<'a>(state: &'a mut PatientCareState, encounter_id: &str) -> &'a mut Encounter {
     if encounter_mut(state, encounter_id).is_none() {
-        state.past_encounters.push(Encounter {
-            encounter_id: encounter_id.to_owned(),
-            ..Default::default()
-        });
+        lists::push(
+            &mut state.past_encounters,
+            Encounter {
+                encounter_id: encounter_id.to_owned(),
+                ..Default::default()
+            },
+        );
     }
     encounter_mut(state, encounter_id).expect("created above")
 }
@@ -83,10 +86,10 @@ pub(super) fn record(state: &mut PatientCareState, event: &Incoming<'_>, facts: 
         occurred_at: envelope.occurred_at,
         recorded_at: envelope.recorded_at,
         location: facts.location,
-        from: facts.from,
+        from: facts.from.map(Box::new),
         patient_class: facts.patient_class,
         admission_method: facts.admission_method,
-        discharge: facts.discharge,
+        discharge: facts.discharge.map(Box::new),
         expected_at: facts.expected_at,
         attending_clinician: facts.attending_clinician,
         organisation,
@@ -104,7 +107,7 @@ pub(super) fn insert_movement(encounter: &mut Encounter, movement: Movement) {
     let at = encounter
         .movements
         .partition_point(|m| movement_order(m) <= movement_order(&movement));
-    encounter.movements.insert(at, movement);
+    lists::insert(&mut encounter.movements, at, movement);
 }
 
 /// Clinical time, system time, then position in the log; the event id only
@@ -200,7 +203,7 @@ pub(super) fn cancel(
     let at = encounter
         .cancellations
         .partition_point(|c| cancellation_order(c) <= cancellation_order(&cancellation));
-    encounter.cancellations.insert(at, cancellation);
+    lists::insert(&mut encounter.cancellations, at, cancellation);
     derive_encounter(encounter);
     Ok(())
 }
@@ -233,7 +236,7 @@ fn places_fit(
         (cancellation.to.as_ref(), movement.location.as_ref()),
         (
             cancellation.from.as_ref(),
-            movement.from.as_ref().or(before),
+            movement.from.as_deref().or(before),
         ),
     ];
     for (given, known) in pairs {
@@ -524,8 +527,10 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     let stay_cancelled = has_start && !start_in_effect;
 
     let mut status = EncounterStatus::Unspecified;
-    let mut location: Option<Location> = None;
-    let mut history: Vec<LocationStay> = Vec::new();
+    // Borrowed from the movements, and copied into the encounter at the
+    // end only where they changed: most events change none of them.
+    let mut location: Option<&Location> = None;
+    let mut history: Vec<Stay<'_>> = Vec::new();
     let mut admitted_at = None;
     let mut started_at = None;
     let mut discharged_at = None;
@@ -533,10 +538,10 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     let mut expected_admission_at = None;
     let mut expected_return_at = None;
     let mut planned: Option<&Movement> = None;
-    let mut organisation = String::new();
+    let mut organisation = "";
     let mut patient_class = 0;
     let mut admission_method = 0;
-    let mut attending_clinician = String::new();
+    let mut attending_clinician = "";
 
     for movement in encounter
         .movements
@@ -544,7 +549,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
         .filter(|m| m.cancelled_by_event_id.is_empty())
     {
         if !movement.organisation.is_empty() {
-            organisation.clone_from(&movement.organisation);
+            organisation = &movement.organisation;
         }
         if movement.patient_class != 0 {
             patient_class = movement.patient_class;
@@ -553,13 +558,13 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
             admission_method = movement.admission_method;
         }
         if !movement.attending_clinician.is_empty() {
-            attending_clinician.clone_from(&movement.attending_clinician);
+            attending_clinician = &movement.attending_clinician;
         }
         match movement.kind() {
             MovementKind::PreAdmission => {
                 if status == EncounterStatus::Unspecified {
                     status = EncounterStatus::Planned;
-                    location.clone_from(&movement.location);
+                    location = movement.location.as_ref();
                 }
                 expected_admission_at = movement.expected_at;
             }
@@ -635,11 +640,13 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
                 if let Some(last) = history.last_mut() {
                     last.until = movement.occurred_at;
                 }
-                discharge = movement.discharge.clone().map(|d| Discharge {
-                    encounter_id: encounter.encounter_id.clone(),
-                    discharged_at: movement.occurred_at,
-                    location: location.clone(),
-                    ..d
+                discharge = movement.discharge.clone().map(|d| {
+                    Box::new(Discharge {
+                        encounter_id: encounter.encounter_id.clone(),
+                        discharged_at: movement.occurred_at,
+                        location: location.cloned(),
+                        ..*d
+                    })
                 });
             }
             MovementKind::Unspecified => {}
@@ -671,8 +678,10 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     }
 
     encounter.status = status as i32;
-    encounter.location = location;
-    encounter.location_history = history;
+    if encounter.location.as_ref() != location {
+        encounter.location = location.cloned();
+    }
+    sync_history(&mut encounter.location_history, &history);
     encounter.admitted_at = admitted_at;
     encounter.started_at = started_at;
     encounter.discharged_at = discharged_at;
@@ -682,12 +691,54 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     encounter.planned_transfer = if status == EncounterStatus::Finished {
         None
     } else {
-        planned_transfer
+        planned_transfer.map(Box::new)
     };
-    encounter.organisation = organisation;
+    if encounter.organisation != organisation {
+        organisation.clone_into(&mut encounter.organisation);
+    }
     encounter.patient_class = patient_class;
     encounter.admission_method = admission_method;
-    encounter.attending_clinician = attending_clinician;
+    if encounter.attending_clinician != attending_clinician {
+        attending_clinician.clone_into(&mut encounter.attending_clinician);
+    }
+}
+
+/// A stay in the location history as `derive_encounter` works it out,
+/// borrowed from the movement that began it.
+struct Stay<'a> {
+    location: &'a Location,
+    from: Option<Timestamp>,
+    until: Option<Timestamp>,
+    event_id: &'a str,
+}
+
+/// Makes `target` the history `stays` says, copying only the stays that
+/// are new: a stay already there (the same movement to the same place)
+/// only has its times set.
+fn sync_history(target: &mut Vec<LocationStay>, stays: &[Stay<'_>]) {
+    target.truncate(stays.len());
+    for (index, stay) in stays.iter().enumerate() {
+        match target.get_mut(index) {
+            Some(kept)
+                if kept.event_id == stay.event_id
+                    && kept.location.as_ref() == Some(stay.location) =>
+            {
+                kept.from = stay.from;
+                kept.until = stay.until;
+            }
+            Some(replaced) => *replaced = stay_of(stay),
+            None => lists::push(target, stay_of(stay)),
+        }
+    }
+}
+
+fn stay_of(stay: &Stay<'_>) -> LocationStay {
+    LocationStay {
+        location: Some(stay.location.clone()),
+        from: stay.from,
+        until: stay.until,
+        event_id: stay.event_id.to_owned(),
+    }
 }
 
 /// Moves the patient to the movement's location, starting a stay there.
@@ -696,17 +747,17 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
 /// the same clinical time) gives way to the later one, so the later record
 /// says where the patient went. A stay the discharge ended is kept (a
 /// readmission within the same encounter).
-fn move_to(
-    history: &mut Vec<LocationStay>,
-    location: &mut Option<Location>,
-    movement: &Movement,
+fn move_to<'a>(
+    history: &mut Vec<Stay<'a>>,
+    location: &mut Option<&'a Location>,
+    movement: &'a Movement,
     continuing: bool,
 ) {
     let Some(to) = movement.location.as_ref() else {
         return;
     };
     if let Some(last) = history.last_mut().filter(|s| s.until.is_none()) {
-        if continuing && last.location.as_ref() == Some(to) {
+        if continuing && last.location == to {
             return;
         }
         if Instant::of(last.from.as_ref()) == Instant::of(movement.occurred_at.as_ref()) {
@@ -715,11 +766,11 @@ fn move_to(
             last.until = movement.occurred_at;
         }
     }
-    *location = Some(to.clone());
-    history.push(LocationStay {
-        location: Some(to.clone()),
+    *location = Some(to);
+    history.push(Stay {
+        location: to,
         from: movement.occurred_at,
         until: None,
-        event_id: movement.event_id.clone(),
+        event_id: &movement.event_id,
     });
 }

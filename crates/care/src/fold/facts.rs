@@ -12,7 +12,7 @@ use baton_proto::state::v1::{
     FactStamp, FrailtyScore, PatientCareState, Referral, ReferralStatus, ReferralTransition,
 };
 
-use super::Incoming;
+use super::{Incoming, lists};
 use crate::time::{Instant, compare_stamps, insert_by_stamp, start_of_latest_run, supersedes};
 
 pub(super) const ACCEPTED: ReferralStatus = ReferralStatus::Accepted;
@@ -84,10 +84,10 @@ pub(super) fn record_death(state: &mut PatientCareState, event: &Incoming<'_>, d
         .as_ref()
         .is_none_or(|current| supersedes(&stamp, current.stamp.as_ref()))
     {
-        state.death = Some(Death {
+        state.death = Some(Box::new(Death {
             died_at: died.died_at.or(event.event().occurred_at),
             stamp: Some(stamp),
-        });
+        }));
     }
 }
 
@@ -99,10 +99,13 @@ fn referral_mut<'a>(state: &'a mut PatientCareState, referral_id: &str) -> &'a m
     {
         Some(index) => index,
         None => {
-            state.referrals.push(Referral {
-                referral_id: referral_id.to_owned(),
-                ..Default::default()
-            });
+            lists::push(
+                &mut state.referrals,
+                Referral {
+                    referral_id: referral_id.to_owned(),
+                    ..Default::default()
+                },
+            );
             state.referrals.len() - 1
         }
     };
@@ -166,7 +169,7 @@ fn add_transition(
     let at = referral
         .history
         .partition_point(|t| compare_stamps(t.stamp.as_ref(), transition.stamp.as_ref()).is_le());
-    referral.history.insert(at, transition);
+    lists::insert(&mut referral.history, at, transition);
     derive_referral(referral);
 }
 
@@ -186,10 +189,13 @@ fn episode_mut<'a>(state: &'a mut PatientCareState, episode_id: &str) -> &'a mut
     {
         Some(index) => index,
         None => {
-            state.episodes.push(Episode {
-                episode_id: episode_id.to_owned(),
-                ..Default::default()
-            });
+            lists::push(
+                &mut state.episodes,
+                Episode {
+                    episode_id: episode_id.to_owned(),
+                    ..Default::default()
+                },
+            );
             state.episodes.len() - 1
         }
     };
@@ -302,13 +308,16 @@ fn care_team_entry<'a>(state: &'a mut PatientCareState, member_id: &str) -> &'a 
     {
         Some(index) => index,
         None => {
-            state.care_team.push(CareTeamEntry {
-                member: Some(CareTeamMember {
-                    member_id: member_id.to_owned(),
+            lists::push(
+                &mut state.care_team,
+                CareTeamEntry {
+                    member: Some(CareTeamMember {
+                        member_id: member_id.to_owned(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            });
+                },
+            );
             state.care_team.len() - 1
         }
     };

@@ -17,7 +17,7 @@ use super::facts::{
     add_care_team_change, derive_referral, later, merge_demographics, sort_care_team,
     sort_episodes, sort_referrals,
 };
-use super::{Effect, Incoming};
+use super::{Effect, Incoming, lists};
 use crate::{AppliedEvents, EventId, ValidEvent};
 
 fn link(key: &str, event: &Incoming<'_>, kind: MergeKind) -> MergeLink {
@@ -35,7 +35,7 @@ fn add_merged_from(state: &mut PatientCareState, link: MergeLink) {
         .iter()
         .any(|l| l.patient_key == link.patient_key && l.merge_event_id == link.merge_event_id)
     {
-        state.merged_from.push(link);
+        lists::push(&mut state.merged_from, link);
     }
 }
 
@@ -51,7 +51,7 @@ pub(super) fn retire(
         Payload::PatientIdentifierChanged(changed) => changed.previous.clone(),
         _ => return Vec::new(),
     };
-    state.merged_into = Some(link(event.key().as_str(), event, kind));
+    state.merged_into = Some(Box::new(link(event.key().as_str(), event, kind)));
     let merge = event.event();
     let hand_over = CareEvent {
         event_id: EventId::derived(event.id(), "merged-record-transferred").to_string(),
@@ -178,7 +178,7 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
             .find(|e| e.encounter_id == theirs.encounter_id);
         match mine {
             Some(mine) => absorb_encounter(mine, theirs),
-            None => state.past_encounters.push(theirs.clone()),
+            None => lists::push(&mut state.past_encounters, theirs.clone()),
         }
     }
 
@@ -188,7 +188,7 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
             .iter()
             .any(|e| e.episode_id == theirs.episode_id)
         {
-            state.episodes.push(theirs.clone());
+            lists::push(&mut state.episodes, theirs.clone());
         }
     }
     sort_episodes(state);
@@ -207,14 +207,14 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
                         .iter()
                         .any(|t| t.stamp.as_ref().map(|s| s.event_id.as_str()) == id)
                     {
-                        mine.history.push(transition.clone());
+                        lists::push(&mut mine.history, transition.clone());
                     }
                 }
                 mine.history
                     .sort_by(|a, b| crate::compare_stamps(a.stamp.as_ref(), b.stamp.as_ref()));
                 derive_referral(mine);
             }
-            None => state.referrals.push(theirs.clone()),
+            None => lists::push(&mut state.referrals, theirs.clone()),
         }
     }
     sort_referrals(state);
@@ -231,7 +231,7 @@ pub(super) fn absorb(state: &mut PatientCareState, transferred: &MergedRecordTra
                     add_care_team_change(mine, change.clone());
                 }
             }
-            None => state.care_team.push(theirs.clone()),
+            None => lists::push(&mut state.care_team, theirs.clone()),
         }
     }
     sort_care_team(state);
@@ -315,7 +315,7 @@ pub(super) fn absorb_encounter(
             .iter()
             .any(|c| c.event_id == cancellation.event_id)
         {
-            mine.cancellations.push(cancellation.clone());
+            lists::push(&mut mine.cancellations, cancellation.clone());
         }
     }
     mine.cancellations

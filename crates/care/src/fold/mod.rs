@@ -20,6 +20,7 @@
 mod derive;
 mod encounter;
 mod facts;
+pub(crate) mod lists;
 mod merge;
 mod visit;
 
@@ -443,7 +444,7 @@ pub(super) fn add_local_ids(
 ) {
     for local in incoming {
         if !mine.contains(local) {
-            mine.push(local.clone());
+            lists::push(mine, local.clone());
         }
     }
     mine.sort_by(|a, b| (&a.authority, &a.value).cmp(&(&b.authority, &b.value)));

@@ -12,7 +12,7 @@ use baton_proto::state::v1::{MovedVisit, PatientCareState};
 
 use super::encounter::{derive_encounter, encounter_mut};
 use super::merge::absorb_encounter;
-use super::{Effect, Incoming, Rejection};
+use super::{Effect, Incoming, Rejection, lists};
 use crate::EventId;
 
 /// The side of the patient the visit leaves: take the encounter out, hand
@@ -33,13 +33,16 @@ pub(super) fn move_away(state: &mut PatientCareState, event: &Incoming<'_>) -> V
                 .position(|e| e.encounter_id == from_encounter_id)?;
             Some(state.past_encounters.remove(at))
         });
-    state.moved_visits.push(MovedVisit {
-        encounter_id: from_encounter_id.to_owned(),
-        to_patient_key: event.key().to_string(),
-        to_encounter_id: envelope.encounter_id.clone(),
-        event_id: envelope.event_id.clone(),
-        moved_at: envelope.occurred_at,
-    });
+    lists::push(
+        &mut state.moved_visits,
+        MovedVisit {
+            encounter_id: from_encounter_id.to_owned(),
+            to_patient_key: event.key().to_string(),
+            to_encounter_id: envelope.encounter_id.clone(),
+            event_id: envelope.event_id.clone(),
+            moved_at: envelope.occurred_at,
+        },
+    );
     // A visit Baton never saw here: nothing to hand over.
     let Some(mut encounter) = taken else {
         return Vec::new();
@@ -88,7 +91,7 @@ pub(super) fn absorb(
             let mut theirs = (**theirs).clone();
             theirs.encounter_id.clone_from(encounter_id);
             derive_encounter(&mut theirs);
-            state.past_encounters.push(theirs);
+            lists::push(&mut state.past_encounters, theirs);
         }
     }
 }

@@ -21,7 +21,7 @@ pub(super) fn derive(state: &mut PatientCareState) {
         .chain(&state.active_encounter)
         .filter(|e| e.status() == EncounterStatus::Finished)
         .max_by_key(|e| Instant::of(e.discharged_at.as_ref()))
-        .and_then(|e| e.discharge.clone());
+        .and_then(|e| e.discharge.as_deref().cloned());
 
     let live = state.active_encounter.as_ref().filter(|e| is_live(e));
     let optimisation = live.and_then(|e| e.medical_optimisation.as_ref());

@@ -84,10 +84,10 @@ pub(super) fn record(state: &mut PatientCareState, event: &Incoming<'_>, facts: 
         occurred_at: envelope.occurred_at,
         recorded_at: envelope.recorded_at,
         location: facts.location,
-        from: facts.from,
+        from: facts.from.map(Box::new),
         patient_class: facts.patient_class,
         admission_method: facts.admission_method,
-        discharge: facts.discharge,
+        discharge: facts.discharge.map(Box::new),
         expected_at: facts.expected_at,
         attending_clinician: facts.attending_clinician,
         organisation,
@@ -234,7 +234,7 @@ fn places_fit(
         (cancellation.to.as_ref(), movement.location.as_ref()),
         (
             cancellation.from.as_ref(),
-            movement.from.as_ref().or(before),
+            movement.from.as_deref().or(before),
         ),
     ];
     for (given, known) in pairs {
@@ -636,11 +636,13 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
                 if let Some(last) = history.last_mut() {
                     last.until = movement.occurred_at;
                 }
-                discharge = movement.discharge.clone().map(|d| Discharge {
-                    encounter_id: encounter.encounter_id.clone(),
-                    discharged_at: movement.occurred_at,
-                    location: location.clone(),
-                    ..d
+                discharge = movement.discharge.clone().map(|d| {
+                    Box::new(Discharge {
+                        encounter_id: encounter.encounter_id.clone(),
+                        discharged_at: movement.occurred_at,
+                        location: location.clone(),
+                        ..*d
+                    })
                 });
             }
             MovementKind::Unspecified => {}
@@ -683,7 +685,7 @@ pub(super) fn derive_encounter(encounter: &mut Encounter) {
     encounter.planned_transfer = if status == EncounterStatus::Finished {
         None
     } else {
-        planned_transfer
+        planned_transfer.map(Box::new)
     };
     encounter.organisation = organisation;
     encounter.patient_class = patient_class;

@@ -85,10 +85,10 @@ pub(super) fn record_death(state: &mut PatientCareState, event: &Incoming<'_>, d
         .as_ref()
         .is_none_or(|current| supersedes(&stamp, current.stamp.as_ref()))
     {
-        state.death = Some(Death {
+        state.death = Some(Box::new(Death {
             died_at: died.died_at.or(event.event().occurred_at),
             stamp: Some(stamp),
-        });
+        }));
     }
 }
 

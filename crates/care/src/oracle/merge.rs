@@ -51,7 +51,7 @@ pub(super) fn retire(
         Payload::PatientIdentifierChanged(changed) => changed.previous.clone(),
         _ => return Vec::new(),
     };
-    state.merged_into = Some(link(event.key().as_str(), event, kind));
+    state.merged_into = Some(Box::new(link(event.key().as_str(), event, kind)));
     let merge = event.event();
     let hand_over = CareEvent {
         event_id: EventId::derived(event.id(), "merged-record-transferred").to_string(),

@@ -806,7 +806,7 @@ fn discharge_finishes_the_encounter_and_the_destination_sets_the_setting() {
             destination_organisation: "RYY".into(),
             location: Some(ward("WARD-2")),
         };
-        assert_eq!(encounter.discharge.as_ref(), Some(&expected), "{case}");
+        assert_eq!(encounter.discharge.as_deref(), Some(&expected), "{case}");
         assert_eq!(state.last_discharge.as_ref(), Some(&expected), "{case}");
         assert_eq!(state.setting(), setting, "{case}");
         assert_eq!(state.setting_since, ts(at(48)), "{case}");
@@ -885,10 +885,13 @@ fn a_merge_retires_one_record_and_the_survivor_absorbs_it() {
         merged_at: ts(at(5)),
         kind: MergeKind::PatientsMerged as i32,
     };
-    assert_eq!(retired.merged_into.as_ref(), Some(&link_to_survivor));
+    assert_eq!(retired.merged_into.as_deref(), Some(&link_to_survivor));
     let retired_state = handed.retired_state.as_ref().unwrap();
     assert_eq!(retired_state.patient_key, RETIRED_NHS);
-    assert_eq!(retired_state.merged_into.as_ref(), Some(&link_to_survivor));
+    assert_eq!(
+        retired_state.merged_into.as_deref(),
+        Some(&link_to_survivor)
+    );
     // The retired record keeps what it knew, but is listed in no cohort.
     assert_eq!(active(&retired).encounter_id, "V9");
     assert!(!Cohort::default().matches(&retired, crate::Instant::UNSET));
@@ -2462,7 +2465,7 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
             shift(&mut stamp.recorded_at, seconds);
         }
     }
-    fn shift_discharge(discharge: &mut Option<Discharge>, seconds: i64) {
+    fn shift_discharge(discharge: Option<&mut Discharge>, seconds: i64) {
         if let Some(discharge) = discharge {
             shift(&mut discharge.discharged_at, seconds);
         }
@@ -2477,7 +2480,7 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
         shift(&mut encounter.discharged_at, seconds);
         shift(&mut encounter.expected_admission_at, seconds);
         shift(&mut encounter.expected_return_at, seconds);
-        shift_discharge(&mut encounter.discharge, seconds);
+        shift_discharge(encounter.discharge.as_deref_mut(), seconds);
         for stay in &mut encounter.location_history {
             shift(&mut stay.from, seconds);
             shift(&mut stay.until, seconds);
@@ -2497,7 +2500,7 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
             shift(&mut movement.recorded_at, seconds);
             shift(&mut movement.expected_at, seconds);
             shift(&mut movement.cancelled_recorded_at, seconds);
-            shift_discharge(&mut movement.discharge, seconds);
+            shift_discharge(movement.discharge.as_deref_mut(), seconds);
         }
         for cancellation in &mut encounter.cancellations {
             shift(&mut cancellation.occurred_at, seconds);
@@ -2512,7 +2515,7 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
         shift(&mut moved.moved_at, seconds);
     }
     shift(&mut state.setting_since, seconds);
-    shift_discharge(&mut state.last_discharge, seconds);
+    shift_discharge(state.last_discharge.as_mut(), seconds);
     for episode in &mut state.episodes {
         shift(&mut episode.started_at, seconds);
         shift(&mut episode.ended_at, seconds);
@@ -2545,7 +2548,12 @@ fn shift_state(state: &mut PatientCareState, seconds: i64) {
         shift(&mut death.died_at, seconds);
         shift_stamp(&mut death.stamp, seconds);
     }
-    for link in state.merged_into.iter_mut().chain(&mut state.merged_from) {
+    for link in state
+        .merged_into
+        .as_deref_mut()
+        .into_iter()
+        .chain(&mut state.merged_from)
+    {
         shift(&mut link.merged_at, seconds);
     }
     shift(&mut state.last_occurred_at, seconds);
